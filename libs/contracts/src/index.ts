@@ -1,1 +1,11 @@
-export {};
+export * from './common.ts';
+export * from './subjects.ts';
+export * from './envelope.ts';
+export * from './registry.ts';
+export * from './validate.ts';
+export * from './dead-letter.ts';
+export * from './catalogue.ts';
+export * from './events/data.ts';
+export * from './events/trainer.ts';
+export * from './events/evaluation.ts';
+export * from './events/serving.ts';
