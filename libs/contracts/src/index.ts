@@ -9,3 +9,4 @@ export * from './events/data.ts';
 export * from './events/trainer.ts';
 export * from './events/evaluation.ts';
 export * from './events/serving.ts';
+export * from './http/data.ts';
