@@ -1,0 +1,103 @@
+/**
+ * Graceful shutdown. closeGracefully():
+ *   1. marks the app draining: /readyz answers 503 so load balancers and
+ *      Kubernetes stop routing new traffic here, while requests still
+ *      arriving are served;
+ *   2. runs every registered drainer in parallel (a bus consumer stops
+ *      pulling and finishes the messages it holds), each bounded by what is
+ *      left of the timeout;
+ *   3. closes the HTTP server: stops accepting, waits for in-flight requests,
+ *      then runs the onClose hooks, where resources (pool, bus connection)
+ *      are closed. Past the timeout, remaining connections are cut.
+ * It is idempotent: a second call (a second SIGTERM) returns the same promise.
+ */
+import type { FastifyInstance } from 'fastify';
+
+export interface Drainer {
+  name: string;
+  drain: () => Promise<unknown>;
+}
+
+export interface ShutdownReport {
+  /** Drainers that did not finish in time or threw, by name. */
+  failedDrainers: string[];
+  /** True when the deadline passed and open connections were cut. */
+  timedOut: boolean;
+  ms: number;
+}
+
+export interface ShutdownState {
+  draining: boolean;
+  drainers: Drainer[];
+  closing: Promise<ShutdownReport> | undefined;
+}
+
+function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), Math.max(0, ms));
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+export function closeGracefully(app: FastifyInstance, state: ShutdownState, timeoutMs: number): Promise<ShutdownReport> {
+  if (state.closing) return state.closing;
+  state.draining = true;
+  state.closing = (async () => {
+    const t0 = Date.now();
+    const left = () => timeoutMs - (Date.now() - t0);
+    const outcomes = await Promise.all(
+      state.drainers.map(async (d) => {
+        try {
+          const r = await within(Promise.resolve().then(d.drain), left());
+          if (r === 'timeout') app.log.warn({ drainer: d.name }, 'drainer timed out');
+          return r === 'timeout' ? d.name : undefined;
+        } catch (err) {
+          app.log.error({ err, drainer: d.name }, 'drainer failed');
+          return d.name;
+        }
+      }),
+    );
+    const closing = app.close();
+    let timedOut = false;
+    if ((await within(closing, left())) === 'timeout') {
+      timedOut = true;
+      app.log.warn('shutdown deadline passed: closing open connections');
+      app.server.closeAllConnections();
+      await closing;
+    }
+    return { failedDrainers: outcomes.filter((n): n is string => n !== undefined), timedOut, ms: Date.now() - t0 };
+  })();
+  return state.closing;
+}
+
+export interface SignalOptions {
+  signals?: readonly NodeJS.Signals[];
+  /** Exit the process once closed (code 0, or 1 when draining failed). Default true. */
+  exit?: boolean;
+}
+
+/**
+ * SIGTERM/SIGINT -> app.closeGracefully(). Returns a function that removes
+ * the handlers (tests, or a main() that manages signals itself).
+ */
+export function handleShutdownSignals(app: FastifyInstance, options: SignalOptions = {}): () => void {
+  const signals = options.signals ?? ['SIGTERM', 'SIGINT'];
+  const onSignal = (signal: NodeJS.Signals) => {
+    app.log.info({ signal }, 'shutting down');
+    app.closeGracefully().then(
+      (report) => {
+        app.log.info(report, 'shut down');
+        if (options.exit ?? true) process.exit(report.failedDrainers.length > 0 || report.timedOut ? 1 : 0);
+      },
+      (err: unknown) => {
+        app.log.error({ err }, 'shutdown failed');
+        if (options.exit ?? true) process.exit(1);
+      },
+    );
+  };
+  for (const s of signals) process.on(s, onSignal);
+  return () => {
+    for (const s of signals) process.off(s, onSignal);
+  };
+}
