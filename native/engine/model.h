@@ -73,6 +73,7 @@ struct Config {
   bool o_proj_bias = false;          // o_proj has a bias (llama with attention_bias)
   int bos_token_id = -1;             // informational, -1 when absent
   int eos_token_id = -1;             // informational (first one if a list)
+  int sliding_window = 0;            // mistral: positions must stay below it (0 = none)
 
   // Throws fw::Error(kInvalidArgument) on a bad value, kUnsupported on an
   // architecture or feature the engine does not implement (rope_scaling,
@@ -194,7 +195,7 @@ class ModelT {
   // against V (kInvalidArgument); T <= max_position_embeddings.
   // loss_normalizer: divide the summed token losses by this (>0) instead of
   // this batch's count of non-ignored targets.
-  T forward(const int32_t* tokens, const int32_t* targets, int B, int T, double loss_normalizer = 0);
+  T forward(const int32_t* tokens, const int32_t* targets, int B, int T_, double loss_normalizer = 0);
   // d loss / d everything for the last forward() (which must have had
   // targets). Accumulates into grads (if enabled) and the LoRA grads.
   // d_logits_override: when non-null, (B, T, V) gradient of the loss w.r.t.
@@ -210,7 +211,7 @@ class ModelT {
   // Incremental decode: tokens (B, T) at positions pos0..pos0+T-1, requires
   // pos0 == cache.len and pos0 + T <= cache.S. Writes logits (B, T, V) when
   // all_logits else (B, V) for the last position; advances cache.len by T.
-  void forward_cached(const int32_t* tokens, int B, int T, KVCacheT<T>& cache, T* logits_out,
+  void forward_cached(const int32_t* tokens, int B, int T_, KVCacheT<T>& cache, T* logits_out,
                       bool all_logits = false);
 
   // Bytes of activation memory the last forward() allocated (recompute saves).
@@ -218,24 +219,36 @@ class ModelT {
 
  private:
   LayerParams<T> layer_ptrs(T* base, int l);
-  struct Acts;  // defined in model.cpp
-  void ensure_acts(int B, int T);
-  void layer_forward(int l, int B, int T, const T* x_in, T* x_out, void* acts_l);
-  void layer_backward(int l, int B, int T, const T* x_in, T* dx, void* acts_l);
+  void ensure_acts(int B, int T_);
+  T* slot(int l);      // activation slot of layer l (slot 0 for all when recomputing)
+  T* resid(int l);     // (B, T, C) input of layer l; resid(L) = last layer's output
+  void layer_forward(int l, int B, int T_, T* slot);
+  void layer_backward(int l, int B, int T_, T* dx, T* slot);
+  void lin_forward(int l, int m, T* out, const T* inp, const T* w, const T* b, int N, int IC, int OC);
+  void lin_backward(int l, int m, T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int IC,
+                    int OC, bool accumulate);
+  uint64_t dropout_key() const;
+  void check_tokens(const int32_t* tokens, const int32_t* targets, int B, int T_) const;
 
   LoraT<T>* lora_ = nullptr;
   bool recompute_ = false;
   bool training_ = true;
   uint64_t dropout_step_ = 0;
-  int B_ = 0, T_ = 0;          // shape of the allocated activations
+  int B_ = 0, Tlen_ = 0;       // shape (B, T) of the allocated activations
+  bool acts_recompute_ = false;  // recompute_ when the activations were sized
   int64_t n_targets_ = 0;
   double normalizer_ = 1.0;
   bool have_targets_ = false;
+  bool logits_valid_ = false;
+  size_t slot_size_ = 0;                   // elements in one layer's activation slot
   std::vector<int32_t> tokens_, targets_;  // (B, T) copies of the last batch
   std::vector<T> logits_;                  // (B, T, V), then dlogits in backward
-  std::vector<T> acts_;                    // every other activation (model.cpp)
-  std::vector<T> scratch_;                 // per-layer backward scratch
-  std::vector<T> rope_cos_, rope_sin_;     // (maxT, HS/2)
+  std::vector<T> resid_;                   // (L+1, B, T, C) layer inputs + final output
+  std::vector<T> slots_;                   // (L or 1, slot_size_) per-layer activations
+  std::vector<T> final_;                   // lnf (B, T, C), rstdf (B, T), losses (B, T), lse (B, T)
+  std::vector<T> scratch_;                 // backward scratch for one layer
+  std::vector<T> dec_;                     // forward_cached scratch
+  std::vector<T> rope_cos_, rope_sin_;     // (max_position_embeddings, HS/2)
 };
 
 using Model = ModelT<float>;
