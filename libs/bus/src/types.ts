@@ -38,6 +38,14 @@ export interface BusOptions {
   maxReconnectAttempts?: number;
   /** Delay between reconnect attempts. Default 250 ms. */
   reconnectTimeWaitMs?: number;
+  /** Where the bus reports retries, dead letters and loop failures (pino-compatible). Default silent. */
+  logger?: BusLogger;
+}
+
+/** The subset of a pino logger the bus uses. */
+export interface BusLogger {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 /** Stream limits applied when provisioning. */
