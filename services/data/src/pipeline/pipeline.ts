@@ -1,21 +1,39 @@
 /**
- * The cleaning pipeline (implementation follows in the next commits).
+ * The cleaning pipeline: per-record stages in batches (in-process or on
+ * worker threads), then the order-dependent stages in input order on the
+ * calling thread (exact dedup, MinHash-LSH near dedup against this job and
+ * earlier versions), then a content-keyed split and token shards.
+ *
+ * Memory: kept records and their token ids stream to temporary files in
+ * `workDir`; what stays in memory is O(records) small state: exact-dedup
+ * hashes, LSH band keys, 16-bit signature sketches for candidate checks,
+ * split keys and strata.
  */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import type { PipelineConfig, PipelineConfigInput } from './config.ts';
-import { resolveConfig } from './config.ts';
+import { PipelineConfigError, resolveConfig } from './config.ts';
 import type { LshParams } from './lsh.ts';
-import { MemoryBandIndex, optimalLshParams } from './lsh.ts';
-import type { CleanRecord, CleaningReport, InputRecord, PriorBandIndex, ShardInfo, SplitName } from './types.ts';
-import type { TokenizerSource } from '../tokenize/index.ts';
+import { MemoryBandIndex, bandKeys, optimalLshParams } from './lsh.ts';
+import { createRecordProcessor, truncate, type Processed } from './process.ts';
+import { ReportBuilder } from './report.ts';
+import { assignSplits, splitKey, stratumOf } from './split.ts';
+import { SPLITS, recordText, type CleanRecord, type CleaningReport, type InputRecord, type PriorBandIndex, type ShardInfo, type SplitName } from './types.ts';
+import { inlineRunner, processInBatches, resolveWorkerCount, workerRunner, type BatchRunner } from './workers.ts';
+import { SplitShardWriter } from '../tokenize/shards.ts';
+import { loadTokenizer, type TokenizerSource } from '../tokenize/tokenizer.ts';
 
 export interface PipelineOptions {
   /** The dataset's tokenizer; worker threads load it themselves, so it is a source, not an object. */
   tokenizer: TokenizerSource;
   /** Band index of earlier dataset versions (the service's Postgres table). */
   priorIndex?: PriorBandIndex;
-  /** Perplexity of a text under a reference model ("filled later by the engine"); used when config.perplexity.enabled. */
+  /** Perplexity of a text under a reference model ("filled later by the engine"); needed when config.perplexity.enabled. */
   perplexity?: (text: string) => Promise<number>;
-  /** Folder for the cleaned split JSONL files and token shards (created). */
+  /** Folder for the cleaned split JSONL files and the token shards (`shards/`); created if missing. */
   workDir: string;
   signal?: AbortSignal;
 }
@@ -48,12 +66,264 @@ export class PipelineInputError extends Error {
 }
 export const isPipelineInputError = (e: unknown): e is PipelineInputError => e instanceof PipelineInputError;
 
+/** Validates the config (throws PipelineConfigError) and returns a pipeline that can run many times. */
 export function createPipeline(config: PipelineConfigInput | PipelineConfig | undefined, opts: PipelineOptions): Pipeline {
   const cfg = resolveConfig(config);
+  if (cfg.perplexity.enabled && !opts.perplexity) throw new PipelineConfigError(['/perplexity/enabled: no perplexity hook is configured']);
   const lsh = optimalLshParams(cfg.dedup.threshold, cfg.dedup.num_perm);
-  return {
-    config: cfg,
-    lsh,
-    run: () => Promise.reject(new Error(`not implemented yet (${opts.workDir})`)),
-  };
+  return { config: cfg, lsh, run: (records) => runPipeline(cfg, lsh, opts, records) };
+}
+
+/** Buffered append to a file with backpressure. */
+async function put(ws: WriteStream, chunk: string | Uint8Array): Promise<void> {
+  if (ws.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const done = (e?: Error) => {
+      ws.off('drain', done);
+      ws.off('error', done);
+      if (e) reject(e);
+      else resolve();
+    };
+    ws.on('drain', done);
+    ws.on('error', done);
+  });
+}
+const endStream = (ws: WriteStream) => new Promise<void>((resolve, reject) => ws.end((e?: Error | null) => (e ? reject(e) : resolve())));
+
+/** Sequential reader of the kept-token file: per record u32 n, u32 promptLen, n x u32. */
+class TokenReader {
+  private buf = Buffer.alloc(0);
+  private pos = 0;
+  private fh: FileHandle;
+  constructor(fh: FileHandle) {
+    this.fh = fh;
+  }
+  private async need(n: number): Promise<void> {
+    if (this.buf.length - this.pos >= n) return;
+    const rest = this.buf.subarray(this.pos);
+    const chunk = Buffer.allocUnsafe(Math.max(n, 1 << 20));
+    const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, null);
+    this.buf = Buffer.concat([rest, chunk.subarray(0, bytesRead)]);
+    this.pos = 0;
+    if (this.buf.length < n) throw new Error('token file truncated');
+  }
+  async next(): Promise<{ ids: Uint32Array; promptLen: number }> {
+    await this.need(8);
+    const n = this.buf.readUInt32LE(this.pos);
+    const promptLen = this.buf.readUInt32LE(this.pos + 4);
+    this.pos += 8;
+    await this.need(4 * n);
+    const ids = new Uint32Array(n);
+    for (let i = 0; i < n; i++) ids[i] = this.buf.readUInt32LE(this.pos + 4 * i);
+    this.pos += 4 * n;
+    return { ids, promptLen };
+  }
+}
+
+/** Growable store of 16-bit signature sketches (the low half of each MinHash value). */
+class SketchStore {
+  private data: Uint16Array;
+  private readonly P: number;
+  constructor(P: number) {
+    this.P = P;
+    this.data = new Uint16Array(P * 1024);
+  }
+  set(ordinal: number, sig: Uint32Array): void {
+    const need = (ordinal + 1) * this.P;
+    if (need > this.data.length) {
+      const next = new Uint16Array(Math.max(need, this.data.length * 2));
+      next.set(this.data);
+      this.data = next;
+    }
+    for (let i = 0; i < this.P; i++) this.data[ordinal * this.P + i] = sig[i]! & 0xffff;
+  }
+  /** Jaccard estimate, corrected for chance 16-bit collisions. */
+  similarity(ordinal: number, sig: Uint32Array): number {
+    let eq = 0;
+    const base = ordinal * this.P;
+    for (let i = 0; i < this.P; i++) if (this.data[base + i] === (sig[i]! & 0xffff)) eq++;
+    const c = 1 / 65536;
+    return Math.max(0, (eq / this.P - c) / (1 - c));
+  }
+}
+
+async function runPipeline(
+  cfg: PipelineConfig,
+  lsh: LshParams,
+  opts: PipelineOptions,
+  source: AsyncIterable<InputRecord> | Iterable<InputRecord>,
+): Promise<PipelineResult> {
+  if (source === null || typeof source !== 'object' || !(Symbol.asyncIterator in source || Symbol.iterator in source))
+    throw new PipelineInputError('records must be an iterable or async iterable of records');
+  const t0 = performance.now();
+  const needTokens = cfg.length.enabled || cfg.tokenise.enabled;
+  const tokenizer = needTokens ? await loadTokenizer(opts.tokenizer) : undefined;
+  const nWorkers = resolveWorkerCount(cfg.workers);
+  await mkdir(opts.workDir, { recursive: true });
+  const tmp = join(opts.workDir, `.pipeline-${randomBytes(6).toString('hex')}`);
+  await mkdir(tmp);
+  const report = new ReportBuilder(cfg, lsh, nWorkers);
+  const index = new MemoryBandIndex();
+  const sketches = new SketchStore(cfg.dedup.num_perm);
+  const keptIds: string[] = []; // by near-dedup ordinal, for report examples
+  const seen = new Set<string>();
+  const splitKeys: number[] = [];
+  const strata: string[] = [];
+  let recordsIn = 0;
+  let bytesIn = 0;
+  const runner: BatchRunner = nWorkers > 1 ? await workerRunner(nWorkers, cfg, opts.tokenizer) : inlineRunner(createRecordProcessor(cfg, tokenizer));
+  const keptJson = createWriteStream(join(tmp, 'kept.jsonl'));
+  const keptTok = createWriteStream(join(tmp, 'kept.tok'));
+  const writers: SplitShardWriter[] = [];
+  const splitTmp: string[] = [];
+  try {
+    for await (const batch of processInBatches(source, runner, cfg.batch_size)) {
+      opts.signal?.throwIfAborted();
+      const ppl = cfg.perplexity.enabled ? await Promise.all(batch.map((p) => (p.record ? opts.perplexity!(recordText(p.record)) : Promise.resolve(0)))) : undefined;
+      let prior: Set<number> | undefined;
+      const keysOf = batch.map((p) => (p.signature ? bandKeys(p.signature, lsh.bands, lsh.rows) : undefined));
+      if (opts.priorIndex && cfg.dedup.near) {
+        const all: bigint[] = [];
+        for (const k of keysOf) if (k) for (const v of k) all.push(BigInt(v));
+        if (all.length > 0) prior = new Set([...(await opts.priorIndex.lookup(all))].map(Number));
+      }
+      for (let i = 0; i < batch.length; i++) {
+        const p: Processed = batch[i]!;
+        recordsIn++;
+        bytesIn += p.bytes;
+        for (const e of p.events) report.event(p.id, e);
+        if (p.dropped) {
+          report.pass(p.dropped);
+          continue;
+        }
+        const rec = p.record!;
+        const text = recordText(rec);
+        const drop = (stage: 'perplexity' | 'exact_dedup' | 'near_dedup', reason: string) => {
+          report.event(p.id, { stage, action: 'removed', reason, count: 1, before: truncate(text, cfg.max_example_chars) });
+          report.pass(stage);
+        };
+        if (ppl && ppl[i]! > cfg.perplexity.max_perplexity) {
+          drop('perplexity', `perplexity ${ppl[i]!.toFixed(1)} > ${cfg.perplexity.max_perplexity}`);
+          continue;
+        }
+        if (p.exactKey !== undefined) {
+          if (seen.has(p.exactKey)) {
+            drop('exact_dedup', 'exact_duplicate');
+            continue;
+          }
+          seen.add(p.exactKey);
+        }
+        const keys = keysOf[i];
+        if (keys && p.signature) {
+          let dupOf: string | undefined;
+          for (const c of index.candidates(keys)) {
+            const j = cfg.dedup.verify ? sketches.similarity(c, p.signature) : 1;
+            if (j >= cfg.dedup.threshold) {
+              dupOf = `near_duplicate of ${keptIds[c]} (est. Jaccard ${j.toFixed(2)})`;
+              break;
+            }
+          }
+          if (!dupOf && prior && Array.from(keys).some((k) => prior.has(k))) dupOf = 'near_duplicate of an earlier dataset version';
+          if (dupOf) {
+            drop('near_dedup', dupOf.startsWith('near_duplicate of an') ? 'near_duplicate_prior' : 'near_duplicate');
+            const ex = report.stages.get('near_dedup')!.examples.at(-1);
+            if (ex?.id === p.id) ex.reason = dupOf;
+            continue;
+          }
+          const ord = keptIds.length;
+          keptIds.push(p.id);
+          index.insert(keys, ord);
+          if (cfg.dedup.verify) sketches.set(ord, p.signature);
+        }
+        report.pass(undefined, 'near_dedup');
+        splitKeys.push(splitKey(rec, cfg.split.seed));
+        strata.push(stratumOf(rec, cfg.split.stratify_by));
+        await put(keptJson, `${JSON.stringify(rec)}\n`);
+        if (p.tokens) {
+          const head = Buffer.allocUnsafe(8);
+          head.writeUInt32LE(p.tokens.length, 0);
+          head.writeUInt32LE(p.promptLen ?? 0, 4);
+          await put(keptTok, head);
+          await put(keptTok, new Uint8Array(p.tokens.buffer, p.tokens.byteOffset, p.tokens.byteLength));
+        }
+      }
+    }
+    await runner.close();
+    await endStream(keptJson);
+    await endStream(keptTok);
+
+    // Pass 2: route kept records to their split files and shards.
+    const assign = assignSplits(Float64Array.from(splitKeys), strata, cfg.split);
+    const outs = SPLITS.map((s) => {
+      const path = join(opts.workDir, `${s}.jsonl`);
+      splitTmp.push(`${path}.tmp`);
+      return { split: s, path, ws: createWriteStream(`${path}.tmp`), n: 0, tokens: 0 };
+    });
+    const shardDir = join(opts.workDir, 'shards');
+    for (const s of SPLITS)
+      writers.push(new SplitShardWriter(shardDir, s, tokenizer?.vocabSize ?? 0, { maxTokensPerShard: cfg.tokenise.max_tokens_per_shard }));
+    const tokFh = needTokens ? await open(join(tmp, 'kept.tok'), 'r') : undefined;
+    try {
+      const tr = tokFh ? new TokenReader(tokFh) : undefined;
+      const lines = createInterface({ input: createReadStream(join(tmp, 'kept.jsonl')), crlfDelay: Infinity });
+      let k = 0;
+      for await (const line of lines) {
+        const si = assign[k++]!;
+        const o = outs[si]!;
+        await put(o.ws, `${line}\n`);
+        o.n++;
+        const st = report.stages;
+        st.get('split')!.records_in++;
+        st.get('split')!.records_out++;
+        st.get('tokenise')!.records_in++;
+        st.get('tokenise')!.records_out++;
+        if (tr) {
+          const { ids, promptLen } = await tr.next();
+          o.tokens += ids.length;
+          if (cfg.tokenise.enabled) await writers[si]!.add(ids, promptLen);
+        }
+      }
+    } finally {
+      await tokFh?.close();
+    }
+    const shards: ShardInfo[] = [];
+    if (cfg.tokenise.enabled) for (const w of writers) shards.push(...(await w.finish()));
+    for (const o of outs) {
+      await endStream(o.ws);
+      await rename(`${o.path}.tmp`, o.path);
+    }
+
+    const splits = Object.fromEntries(
+      outs.map((o) => [
+        o.split,
+        { split: o.split, path: o.path, n_records: o.n, n_tokens: o.tokens, records: () => readJsonl(o.path) } satisfies SplitOutput,
+      ]),
+    ) as Record<SplitName, SplitOutput>;
+    const cleaning: CleaningReport = {
+      records_in: recordsIn,
+      records_out: splitKeys.length,
+      bytes_in: bytesIn,
+      stages: report.list(),
+      splits: Object.fromEntries(outs.map((o) => [o.split, { n_records: o.n, n_tokens: o.tokens }])) as CleaningReport['splits'],
+      shards,
+      lsh,
+      workers: nWorkers,
+      duration_ms: Math.round(performance.now() - t0),
+    };
+    return { splits, shards, report: cleaning, index };
+  } catch (e) {
+    for (const w of writers) await w.abort();
+    for (const p of splitTmp) await rm(p, { force: true });
+    keptJson.destroy();
+    keptTok.destroy();
+    throw e;
+  } finally {
+    await runner.close();
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function* readJsonl(path: string): AsyncIterable<CleanRecord> {
+  const lines = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+  for await (const line of lines) if (line.length > 0) yield JSON.parse(line) as CleanRecord;
 }

@@ -82,7 +82,8 @@ export interface StageReport {
   examples: StageExample[];
 }
 
-export const STAGES = ['normalise', 'length', 'quality', 'pii', 'exact_dedup', 'near_dedup', 'perplexity', 'split', 'tokenise'] as const;
+/** The stages in the order a record goes through them. */
+export const STAGES = ['normalise', 'quality', 'pii', 'length', 'perplexity', 'exact_dedup', 'near_dedup', 'split', 'tokenise'] as const;
 export type StageName = (typeof STAGES)[number];
 
 export interface ShardInfo {

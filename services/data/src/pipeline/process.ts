@@ -1,0 +1,138 @@
+/**
+ * The per-record stages (normalise, quality, PII, length) plus the
+ * per-record inputs of the later sequential stages (exact hash, MinHash
+ * signature, token ids). Pure and deterministic: the same function runs
+ * in-process or on worker threads, and the results are identical.
+ */
+import { createHash } from 'node:crypto';
+import type { PipelineConfig } from './config.ts';
+import { MinHasher } from './minhash.ts';
+import { normaliseRecord } from './normalise.ts';
+import { redactPii } from './pii.ts';
+import { applyC4, checkQuality } from './quality.ts';
+import { isPromptRecord, recordText, type CleanRecord, type InputRecord, type StageName } from './types.ts';
+import { encodeRecord } from '../tokenize/shards.ts';
+import type { TextTokenizer } from '../tokenize/tokenizer.ts';
+
+/** A change or removal seen by a per-record stage (texts already truncated). */
+export interface RecordEvent {
+  stage: StageName;
+  action: 'removed' | 'changed';
+  reason: string;
+  count: number;
+  before?: string;
+  after?: string;
+}
+
+export interface Processed {
+  id: string;
+  bytes: number;
+  /** Stage that removed the record (absent when kept). */
+  dropped?: StageName;
+  events: RecordEvent[];
+  record?: CleanRecord;
+  /** Exact-dedup key of the cleaned text (sha256, base64). */
+  exactKey?: string;
+  signature?: Uint32Array;
+  tokens?: Uint32Array;
+  promptLen?: number;
+}
+
+export function truncate(s: string, max: number): string {
+  return s.length <= max ? s : `${s.slice(0, max)}…`;
+}
+
+function fieldBytes(v: string | Uint8Array | undefined): number {
+  if (v === undefined || v === null) return 0;
+  return typeof v === 'string' ? Buffer.byteLength(v) : v.byteLength;
+}
+
+export type RecordProcessor = (input: InputRecord) => Processed;
+
+export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokenizer | undefined): RecordProcessor {
+  const hasher = cfg.dedup.near
+    ? new MinHasher({
+        numPerm: cfg.dedup.num_perm,
+        seed: cfg.dedup.seed,
+        wordNgram: cfg.dedup.word_ngram,
+        charNgram: cfg.dedup.char_ngram,
+        cjkMinFraction: cfg.dedup.cjk_min_fraction,
+      })
+    : undefined;
+  const needTokens = cfg.length.enabled || cfg.tokenise.enabled;
+  if (needTokens && !tokenizer) throw new Error('a tokenizer is needed for the length filter and tokenisation');
+  const max = cfg.max_example_chars;
+
+  return (input) => {
+    const bytes = fieldBytes(input?.text) + fieldBytes(input?.prompt) + fieldBytes(input?.completion);
+    const id = typeof input?.id === 'string' ? input.id : String(input?.id);
+    const events: RecordEvent[] = [];
+    const drop = (stage: StageName, reason: string, before: string): Processed => {
+      events.push({ stage, action: 'removed', reason, count: 1, before: truncate(before, max) });
+      return { id, bytes, dropped: stage, events };
+    };
+
+    const n = normaliseRecord(input, cfg.normalise);
+    if (!n.ok) {
+      const raw = typeof input?.text === 'string' ? input.text : typeof input?.prompt === 'string' ? input.prompt : '';
+      return drop('normalise', n.reason, raw);
+    }
+    let rec = n.record;
+    for (const c of n.changes) events.push({ stage: 'normalise', action: 'changed', reason: c, count: 1, after: truncate(recordText(rec), max) });
+
+    if (cfg.quality.enabled) {
+      if (!isPromptRecord(rec)) {
+        const c4 = applyC4(rec.text, cfg.quality.c4);
+        if ('reason' in c4) return drop('quality', c4.reason, rec.text);
+        if (c4.text !== rec.text) {
+          for (const reason of c4.changed)
+            events.push({ stage: 'quality', action: 'changed', reason, count: 1, before: truncate(rec.text, max), after: truncate(c4.text, max) });
+          rec = { ...rec, text: c4.text };
+        }
+      } else if (cfg.quality.c4.drop_lorem_ipsum || cfg.quality.c4.drop_curly_brace) {
+        const c4 = applyC4(recordText(rec), { ...cfg.quality.c4, drop_javascript_lines: false, drop_lines_without_terminal_punct: false, drop_policy_lines: false, min_words_per_line: 0 });
+        if ('reason' in c4) return drop('quality', c4.reason, recordText(rec));
+      }
+      const q = checkQuality(recordText(rec), cfg.quality);
+      if (!q.ok) return drop('quality', q.reason, recordText(rec));
+    }
+
+    if (cfg.pii.enabled) {
+      const kinds = cfg.pii.kinds;
+      let total = 0;
+      const counts: Record<string, number> = {};
+      const red = (s: string) => {
+        const r = redactPii(s, kinds);
+        for (const [k, v] of Object.entries(r.counts)) {
+          counts[k] = (counts[k] ?? 0) + v;
+          total += v;
+        }
+        return r.text;
+      };
+      const next: CleanRecord = isPromptRecord(rec) ? { ...rec, prompt: red(rec.prompt), completion: red(rec.completion) } : { ...rec, text: red(rec.text) };
+      if (total > 0) {
+        // The report shows the redacted text only: the original holds the personal data.
+        const after = truncate(recordText(next), max);
+        for (const [k, v] of Object.entries(counts)) events.push({ stage: 'pii', action: 'changed', reason: k, count: v, after });
+        rec = next;
+      }
+    }
+
+    let tokens: Uint32Array | undefined;
+    let promptLen = 0;
+    if (needTokens) {
+      const enc = encodeRecord(tokenizer!, rec);
+      tokens = Uint32Array.from(enc.ids);
+      promptLen = enc.promptLen;
+      if (cfg.length.enabled) {
+        if (tokens.length < cfg.length.min_tokens) return drop('length', 'too_short', recordText(rec));
+        if (tokens.length > cfg.length.max_tokens) return drop('length', 'too_long', recordText(rec));
+      }
+    }
+
+    const text = recordText(rec);
+    const exactKey = cfg.dedup.exact ? createHash('sha256').update(isPromptRecord(rec) ? `p\u0000${rec.prompt}\u0000${rec.completion}` : `t\u0000${text}`).digest('base64') : undefined;
+    const signature = hasher ? hasher.signature(text) : undefined;
+    return { id, bytes, events, record: rec, exactKey, signature, tokens, promptLen };
+  };
+}
