@@ -10,7 +10,7 @@ CREATE TABLE datasets (
 
 -- An ingest job: one source, one pipeline config, at most one resulting version.
 CREATE TABLE jobs (
-  id             uuid PRIMARY KEY,
+  id             text PRIMARY KEY,
   dataset_name   text NOT NULL,
   source_uri     text NOT NULL,
   format         text NOT NULL,
@@ -37,7 +37,7 @@ CREATE TABLE versions (
   version         text NOT NULL,
   content_sha256  text NOT NULL,
   config_sha256   text NOT NULL,
-  job_id          uuid NOT NULL REFERENCES jobs (id),
+  job_id          text NOT NULL REFERENCES jobs (id),
   manifest_uri    text NOT NULL,
   manifest        jsonb NOT NULL,
   report          jsonb NOT NULL,
@@ -47,7 +47,7 @@ CREATE TABLE versions (
 
 CREATE TABLE quarantine (
   id          bigserial PRIMARY KEY,
-  job_id      uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  job_id      text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
   ref         text NOT NULL,
   reason      text NOT NULL,
   sample      text NOT NULL DEFAULT '',

@@ -5,7 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { pipeline } from 'node:stream/promises';
-import { parse as csvParse } from 'csv-parse';
+import { parse as csvParse, type Options as CsvOptions } from 'csv-parse';
 import { parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
 import { splitLines } from './lines.ts';
 import {
@@ -133,7 +133,7 @@ async function* parseText(source: AsyncIterable<Buffer>, o: ParseOptions): Async
 
 async function* parseCsv(source: AsyncIterable<Buffer>, o: ParseOptions): AsyncGenerator<ParsedItem> {
   const parser = csvParse({
-    columns: (header: Buffer[]) => header.map((h) => h.toString('utf8')),
+    columns: (header: unknown[]) => header.map((h) => String(h)),
     bom: true,
     skip_empty_lines: true,
     relax_column_count: false,
@@ -141,7 +141,7 @@ async function* parseCsv(source: AsyncIterable<Buffer>, o: ParseOptions): AsyncG
     info: true,
     encoding: null as unknown as BufferEncoding, // keep raw bytes so the UTF-8 policy can see them
     cast: false,
-  });
+  } as unknown as CsvOptions);
   // pipeline() forwards a source error into the parser and ends it properly.
   const feed = pipeline(source, parser).catch(() => undefined);
   let row = 1;
