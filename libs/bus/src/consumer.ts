@@ -3,11 +3,17 @@
 //
 //   not JSON / envelope or payload invalid  -> dead letter (kind invalid), term
 //   handler returns                         -> ack (waits for the server's confirmation)
-//   handler throws, deliveries left         -> nak with backoffMs[deliveryCount-1]
+//   handler throws, deliveries left         -> no ack: JetStream redelivers after
+//                                              backoffMs[deliveryCount-1] (consumer
+//                                              `backoff`), bounded by `max_deliver`
 //   handler throws on the last delivery     -> dead letter (kind max-deliveries), term
-//   process dies / ack lost                 -> JetStream redelivers after the same
-//                                              backoff (consumer `backoff`), bounded
-//                                              by `max_deliver`
+//   process dies / ack lost                 -> the same timer redelivers it
+//
+// Why not nak(delay) on a throw: nats-server 2.9 adds the backoff step to an
+// explicit nak delay (a nak of 600 ms came back after 1050 ms), so the
+// schedule would depend on the server version. Leaving the message unacked
+// makes a throw and a crash follow one schedule, measured from the handler's
+// last heartbeat.
 //
 // A dead letter is published (and acked by JetStream) before the original is
 // termed, so a crash in between at worst publishes it again under the same
@@ -208,7 +214,7 @@ export async function startConsumer<S extends Subject>(
     if (lastAttempt) {
       await deadLetter(m, { kind: 'max-deliveries', reason, eventId: event.id, consumer: s.durable });
     } else {
-      m.nak(backoffFor(s.backoffMs, deliveryCount));
+      // Deliberately neither ack nor nak: the consumer's backoff redelivers it.
       logger.warn({ subject, durable: s.durable, seq: m.info.streamSequence, deliveryCount, reason }, 'bus: handler failed, will retry');
     }
   };

@@ -115,8 +115,8 @@ export interface DeliveryContext {
 }
 
 /**
- * Handles one event. Return normally to ack; throw to retry later (nak with
- * the backoff delay), or, on the last allowed delivery, dead-letter it.
+ * Handles one event. Return normally to ack; throw to have it redelivered
+ * after the backoff step, or, on the last allowed delivery, dead-lettered.
  */
 export type EventHandler<S extends Subject> = (event: EventEnvelope<S>, delivery: DeliveryContext) => Promise<void> | void;
 
@@ -127,9 +127,11 @@ export interface ConsumeOptions {
   /** Deliveries allowed per message, first included. Default 5. Must exceed `backoffMs.length`. */
   maxDeliver?: number;
   /**
-   * Redelivery delays: entry i is the wait before delivery i+2. Applies both
-   * to a throwing handler (nak with delay) and to a lost ack (JetStream
-   * `backoff`). Default [2 s, 10 s, 60 s, 300 s].
+   * Redelivery delays (JetStream consumer `backoff`): entry i is the wait
+   * after delivery i+1 failed (handler threw, process died, ack lost) before
+   * delivery i+2; the last entry repeats. Entry 0 is also the ack wait, which
+   * running handlers keep extending with progress heartbeats.
+   * Default [2 s, 10 s, 60 s, 300 s].
    */
   backoffMs?: number[];
   /** Handlers run concurrently on this many messages. Default 1. */
