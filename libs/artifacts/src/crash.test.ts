@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createFileStore } from './index.ts';
+import { collect } from './testing.ts';
 
 const storeModule = fileURLToPath(new URL('./index.ts', import.meta.url));
 
@@ -49,6 +50,6 @@ describe('artifact crash', () => {
     expect(names[0]).toMatch(/^\.fwtmp-[0-9a-f]+$/);
     const store = createFileStore({ root });
     expect(await store.exists('models/big.bin')).toBe(false);
-    expect(await Array.fromAsync(store.list())).toEqual([]);
+    expect(await collect(store.list())).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,6 +7,7 @@ import { text } from 'node:stream/consumers';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ArtifactExistsError, ArtifactKeyError, ArtifactNotFoundError, createArtifactStore, createFileStore } from './index.ts';
 import type { ArtifactStore } from './index.ts';
+import { collect } from './testing.ts';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
@@ -61,7 +62,7 @@ describe('file store', () => {
 
     // The same when a whole object was there before: it is untouched.
     await store.put('models/m.safetensors', Buffer.from('v1'));
-    const src = new Readable({ read() {} });
+    const src = new Readable({ read() { /* pushed by hand */ } });
     src.push(Buffer.alloc(1000, 7));
     setTimeout(() => src.destroy(new Error('connection reset')), 20);
     await expect(store.put('models/m.safetensors', src, { overwrite: true })).rejects.toThrow('connection reset');
@@ -89,7 +90,7 @@ describe('file store', () => {
   it('file store - list walks a prefix in key order and skips temp files', async () => {
     for (const k of ['b/2', 'a/1', 'a/sub/3', 'ab/4', 'c']) await store.put(k, Buffer.from(k));
     await writeFile(join(root, 'a', '.fwtmp-deadbeef'), 'half');
-    const keys = async (p?: string) => (await Array.fromAsync(store.list(p))).map((s) => s.key);
+    const keys = async (p?: string) => (await collect(store.list(p))).map((s) => s.key);
     expect(await keys()).toEqual(['a/1', 'a/sub/3', 'ab/4', 'b/2', 'c']);
     expect(await keys('a/')).toEqual(['a/1', 'a/sub/3']);
     expect(await keys('a')).toEqual(['a/1', 'a/sub/3', 'ab/4']);

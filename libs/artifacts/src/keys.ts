@@ -11,8 +11,14 @@ import { ArtifactKeyError } from './errors.ts';
 export const TMP_PREFIX = '.fwtmp-';
 export const MAX_KEY_LENGTH = 1024;
 
-// C0 controls (NUL included) and DEL.
-const CONTROL = /[\u0000-\u001f\u007f]/;
+/** True when `s` holds a C0 control character (NUL included) or DEL. */
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
 
 function checkSegment(ref: string, seg: string): void {
   if (seg === '') throw new ArtifactKeyError(ref, 'empty path segment (leading, trailing or doubled "/")');
@@ -30,7 +36,7 @@ export function validateKey(key: string, ref: string = key): string {
   if (key.length === 0) throw new ArtifactKeyError(ref, 'empty key');
   if (key.length > MAX_KEY_LENGTH) throw new ArtifactKeyError(ref, `key longer than ${MAX_KEY_LENGTH} characters`);
   if (key.includes('\u0000')) throw new ArtifactKeyError(ref, 'NUL byte');
-  if (CONTROL.test(key)) throw new ArtifactKeyError(ref, 'control character');
+  if (hasControl(key)) throw new ArtifactKeyError(ref, 'control character');
   if (key.includes('\\')) throw new ArtifactKeyError(ref, 'backslash');
   if (key.includes('%')) throw new ArtifactKeyError(ref, '"%" in a key (percent-encoding belongs in URIs only)');
   if (key.startsWith('/')) throw new ArtifactKeyError(ref, 'absolute path');

@@ -21,6 +21,7 @@ import {
   createS3Store,
   mapS3Error,
 } from './index.ts';
+import { collect } from './testing.ts';
 
 const client = (endpoint: string) =>
   new S3Client({
@@ -84,7 +85,7 @@ describe('s3 store', () => {
     await expect(store.stat('a')).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
     await expect(store.exists('a')).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
     await expect(store.delete('a')).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
-    await expect(Array.fromAsync(store.list())).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
+    await expect(collect(store.list())).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
     await expect(store.ping()).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
   });
 

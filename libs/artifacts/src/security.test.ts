@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ArtifactKeyError, createArtifactStore, createFileStore, validateKey } from './index.ts';
 import type { ArtifactStore } from './index.ts';
+import { collect } from './testing.ts';
 
 describe('artifact security', () => {
   let base: string;
@@ -84,7 +85,7 @@ describe('artifact security', () => {
     await expect(store.put('link/deeper/new', Buffer.from('x'))).rejects.toBeInstanceOf(ArtifactKeyError);
     await expect(store.put('secret-link', Buffer.from('pwned'), { overwrite: true })).rejects.toBeInstanceOf(ArtifactKeyError);
     expect(await readdir(outside)).toEqual(['secret']);
-    const listed = await Array.fromAsync(store.list());
+    const listed = await collect(store.list());
     expect(listed).toEqual([]);
   });
 
