@@ -33,10 +33,20 @@ if [ "$(node_major)" -lt 24 ]; then
   [ "$(node_major)" -ge 24 ] || { echo "bootstrap: Node 24 install failed" >&2; exit 1; }
 fi
 
-lock_hash=$(sha256sum package-lock.json | cut -c1-64)
+# npm ci on a fresh tree; an existing tree is brought in line with `npm install`
+# (incremental). npm 11's ci also refuses a lock file that lacks entries for
+# other platforms' optional packages (rollup's), which a registry mirror that
+# serves only this platform cannot provide: then install from the lock instead.
+lock_hash=$(sha256sum package.json package-lock.json libs/*/package.json services/*/package.json native/package.json bench/package.json 2>/dev/null | sha256sum | cut -c1-64)
 if [ ! -f node_modules/.fw-lock-hash ] || [ "$(cat node_modules/.fw-lock-hash)" != "$lock_hash" ]; then
-  echo "bootstrap: npm ci"
-  npm ci --silent --no-fund --no-audit >/dev/null
+  if [ ! -d node_modules ]; then
+    echo "bootstrap: npm ci"
+    npm ci --no-fund --no-audit --loglevel=error >/dev/null 2>.tools/npm-ci.log ||
+      { echo "bootstrap: npm ci refused the lock file (see .tools/npm-ci.log); installing from it with npm install"; npm install --no-fund --no-audit --loglevel=error >/dev/null; }
+  else
+    echo "bootstrap: npm install (package files changed)"
+    npm install --no-fund --no-audit --loglevel=error >/dev/null
+  fi
   echo "$lock_hash" > node_modules/.fw-lock-hash
 fi
 
