@@ -147,17 +147,21 @@ export class MinHasher {
   }
 
   signatureOf(hashes: Uint32Array, count: number, out: Uint32Array = new Uint32Array(this.numPerm)): Uint32Array {
+    // Permutation-major loop with the running minimum in a register; values
+    // are compared as int32 with the sign bit flipped, which orders them as
+    // unsigned 32-bit integers while staying in small-integer arithmetic.
     const P = this.numPerm;
-    const a = this.a;
-    const b = this.b;
-    out.fill(0xffffffff);
-    for (let s = 0; s < count; s++) {
-      const x = hashes[s]!;
-      for (let i = 0; i < P; i++) {
-        let v = Math.imul(x ^ b[i]!, a[i]!);
-        v = (v ^ (v >>> 15)) >>> 0;
-        if (v < out[i]!) out[i] = v;
+    const h = new Int32Array(hashes.buffer, hashes.byteOffset, count);
+    for (let i = 0; i < P; i++) {
+      const a = this.a[i]! | 0;
+      const b = this.b[i]! | 0;
+      let m = 0x7fffffff;
+      for (let s = 0; s < count; s++) {
+        let v = Math.imul(h[s]! ^ b, a);
+        v = (v ^ (v >>> 15) ^ 0x80000000) | 0;
+        if (v < m) m = v;
       }
+      out[i] = (m ^ 0x80000000) >>> 0;
     }
     return out;
   }

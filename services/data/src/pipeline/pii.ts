@@ -92,6 +92,9 @@ interface Rule {
 const NB = '(?<![A-Za-z0-9])';
 const NA = '(?![A-Za-z0-9])';
 
+// IPv6 candidates (full, compressed, IPv4-mapped), confirmed by node:net.
+const IPV6 = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])/g;
+
 const RULES: Rule[] = [
   { kind: 'email', re: /(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])/g },
   {
@@ -120,7 +123,7 @@ const RULES: Rule[] = [
   },
   {
     kind: 'ip',
-    re: /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])/g,
+    re: IPV6,
     valid: (m) => isIPv6(m) && m.split(':').filter((g) => g.length > 0).length >= 2 && /[0-9A-Fa-f]{2}/.test(m),
   },
   {
@@ -137,7 +140,7 @@ const RULES: Rule[] = [
   // UK and other trunk-0 national formats: 020 7946 0958, 07700 900123, 0161-496-0000.
   {
     kind: 'phone',
-    re: /(?<![\d.-])0\d{2,4}[ -]\d{3,4}(?:[ -]\d{3,4})?(?![\d-]|\.\d)/g,
+    re: /(?<![\d.-])0\d{2,4}[ -]\d{3,6}(?:[ -]\d{3,4})?(?![\d-]|\.\d)/g,
     valid: (m) => {
       const n = digitsOf(m).length;
       return n >= 10 && n <= 11;
@@ -153,8 +156,13 @@ export type PiiCounts = Partial<Record<PiiKind, number>>;
 export function redactPii(text: string, kinds: readonly PiiKind[]): { text: string; counts: PiiCounts } {
   const counts: PiiCounts = {};
   let out = text;
+  // Cheap gates: most texts hold no '@', no ':' and no digit at all.
+  const hasAt = text.includes('@');
+  const hasDigit = /\d/.test(text);
+  const hasColon = text.includes(':');
   for (const rule of RULES) {
     if (!kinds.includes(rule.kind)) continue;
+    if (rule.kind === 'email' ? !hasAt : rule.re === IPV6 ? !hasColon : !hasDigit) continue;
     rule.re.lastIndex = 0;
     if (!rule.re.test(out)) continue;
     rule.re.lastIndex = 0;
