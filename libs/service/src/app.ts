@@ -50,8 +50,17 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Drain and close (see shutdown.ts); resolves with what happened. Idempotent. */
     closeGracefully(options?: { timeoutMs?: number }): Promise<ShutdownReport>;
-    /** Registers work to finish before the server closes (e.g. a bus consumer). */
+    /**
+     * Registers work to finish before the HTTP server closes, e.g. a bus
+     * consumer's stop(). Drainers run one by one in registration order.
+     */
     addDrainer(name: string, drain: () => Promise<unknown>): void;
+    /**
+     * Registers a client to close after the drainers and the HTTP server are
+     * done (pool, bus connection, telemetry). Closed in reverse registration
+     * order: register what others depend on first.
+     */
+    addResource(name: string, close: () => Promise<unknown>): void;
     /** True once closeGracefully() has started. */
     readonly draining: boolean;
     /** The Prometheus registry /metrics renders. */
@@ -79,7 +88,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     : Fastify({ ...base, logger: false });
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
-  const state: ShutdownState = { draining: false, drainers: [], closing: undefined };
+  const state: ShutdownState = { draining: false, drainers: [], resources: [], closing: undefined };
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 10_000;
   app.decorate('closeGracefully', (o?: { timeoutMs?: number }) =>
     closeGracefully(app as unknown as FastifyInstance, state, o?.timeoutMs ?? shutdownTimeoutMs),
@@ -87,6 +96,9 @@ export async function createApp(options: AppOptions): Promise<App> {
   app.decorate('addDrainer', (name: string, drain: () => Promise<unknown>) => {
     const d: Drainer = { name, drain };
     state.drainers.push(d);
+  });
+  app.decorate('addResource', (name: string, close: () => Promise<unknown>) => {
+    state.resources.push({ name, close });
   });
   app.decorate('draining', { getter: () => state.draining });
   app.decorate('metricsRegistry', { getter: () => registry });

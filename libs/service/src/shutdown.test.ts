@@ -6,10 +6,11 @@ import type { App } from './index.ts';
 const TOKEN = 'test-token-0123456789abcdef';
 const headers = { authorization: `Bearer ${TOKEN}` };
 
-async function listening(setup: (app: App) => void): Promise<{ app: App; url: string }> {
+async function listening(setup: (app: App) => void, order: string[]): Promise<{ app: App; url: string }> {
   const app = await createApp({ name: 'shutdown-test', version: '1', auth: { tokens: [TOKEN] }, shutdownTimeoutMs: 2000 });
   app.get('/v1/slow', async () => {
     await new Promise((r) => setTimeout(r, 300));
+    order.push('request');
     return { done: true };
   });
   setup(app);
@@ -31,10 +32,19 @@ describe('shutdown', () => {
         await new Promise((r) => setTimeout(r, 100));
         order.push('drainer');
       });
-      a.addHook('onClose', async () => {
-        order.push('resources');
+      a.addDrainer('second', async () => {
+        order.push('second drainer');
       });
-    });
+      a.addHook('onClose', async () => {
+        order.push('onClose');
+      });
+      a.addResource('postgres', async () => {
+        order.push('postgres');
+      });
+      a.addResource('bus', async () => {
+        order.push('bus');
+      });
+    }, order);
     app = l.app;
     const inflight = fetch(`${l.url}/v1/slow`, { headers });
     await new Promise((r) => setTimeout(r, 50));
@@ -44,8 +54,8 @@ describe('shutdown', () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ done: true });
     const report = await closing;
-    expect(report).toMatchObject({ failedDrainers: [], timedOut: false });
-    expect(order).toEqual(['drainer', 'resources']);
+    expect(report).toMatchObject({ failedDrainers: [], failedResources: [], timedOut: false });
+    expect(order).toEqual(['drainer', 'second drainer', 'request', 'onClose', 'bus', 'postgres']);
     await expect(fetch(`${l.url}/healthz`)).rejects.toThrow();
     expect(app.closeGracefully()).toBe(closing);
   });
@@ -69,9 +79,18 @@ describe('shutdown', () => {
       throw new Error('nope');
     });
     app.addDrainer('fine', async () => undefined);
+    let closed = false;
+    app.addResource('pool', async () => {
+      closed = true;
+    });
+    app.addResource('broken', async () => {
+      throw new Error('close failed');
+    });
     const t0 = Date.now();
     const report = await app.closeGracefully({ timeoutMs: 200 });
-    expect(report.failedDrainers.sort()).toEqual(['hangs', 'throws']);
+    expect(report.failedDrainers).toEqual(['hangs', 'throws']);
+    expect(report.failedResources).toEqual(['broken']);
+    expect(closed).toBe(true);
     expect(Date.now() - t0).toBeLessThan(1500);
   });
 

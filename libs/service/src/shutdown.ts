@@ -3,12 +3,14 @@
  *   1. marks the app draining: /readyz answers 503 so load balancers and
  *      Kubernetes stop routing new traffic here, while requests still
  *      arriving are served;
- *   2. runs every registered drainer in parallel (a bus consumer stops
- *      pulling and finishes the messages it holds), each bounded by what is
- *      left of the timeout;
- *   3. closes the HTTP server: stops accepting, waits for in-flight requests,
- *      then runs the onClose hooks, where resources (pool, bus connection)
- *      are closed. Past the timeout, remaining connections are cut.
+ *   2. runs the drainers one after another in registration order (a bus
+ *      consumer stops pulling and finishes the messages it holds), each
+ *      bounded by what is left of the timeout;
+ *   3. closes the HTTP server: stops accepting, waits for in-flight requests
+ *      (past the deadline, remaining connections are cut), runs onClose hooks;
+ *   4. closes the resources (pool, bus connection, telemetry) in reverse
+ *      registration order, like deferred calls: nothing a request or a
+ *      drainer might still use is closed before they are done.
  * It is idempotent: a second call (a second SIGTERM) returns the same promise.
  */
 import type { FastifyInstance } from 'fastify';
@@ -21,14 +23,22 @@ export interface Drainer {
 export interface ShutdownReport {
   /** Drainers that did not finish in time or threw, by name. */
   failedDrainers: string[];
+  /** Resources whose close did not finish in time or threw, by name. */
+  failedResources: string[];
   /** True when the deadline passed and open connections were cut. */
   timedOut: boolean;
   ms: number;
 }
 
+export interface Resource {
+  name: string;
+  close: () => Promise<unknown>;
+}
+
 export interface ShutdownState {
   draining: boolean;
   drainers: Drainer[];
+  resources: Resource[];
   closing: Promise<ShutdownReport> | undefined;
 }
 
@@ -46,18 +56,22 @@ export function closeGracefully(app: FastifyInstance, state: ShutdownState, time
   state.closing = (async () => {
     const t0 = Date.now();
     const left = () => timeoutMs - (Date.now() - t0);
-    const outcomes = await Promise.all(
-      state.drainers.map(async (d) => {
-        try {
-          const r = await within(Promise.resolve().then(d.drain), left());
-          if (r === 'timeout') app.log.warn({ drainer: d.name }, 'drainer timed out');
-          return r === 'timeout' ? d.name : undefined;
-        } catch (err) {
-          app.log.error({ err, drainer: d.name }, 'drainer failed');
-          return d.name;
-        }
-      }),
-    );
+    /** Runs one step under the remaining budget; returns its name when it failed or timed out. */
+    const step = async (kind: string, name: string, run: () => Promise<unknown>, budgetMs = left()) => {
+      try {
+        const r = await within(Promise.resolve().then(run), budgetMs);
+        if (r !== 'timeout') return undefined;
+        app.log.warn({ [kind]: name }, `${kind} timed out`);
+      } catch (err) {
+        app.log.error({ err, [kind]: name }, `${kind} failed`);
+      }
+      return name;
+    };
+    const failedDrainers: string[] = [];
+    for (const d of state.drainers) {
+      const failed = await step('drainer', d.name, d.drain);
+      if (failed) failedDrainers.push(failed);
+    }
     const closing = app.close();
     // Keep-alive connections busy when close() began become idle once their
     // response is out; close them as they do, instead of waiting for the client.
@@ -70,7 +84,13 @@ export function closeGracefully(app: FastifyInstance, state: ShutdownState, time
       app.server.closeAllConnections();
       await closing;
     }
-    return { failedDrainers: outcomes.filter((n): n is string => n !== undefined), timedOut, ms: Date.now() - t0 };
+    const failedResources: string[] = [];
+    for (const r of [...state.resources].reverse()) {
+      // Resources get a short grace period even past the deadline: closing a pool is quick.
+      const failed = await step('resource', r.name, r.close, Math.max(left(), 1000));
+      if (failed) failedResources.push(failed);
+    }
+    return { failedDrainers, failedResources, timedOut, ms: Date.now() - t0 };
   })();
   return state.closing;
 }
@@ -92,7 +112,8 @@ export function handleShutdownSignals(app: FastifyInstance, options: SignalOptio
     app.closeGracefully().then(
       (report) => {
         app.log.info(report, 'shut down');
-        if (options.exit ?? true) process.exit(report.failedDrainers.length > 0 || report.timedOut ? 1 : 0);
+        const clean = report.failedDrainers.length === 0 && report.failedResources.length === 0 && !report.timedOut;
+        if (options.exit ?? true) process.exit(clean ? 0 : 1);
       },
       (err: unknown) => {
         app.log.error({ err }, 'shutdown failed');
