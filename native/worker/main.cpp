@@ -1,0 +1,286 @@
+// fw_worker: the training process the trainer service launches.
+//
+//   fw_worker job.json        (or the spec on stdin: fw_worker < job.json)
+//
+// Reads a job spec (docs/worker.md), builds the model (from a config with a
+// seeded init, or from a HF folder), optionally LoRA and a distillation
+// teacher, trains on token shards, checkpoints every N steps and on SIGTERM,
+// evaluates on the validation shards, and writes the final HF model folder
+// (plus the PEFT adapter folder for LoRA). Progress goes to stdout as one JSON
+// object per line; human-readable errors also go to stderr.
+//
+// Exit codes: 0 ok, 2 bad spec/config, 3 I/O, 4 corrupt input, 5 unsupported,
+// 10 internal error, 143 stopped by SIGTERM/SIGINT after writing a checkpoint.
+#include <omp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <string>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "fileio.h"
+#include "hf_io.h"
+#include "jobspec.h"
+#include "model.h"
+#include "shards.h"
+#include "train.h"
+
+namespace fw {
+const char* engine_version();
+}
+
+namespace {
+
+using json = nlohmann::json;
+
+volatile sig_atomic_t g_stop_signal = 0;
+
+void on_signal(int sig) { g_stop_signal = sig; }
+
+void emit(json j) {
+  std::string line = j.dump() + "\n";
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+int exit_code(fw::ErrorKind k) {
+  switch (k) {
+    case fw::ErrorKind::kInvalidArgument: return 2;
+    case fw::ErrorKind::kIo: return 3;
+    case fw::ErrorKind::kCorrupt: return 4;
+    case fw::ErrorKind::kUnsupported: return 5;
+    case fw::ErrorKind::kInternal: return 10;
+  }
+  return 10;
+}
+
+const char* kind_name(fw::ErrorKind k) {
+  switch (k) {
+    case fw::ErrorKind::kInvalidArgument: return "invalid_argument";
+    case fw::ErrorKind::kIo: return "io";
+    case fw::ErrorKind::kCorrupt: return "corrupt";
+    case fw::ErrorKind::kUnsupported: return "unsupported";
+    case fw::ErrorKind::kInternal: return "internal";
+  }
+  return "internal";
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Replaces `final_dir` by the fully written `staging` directory.
+void publish_dir(const std::string& staging, const std::string& final_dir) {
+  std::string parent = final_dir.find('/') == std::string::npos ? "." : final_dir.substr(0, final_dir.find_last_of('/'));
+  if (parent.empty()) parent = "/";
+  if (fw::path_exists(final_dir)) {
+    std::string trash = final_dir + ".old-" + std::to_string(::getpid());
+    fw::rename_path(final_dir, trash);
+    fw::rename_path(staging, final_dir);
+    fw::fsync_dir(parent);
+    fw::remove_all(trash);
+  } else {
+    fw::rename_path(staging, final_dir);
+    fw::fsync_dir(parent);
+  }
+}
+
+// Mean validation loss over up to `batches` batches from the start of the
+// validation stream (the same windows every time).
+double eval_val(fw::Trainer& tr, fw::ShardLoader& val, int batches, int B, int T) {
+  std::vector<int32_t> in((size_t)B * T), tg((size_t)B * T);
+  val.set_position({});
+  int n = (int)std::min<uint64_t>((uint64_t)batches, val.batches_per_epoch());
+  double sum = 0;
+  int64_t count = 0;
+  for (int i = 0; i < n; i++) {
+    val.next_batch(in.data(), tg.data());
+    int64_t c = 0;
+    for (int32_t t : tg) c += t != fw::kIgnoreIndex;
+    if (c == 0) continue;
+    sum += tr.eval_loss(in.data(), tg.data(), B, T) * (double)c;
+    count += c;
+  }
+  return count > 0 ? sum / (double)count : NAN;
+}
+
+int run(const std::string& spec_text) {
+  fw::JobSpec spec = fw::jobspec_parse_text(spec_text);
+  FW_CHECK_HINT(spec.world_size == 1, kUnsupported, "world_size " << spec.world_size << " > 1 needs the collectives backend",
+                "run one rank per job until distributed training lands");
+
+  // model
+  std::unique_ptr<fw::Model> model;
+  if (!spec.model_path.empty()) {
+    model = fw::model_load_hf(spec.model_path);
+  } else {
+    fw::Config cfg = fw::config_from_json(spec.model_config);
+    model = std::make_unique<fw::Model>(cfg);
+    model->init_random(spec.init_seed, spec.init_std);
+  }
+  const fw::Config& cfg = model->cfg;
+  FW_CHECK(spec.seq_len <= cfg.max_position_embeddings, kInvalidArgument,
+           "job spec: train.seq_len " << spec.seq_len << " exceeds the model's max_position_embeddings " << cfg.max_position_embeddings);
+  std::string tokenizer = spec.tokenizer;
+  if (tokenizer.empty() && !spec.model_path.empty() && fw::path_exists(fw::path_join(spec.model_path, "tokenizer.json")))
+    tokenizer = fw::path_join(spec.model_path, "tokenizer.json");
+  FW_CHECK_HINT(tokenizer.empty() || fw::path_exists(tokenizer), kIo, "tokenizer not found: " << tokenizer, "check model.tokenizer");
+
+  std::unique_ptr<fw::Lora> lora;
+  if (spec.use_lora) {
+    lora = std::make_unique<fw::Lora>(cfg, spec.lora);
+    lora->init(spec.seed);
+  }
+  std::unique_ptr<fw::Model> teacher;
+  if (!spec.teacher_path.empty()) teacher = fw::model_load_hf(spec.teacher_path);
+
+  fw::Trainer tr(*model, spec.train, lora.get(), teacher.get());
+  const int B = spec.batch_size, T = spec.seq_len;
+  fw::ShardLoader loader(spec.train_shards, B, T, spec.rank, spec.world_size, spec.seed, spec.shuffle, cfg.vocab_size);
+  std::unique_ptr<fw::ShardLoader> val;
+  const int VB = B / spec.train.grad_accum;
+  if (!spec.val_shards.empty()) {
+    try {
+      val = std::make_unique<fw::ShardLoader>(spec.val_shards, VB, T, 0, 1, 0, false, cfg.vocab_size);
+    } catch (const fw::Error& e) {
+      if (e.kind() != fw::ErrorKind::kInvalidArgument || VB == 1) throw;
+      val = std::make_unique<fw::ShardLoader>(spec.val_shards, 1, T, 0, 1, 0, false, cfg.vocab_size);
+    }
+  }
+  const int val_B = val ? (int)(val->n_windows() >= (uint64_t)VB ? VB : 1) : 0;
+
+  const json identity = spec.identity(cfg.to_json());
+  std::string resumed_from;
+  if (!spec.checkpoint_dir.empty() && spec.resume) {
+    std::string latest = fw::checkpoint_latest(spec.checkpoint_dir);
+    if (!latest.empty()) {
+      fw::LoadedCheckpoint ck = fw::checkpoint_open(latest, identity);
+      loader.set_position(fw::checkpoint_restore_trainer(ck, tr));
+      resumed_from = latest;
+    }
+  }
+  const int64_t total = spec.train.total_steps;
+  emit({{"event", "started"},
+        {"step", tr.step_count()},
+        {"total_steps", total},
+        {"params", model->layout.count_params()},
+        {"trainable_params", tr.trainable_param_count()},
+        {"tokens_per_step", (int64_t)B * T},
+        {"train_tokens", loader.total_tokens()},
+        {"resumed_from", resumed_from.empty() ? json(nullptr) : json(resumed_from)},
+        {"threads", omp_get_max_threads()},
+        {"engine_version", fw::engine_version()}});
+
+  auto save_checkpoint = [&](const char* reason) {
+    if (spec.checkpoint_dir.empty()) return;
+    double t0 = now_s();
+    std::string dir = fw::checkpoint_save_trainer(spec.checkpoint_dir, tr, identity, loader.position(), spec.keep_last);
+    emit({{"event", "checkpoint"}, {"step", tr.step_count()}, {"path", dir}, {"reason", reason}, {"seconds", now_s() - t0}});
+  };
+  auto stop_requested = [&]() -> bool {
+    if (!g_stop_signal) return false;
+    save_checkpoint("signal");
+    emit({{"event", "stopped"}, {"step", tr.step_count()}, {"signal", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM"},
+          {"checkpointed", !spec.checkpoint_dir.empty()}});
+    return true;
+  };
+
+  std::vector<int32_t> in((size_t)B * T), tg((size_t)B * T);
+  double last_loss = NAN;
+  while (tr.step_count() < total) {
+    if (stop_requested()) return 143;
+    loader.next_batch(in.data(), tg.data());
+    double t0 = now_s();
+    fw::StepResult r = tr.step(in.data(), tg.data(), B, T);
+    double dt = now_s() - t0;
+    last_loss = r.loss;
+    const int64_t step = tr.step_count();
+    if (step % spec.log_interval == 0 || step == total) {
+      json ev = {{"event", "step"}, {"step", step},           {"loss", r.loss},
+                 {"lr", r.lr},      {"grad_norm", r.grad_norm}, {"tokens_per_s", dt > 0 ? (double)B * T / dt : 0.0}};
+      if (teacher) {
+        ev["ce"] = tr.last_distill().ce;
+        ev["kl"] = tr.last_distill().kl;
+      }
+      emit(ev);
+    }
+    if (!std::isfinite(r.loss)) FW_CHECK_HINT(false, kInvalidArgument, "loss is not finite at step " << step, "lower the learning rate");
+    if (val && spec.eval_interval > 0 && step % spec.eval_interval == 0 && step < total)
+      emit({{"event", "eval"}, {"step", step}, {"val_loss", eval_val(tr, *val, spec.eval_batches, val_B, T)}});
+    if (spec.checkpoint_interval > 0 && step % spec.checkpoint_interval == 0 && step < total) save_checkpoint("interval");
+  }
+  if (stop_requested()) return 143;
+  save_checkpoint("final");
+  double val_loss = NAN;
+  if (val) {
+    val_loss = eval_val(tr, *val, spec.eval_batches, val_B, T);
+    emit({{"event", "eval"}, {"step", tr.step_count()}, {"val_loss", val_loss}});
+  }
+
+  // output: written into a staging folder, then renamed into place
+  const std::string staging = spec.output_dir + ".tmp-" + std::to_string(::getpid());
+  fw::remove_all(staging);
+  const fw::StDType dt = spec.save_bf16 ? fw::StDType::kBF16 : fw::StDType::kF32;
+  std::string base_name = spec.model_path.empty() ? "flywheel-from-scratch" : spec.model_path;
+  if (lora) {
+    fw::adapter_save(*lora, staging, base_name);
+    if (!tokenizer.empty()) fw::copy_file_atomic(tokenizer, fw::path_join(staging, "tokenizer.json"));
+    if (spec.lora_merge) {
+      model->set_lora(nullptr);
+      lora->merge_into(*model);
+      fw::model_save_hf(*model, fw::path_join(staging, "merged"), tokenizer, dt);
+    }
+  } else {
+    fw::model_save_hf(*model, staging, tokenizer, dt);
+  }
+  publish_dir(staging, spec.output_dir);
+  emit({{"event", "completed"},
+        {"step", tr.step_count()},
+        {"loss", last_loss},
+        {"val_loss", val ? json(val_loss) : json(nullptr)},
+        {"output_dir", spec.output_dir},
+        {"kind", lora ? "lora" : "full"},
+        {"merged", lora && spec.lora_merge}});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;  // a signal mid-write must not fail the write
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  try {
+    std::string text;
+    if (argc >= 2 && std::string(argv[1]) != "-") {
+      FW_CHECK_HINT(fw::path_exists(argv[1]), kIo, "job spec file not found: " << argv[1], "usage: fw_worker job.json (or the spec on stdin)");
+      text = fw::read_file_text(argv[1]);
+    } else {
+      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    }
+    return run(text);
+  } catch (const fw::Error& e) {
+    int code = exit_code(e.kind());
+    emit({{"event", "error"}, {"code", code}, {"kind", kind_name(e.kind())}, {"message", e.what()}});
+    std::fprintf(stderr, "fw_worker: %s\n", e.what());
+    return code;
+  } catch (const std::bad_alloc&) {
+    emit({{"event", "error"}, {"code", 10}, {"kind", "internal"}, {"message", "out of memory"}});
+    std::fprintf(stderr, "fw_worker: out of memory\n");
+    return 10;
+  } catch (const std::exception& e) {
+    emit({{"event", "error"}, {"code", 10}, {"kind", "internal"}, {"message", e.what()}});
+    std::fprintf(stderr, "fw_worker: internal error: %s\n", e.what());
+    return 10;
+  }
+}
