@@ -16,7 +16,8 @@ import { createRegistry } from '@flywheel/telemetry';
 import type { Logger, Registry } from '@flywheel/telemetry';
 import { authPlugin, PUBLIC_ROUTES } from './auth.ts';
 import type { AuthOptions } from './auth.ts';
-import { errorHandlerPlugin } from './error-handler.ts';
+import { errorHandlerPlugin, sendProblem } from './error-handler.ts';
+import { problems } from './errors.ts';
 import { healthPlugin } from './health.ts';
 import type { ReadinessCheck } from './health.ts';
 import { observabilityPlugin } from './observability.ts';
@@ -81,14 +82,15 @@ export async function createApp(options: AppOptions): Promise<App> {
     genReqId: () => randomUUID(),
     // Keep-alive sockets idle at close time are closed at once; busy ones after their response.
     forceCloseConnections: 'idle' as const,
-    return503OnClosing: true,
+    // Requests arriving on open connections while closing get our 503 problem (below), not Fastify's plain JSON.
+    return503OnClosing: false,
   };
   const fastify = options.logger
     ? Fastify({ ...base, loggerInstance: options.logger as unknown as FastifyBaseLogger })
     : Fastify({ ...base, logger: false });
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
-  const state: ShutdownState = { draining: false, drainers: [], resources: [], closing: undefined };
+  const state: ShutdownState = { draining: false, httpClosing: false, drainers: [], resources: [], closing: undefined };
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 10_000;
   app.decorate('closeGracefully', (o?: { timeoutMs?: number }) =>
     closeGracefully(app as unknown as FastifyInstance, state, o?.timeoutMs ?? shutdownTimeoutMs),
@@ -106,6 +108,11 @@ export async function createApp(options: AppOptions): Promise<App> {
   trackRoutes(app as unknown as FastifyInstance, isPublic);
   await app.register(observabilityPlugin, { registry, serviceName: options.name });
   await app.register(errorHandlerPlugin);
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!state.httpClosing) return;
+    reply.header('connection', 'close');
+    return sendProblem(reply, problems.unavailable, 'shutting down');
+  });
   await app.register(authPlugin, options.auth);
   await app.register(swagger, {
     openapi: {

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createApp, handleShutdownSignals } from './index.ts';
@@ -110,5 +111,28 @@ describe('shutdown', () => {
     } finally {
       uninstall();
     }
+  });
+
+  it('shutdown - a request arriving on an open connection while closing gets a 503 problem', async () => {
+    const l = await listening(() => undefined, []);
+    app = l.app;
+    const port = (app.server.address() as AddressInfo).port;
+    const socket = connect(port, '127.0.0.1');
+    let data = '';
+    socket.on('data', (d: Buffer) => (data += d.toString()));
+    const ended = new Promise((r) => socket.on('close', r));
+    const req = (path: string) => `GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`;
+    socket.write(req('/v1/slow'));
+    await new Promise((r) => setTimeout(r, 50));
+    const closing = app.closeGracefully();
+    await new Promise((r) => setTimeout(r, 20));
+    // Pipelined behind the in-flight request on the same connection.
+    socket.write(req('/v1/slow'));
+    await closing;
+    await ended;
+    const statuses = [...data.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]);
+    expect(statuses).toEqual(['200', '503']);
+    expect(data).toContain('application/problem+json');
+    expect(data).toContain('urn:flywheel:problem:unavailable');
   });
 });

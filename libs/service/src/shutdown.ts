@@ -37,6 +37,8 @@ export interface Resource {
 
 export interface ShutdownState {
   draining: boolean;
+  /** Set when the HTTP server starts closing: requests still arriving on open connections get 503. */
+  httpClosing: boolean;
   drainers: Drainer[];
   resources: Resource[];
   closing: Promise<ShutdownReport> | undefined;
@@ -72,6 +74,7 @@ export function closeGracefully(app: FastifyInstance, state: ShutdownState, time
       const failed = await step('drainer', d.name, d.drain);
       if (failed) failedDrainers.push(failed);
     }
+    state.httpClosing = true;
     const closing = app.close();
     // Keep-alive connections busy when close() began become idle once their
     // response is out; close them as they do, instead of waiting for the client.
