@@ -15,6 +15,7 @@ export type NormaliseResult =
   | { ok: false; reason: string };
 
 const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false });
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\uFEFF]/g;
 
 function decodeField(v: string | Uint8Array | undefined): { s: string | undefined; invalid: boolean } {

@@ -5,10 +5,10 @@
  * in-process or on worker threads, and the results are identical.
  */
 import { createHash } from 'node:crypto';
-import type { PipelineConfig } from './config.ts';
+import type { PiiKind, PipelineConfig } from './config.ts';
 import { MinHasher } from './minhash.ts';
 import { normaliseRecord } from './normalise.ts';
-import { redactPii } from './pii.ts';
+import { PII_TOKENS, redactPii } from './pii.ts';
 import { applyC4, checkQuality } from './quality.ts';
 import { isPromptRecord, recordText, type CleanRecord, type InputRecord, type StageName } from './types.ts';
 import { encodeRecord } from '../tokenize/shards.ts';
@@ -40,6 +40,13 @@ export interface Processed {
 
 export function truncate(s: string, max: number): string {
   return s.length <= max ? s : `${s.slice(0, max)}…`;
+}
+
+/** About `max` characters of `s` around position `at`, with ellipses where cut. */
+export function snippetAround(s: string, at: number, max: number): string {
+  if (s.length <= max) return s;
+  const from = Math.max(0, Math.min(at - Math.floor(max / 3), s.length - max));
+  return `${from > 0 ? '…' : ''}${s.slice(from, from + max)}${from + max < s.length ? '…' : ''}`;
 }
 
 function fieldBytes(v: string | Uint8Array | undefined): number {
@@ -112,8 +119,11 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
       const next: CleanRecord = isPromptRecord(rec) ? { ...rec, prompt: red(rec.prompt), completion: red(rec.completion) } : { ...rec, text: red(rec.text) };
       if (total > 0) {
         // The report shows the redacted text only: the original holds the personal data.
-        const after = truncate(recordText(next), max);
-        for (const [k, v] of Object.entries(counts)) events.push({ stage: 'pii', action: 'changed', reason: k, count: v, after });
+        const redacted = recordText(next);
+        for (const [k, v] of Object.entries(counts)) {
+          const after = snippetAround(redacted, redacted.indexOf(PII_TOKENS[k as PiiKind]), max);
+          events.push({ stage: 'pii', action: 'changed', reason: k, count: v, after });
+        }
         rec = next;
       }
     }

@@ -87,7 +87,10 @@ export function scriptCounts(text: string): { letters: number; latin: number; cj
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c < 0x80) {
-      if (isAsciiLetter(c)) (letters++, latin++);
+      if (isAsciiLetter(c)) {
+        letters++;
+        latin++;
+      }
     } else if (isLetterLike(c)) {
       letters++;
       if (c >= 0xc0 && c <= 0x24f) latin++;
@@ -175,7 +178,10 @@ export function checkQuality(text: string, cfg: QualityConfig): { ok: true } | {
       const c = text.charCodeAt(i);
       if (isSpace(c)) break;
       if (c === 0x23 || c === 0x2026) symbols++;
-      else if (c === 0x2e && text.charCodeAt(i + 1) === 0x2e && text.charCodeAt(i + 2) === 0x2e) (symbols++, (i += 2));
+      else if (c === 0x2e && text.charCodeAt(i + 1) === 0x2e && text.charCodeAt(i + 2) === 0x2e) {
+        symbols++;
+        i += 2;
+      }
       if (!letter && isLetterLike(c)) letter = true;
       i++;
     }

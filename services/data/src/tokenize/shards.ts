@@ -105,8 +105,8 @@ export class SplitShardWriter {
     head.writeUInt32LE(this.vocabSize, 32);
     head.writeUInt32LE(this.hasPrompt ? 1 : 0, 36);
     let o = HEADER_BYTES;
-    for (const off of this.offsets) (head.writeBigUInt64LE(BigInt(off), o), (o += 8));
-    if (this.hasPrompt) for (const pl of this.promptLens) (head.writeUInt32LE(pl, o), (o += 4));
+    for (const off of this.offsets) o = head.writeBigUInt64LE(BigInt(off), o);
+    if (this.hasPrompt) for (const pl of this.promptLens) o = head.writeUInt32LE(pl, o);
     const hash = createHash('sha256').update(head);
     const out = await open(tmpPath, 'w');
     try {
