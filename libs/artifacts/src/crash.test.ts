@@ -51,5 +51,9 @@ describe('artifact crash', () => {
     const store = createFileStore({ root });
     expect(await store.exists('models/big.bin')).toBe(false);
     expect(await collect(store.list())).toEqual([]);
+    // A fresh temporary file is kept (it could be a live write); an old one is swept.
+    expect(await store.sweepTemporary(60_000)).toBe(0);
+    expect(await store.sweepTemporary(0)).toBe(1);
+    expect(await readdir(join(root, 'models'))).toEqual([]);
   });
 });

@@ -230,6 +230,20 @@ export function createFileStore(options: FileStoreOptions): ArtifactStore {
     }
   }
 
+  async function sweepDir(dir: string, cutoff: number): Promise<number> {
+    let removed = 0;
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) removed += await sweepDir(p, cutoff);
+      else if (e.isFile() && e.name.startsWith(TMP_PREFIX)) {
+        const st = await stat(p).catch(() => undefined);
+        if (st && st.mtimeMs < cutoff && (await unlink(p).then(() => true, () => false))) removed++;
+      }
+    }
+    return removed;
+  }
+
   return {
     scheme: 'file',
     rootUri,
@@ -265,6 +279,9 @@ export function createFileStore(options: FileStoreOptions): ArtifactStore {
       if (!st.isFile() && !st.isSymbolicLink()) throw new ArtifactNotFoundError(ref);
       await unlink(target);
       await fsyncDir(parent);
+    },
+    async sweepTemporary(olderThanMs: number) {
+      return sweepDir(await realRoot(), Date.now() - olderThanMs);
     },
     async ping() {
       const rr = await realRoot();

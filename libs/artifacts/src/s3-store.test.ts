@@ -87,6 +87,7 @@ describe('s3 store', () => {
     await expect(store.delete('a')).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
     await expect(collect(store.list())).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
     await expect(store.ping()).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
+    await expect(store.sweepTemporary(0)).rejects.toBeInstanceOf(ArtifactStoreUnavailableError);
   });
 
   describe('against a server that answers with errors', () => {

@@ -206,6 +206,27 @@ export function createS3Store(options: S3StoreOptions): ArtifactStore {
       await statOf(ref);
       await send(ref, () => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: objectKey(key) })));
     },
+    async sweepTemporary(olderThanMs: number) {
+      // Temporary objects live directly under the prefix (putContentAddressed).
+      // Incomplete multipart uploads are not objects: expire them with a bucket
+      // lifecycle rule (AbortIncompleteMultipartUpload).
+      const cutoff = Date.now() - olderThanMs;
+      let removed = 0;
+      let token: string | undefined;
+      do {
+        const page = await send(rootUri, () =>
+          client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix + TMP_PREFIX, ContinuationToken: token })),
+        );
+        for (const o of page.Contents ?? []) {
+          if (!o.Key || (o.LastModified?.getTime() ?? Infinity) >= cutoff) continue;
+          const key = o.Key;
+          await send(key, () => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })));
+          removed++;
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return removed;
+    },
     async ping() {
       await send(rootUri, () => client.send(new HeadBucketCommand({ Bucket: bucket })));
     },

@@ -57,6 +57,13 @@ export interface ArtifactStore {
   list(prefix?: string): AsyncIterable<ArtifactStat>;
   /** Removes the object; ArtifactNotFoundError when missing. */
   delete(ref: string): Promise<void>;
+  /**
+   * Removes temporary files/objects (".fwtmp-*") left by writers that died,
+   * when last modified more than `olderThanMs` ago. Live writes keep their
+   * temporary file's mtime fresh, so an age of an hour or more is safe.
+   * Returns how many were removed.
+   */
+  sweepTemporary(olderThanMs: number): Promise<number>;
   /** Readiness check: the root is reachable and writable (file) / the bucket answers (s3). */
   ping(): Promise<void>;
 }
