@@ -83,7 +83,7 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
     async consume<S extends Subject>(subject: S, handler: EventHandler<S>, copts: ConsumeOptions): Promise<Subscription> {
       if (isClosed()) throw new BusClosedError(`consume '${subject}'`);
       if (eventDefinition(subject) === undefined) throw new BusConfigError(`unknown subject '${subject}'`);
-      const sub = await startConsumer({ js, jsm, layout, retry, logger, isClosed: () => nc.isClosed() }, subject, handler, copts);
+      const sub = await startConsumer({ nc, js, jsm, layout, retry, logger, isClosed: () => nc.isClosed() }, subject, handler, copts);
       subscriptions.add(sub);
       void sub.closed.finally(() => subscriptions.delete(sub));
       return sub;

@@ -8,6 +8,9 @@
 //                                              `backoff`), bounded by `max_deliver`
 //   handler throws on the last delivery     -> dead letter (kind max-deliveries), term
 //   process dies / ack lost                 -> the same timer redelivers it
+//   ... on the last delivery                -> JetStream gives up and emits a
+//                                              MAX_DELIVERIES advisory; the bus
+//                                              dead-letters the stored message
 //
 // Why not nak(delay) on a throw: nats-server 2.9 adds the backoff step to an
 // explicit nak delay (a nak of 600 ms came back after 1050 ms), so the
@@ -21,11 +24,12 @@
 import { validateEnvelope } from '@flywheel/contracts';
 import type { EventEnvelope, Subject } from '@flywheel/contracts';
 import { nanos } from '@nats-io/transport-node';
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, JetStreamApiError } from '@nats-io/jetstream';
 import type { ConsumerConfig, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import { BusConfigError } from './errors.ts';
 import { publishDeadLetter } from './dead-letter.ts';
-import type { DeadLetterInput } from './dead-letter.ts';
+import type { DeadLetterInput, OriginalMessage } from './dead-letter.ts';
 import type { RetryPolicy } from './publish.ts';
 import { withProcessSpan } from './trace.ts';
 import type { BusLogger, ConsumeOptions, DeliveryContext, EventHandler, StreamLayout, Subscription } from './types.ts';
@@ -35,6 +39,7 @@ export const DEFAULT_MAX_DELIVER = 5;
 export const DEFAULT_BACKOFF_MS = [2_000, 10_000, 60_000, 300_000];
 
 export interface ConsumerDeps {
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   layout: StreamLayout;
@@ -145,8 +150,16 @@ export async function startConsumer<S extends Subject>(
   let messages: ConsumerMessages | undefined;
   const inflight = new Set<Promise<void>>();
 
+  const original = (m: JsMsg): OriginalMessage => ({
+    data: m.data,
+    headers: m.headers,
+    stream: m.info.stream,
+    streamSequence: m.info.streamSequence,
+    deliveryCount: m.info.deliveryCount,
+  });
+
   const deadLetter = async (m: JsMsg, input: DeadLetterInput): Promise<void> => {
-    await publishDeadLetter(js, layout, deps.retry, deps.isClosed, m, subject, input);
+    await publishDeadLetter(js, layout, deps.retry, deps.isClosed, original(m), subject, input);
     m.term(input.reason.slice(0, 200));
     logger.warn(
       { subject, durable: s.durable, seq: m.info.streamSequence, kind: input.kind, reason: input.reason },
@@ -253,7 +266,53 @@ export async function startConsumer<S extends Subject>(
     await Promise.allSettled([...inflight]);
   };
 
-  const closed = loop();
+  // When the last delivery is never settled (the process died or hung past
+  // the ack wait), JetStream stops redelivering and only announces it. Every
+  // replica hears the advisory; the dead letter's msg id makes it one entry.
+  const advisory = deps.nc.subscribe(`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${stream}.${s.durable}`, {
+    callback: (err: Error | null, msg: Msg) => {
+      if (err !== null) return;
+      void onMaxDeliveries(msg).catch((e: unknown) =>
+        logger.error({ subject, durable: s.durable, err: e }, 'bus: dead-lettering after max deliveries failed'),
+      );
+    },
+  });
+  const onMaxDeliveries = async (msg: Msg): Promise<void> => {
+    const adv = msg.json<{ stream_seq?: number; deliveries?: number }>();
+    if (typeof adv.stream_seq !== 'number') return;
+    const stored = await jsm.streams.getMessage(stream, { seq: adv.stream_seq });
+    if (stored === null) return;
+    let eventId: string | undefined;
+    try {
+      const id: unknown = (JSON.parse(new TextDecoder().decode(stored.data)) as { id?: unknown }).id;
+      if (typeof id === 'string') eventId = id;
+    } catch {
+      // not JSON: the dead letter carries it base64-encoded
+    }
+    await publishDeadLetter(
+      js,
+      layout,
+      deps.retry,
+      deps.isClosed,
+      {
+        data: stored.data,
+        headers: stored.header,
+        stream,
+        streamSequence: stored.seq,
+        deliveryCount: adv.deliveries ?? s.maxDeliver,
+      },
+      subject,
+      {
+        kind: 'max-deliveries',
+        reason: 'no ack after the last allowed delivery (handler crashed, hung or lost its connection)',
+        consumer: s.durable,
+        ...(eventId !== undefined ? { eventId } : {}),
+      },
+    );
+    logger.warn({ subject, durable: s.durable, seq: stored.seq }, 'bus: message dead-lettered after max deliveries');
+  };
+
+  const closed = loop().finally(() => advisory.unsubscribe());
   let stopped: Promise<void> | undefined;
   return {
     durable: s.durable,

@@ -3,7 +3,8 @@
 // retry after a lost term, or the same message dead-lettered by two replicas
 // of one consumer, is stored once.
 import type { DeadLetter, DeadLetterKind } from '@flywheel/contracts';
-import type { JsMsg, JetStreamClient } from '@nats-io/jetstream';
+import type { JetStreamClient } from '@nats-io/jetstream';
+import type { MsgHdrs } from '@nats-io/transport-node';
 import { publishWithRetry } from './publish.ts';
 import type { RetryPolicy } from './publish.ts';
 import type { StreamLayout } from './types.ts';
@@ -16,8 +17,17 @@ export interface DeadLetterInput {
   consumer: string;
 }
 
+/** The original message as stored in the events stream. */
+export interface OriginalMessage {
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+  readonly stream: string;
+  readonly streamSequence: number;
+  readonly deliveryCount: number;
+}
+
 /** JSON body of the dead letter for `m`. The original payload is kept losslessly. */
-export function buildDeadLetter(m: JsMsg, subject: string, input: DeadLetterInput): DeadLetter {
+export function buildDeadLetter(m: OriginalMessage, subject: string, input: DeadLetterInput): DeadLetter {
   let payload: unknown;
   let payloadEncoding: DeadLetter['payloadEncoding'] = 'json';
   try {
@@ -31,9 +41,9 @@ export function buildDeadLetter(m: JsMsg, subject: string, input: DeadLetterInpu
   return {
     kind: input.kind,
     subject,
-    stream: m.info.stream,
-    streamSequence: m.info.streamSequence,
-    deliveryCount: m.info.deliveryCount,
+    stream: m.stream,
+    streamSequence: m.streamSequence,
+    deliveryCount: m.deliveryCount,
     consumer: input.consumer,
     reason: input.reason === '' ? 'unknown error' : input.reason,
     ...(input.errors !== undefined ? { errors: input.errors } : {}),
@@ -52,7 +62,7 @@ export async function publishDeadLetter(
   layout: StreamLayout,
   policy: RetryPolicy,
   isClosed: () => boolean,
-  m: JsMsg,
+  m: OriginalMessage,
   subject: string,
   input: DeadLetterInput,
 ): Promise<number> {
@@ -62,7 +72,7 @@ export async function publishDeadLetter(
     {
       subject: layout.dlqWireSubject(subject),
       body: new TextEncoder().encode(JSON.stringify(body)),
-      msgId: `dlq:${m.info.stream}:${m.info.streamSequence}:${input.consumer}`,
+      msgId: `dlq:${m.stream}:${m.streamSequence}:${input.consumer}`,
       headers: { 'Fw-Dlq-Kind': input.kind },
     },
     policy,

@@ -40,7 +40,7 @@ await bus.consume(
       else await new Promise(() => setTimeout(die, Math.random() * 30));
     }
   },
-  { durable: 'crash', backoffMs: [250], maxDeliver: 1000 },
+  { durable: 'crash', backoffMs: [250], maxDeliver: Number(process.env['FW_MAX_DELIVER'] ?? '1000') },
 );
 process.stdout.write('ready\n');
 process.once('SIGTERM', () => {

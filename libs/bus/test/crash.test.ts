@@ -90,4 +90,36 @@ describe('bus crash safety', () => {
     const dlq = await bus.jsm.streams.info(bus.layout.deadLetters);
     expect(dlq.state.messages).toBe(0);
   }, 180_000);
+
+  it('bus - a consumer killed on the last allowed delivery: the event is dead-lettered, not silently dropped', async () => {
+    t = await createTestBus();
+    const { bus, namespace } = t;
+    table = `bus_crash_${namespace.toLowerCase()}`;
+    db = new pg.Client({ connectionString: process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres' });
+    await db.connect();
+    await db.query(`CREATE TABLE ${table} (event_id uuid PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await db.query(`CREATE TABLE ${table}_log (event_id uuid NOT NULL, delivery int NOT NULL)`);
+    const pub = await bus.publish(subjects.dataIngestRequested, validPayloads[subjects.dataIngestRequested]);
+    // maxDeliver 1: the child's only delivery dies unacked.
+    const child = runChild({ NATS_URL: natsUrl(), FW_NS: namespace, FW_TABLE: table, FW_KILL_AFTER: '1', FW_MAX_DELIVER: '1' });
+    expect(await child.exited).toBe('SIGKILL');
+    // A surviving replica of the same consumer hears JetStream give up.
+    let handled = 0;
+    await bus.consume(subjects.dataIngestRequested, () => void handled++, { durable: 'crash', backoffMs: [250], maxDeliver: 1 });
+    const deadline = Date.now() + 10_000;
+    while ((await bus.jsm.streams.info(bus.layout.deadLetters)).state.messages === 0) {
+      if (Date.now() > deadline) throw new Error('no dead letter after max deliveries');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const dl = await bus.jsm.streams.getMessage(bus.layout.deadLetters, { seq: 1 });
+    expect(dl?.json()).toMatchObject({
+      kind: 'max-deliveries',
+      subject: subjects.dataIngestRequested,
+      streamSequence: pub.seq,
+      deliveryCount: 1,
+      consumer: 'crash',
+      eventId: pub.id,
+    });
+    expect(handled).toBe(0);
+  }, 60_000);
 });
