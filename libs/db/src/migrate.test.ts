@@ -58,6 +58,13 @@ describe('migrate', () => {
     expect((await t.db.query('SELECT name FROM widgets')).rows).toEqual([{ name: 'kept' }]);
   });
 
+  it('migrate - the test kit drops its schema when migrating it fails', async () => {
+    const prefix = uniqueSchemaName('mf');
+    await expect(createTestDb({ prefix, migrationsDir: bad })).rejects.toBeInstanceOf(MigrationError);
+    const { rows } = await t.db.query('SELECT schema_name FROM information_schema.schemata WHERE starts_with(schema_name, $1)', [prefix]);
+    expect(rows).toEqual([]);
+  });
+
   it('migrate - a missing folder is a MigrationError naming it', async () => {
     await expect(migrate({ db: t.db, dir: '/nonexistent/migrations' })).rejects.toThrow(/\/nonexistent\/migrations/);
   });

@@ -46,8 +46,14 @@ export async function createTestDb(options: TestDbOptions = {}): Promise<TestDb>
   const url = options.url ?? testDatabaseUrl();
   const schema = uniqueSchemaName(options.prefix);
   const db = createDb({ url, schema, applicationName: `test:${schema}`, max: 4 });
-  await db.query(`CREATE SCHEMA ${schema}`);
-  if (options.migrationsDir) await migrate({ db, dir: options.migrationsDir });
+  try {
+    await db.query(`CREATE SCHEMA ${schema}`);
+    if (options.migrationsDir) await migrate({ db, dir: options.migrationsDir });
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    await dropSchema(url, schema).catch(() => undefined);
+    throw err;
+  }
   let dropped = false;
   return {
     db,

@@ -137,6 +137,7 @@ describe('service app', () => {
   it('service app - refuses to start without tokens or with short ones', async () => {
     await expect(createApp({ name: 'x', version: '1', auth: { tokens: [] } })).rejects.toThrow(/at least one/);
     await expect(createApp({ name: 'x', version: '1', auth: { tokens: ['short'] } })).rejects.toThrow(/shorter than 16/);
+    await expect(createApp({ name: 'x', version: '1', auth: { tokens: ['has a space in it, 16+'] } })).rejects.toThrow(/characters outside/);
   });
 
   it('service app - /metrics can be made to require the token', async () => {

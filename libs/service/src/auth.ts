@@ -26,12 +26,18 @@ export const PUBLIC_ROUTES: readonly string[] = ['/healthz', '/readyz'];
 export const MIN_TOKEN_LENGTH = 16;
 
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+/** RFC 6750 token68: the characters a bearer token may hold. */
+const TOKEN68 = /^[A-Za-z0-9\-._~+/]+=*$/;
 
 export function validateTokens(tokens: readonly string[]): Buffer[] {
   if (tokens.length === 0) throw new Error('auth.tokens is empty: configure at least one API token');
   return tokens.map((t, i) => {
     if (typeof t !== 'string' || t.length < MIN_TOKEN_LENGTH) {
       throw new Error(`auth.tokens[${i}] is shorter than ${MIN_TOKEN_LENGTH} characters`);
+    }
+    if (!TOKEN68.test(t)) {
+      // Such a token could never be presented in a valid Bearer header.
+      throw new Error(`auth.tokens[${i}] holds characters outside A-Z a-z 0-9 - . _ ~ + / (and trailing =)`);
     }
     return digest(t);
   });
@@ -40,8 +46,9 @@ export function validateTokens(tokens: readonly string[]): Buffer[] {
 /** The token of an `Authorization: Bearer <token>` header, or undefined. */
 export function bearerToken(header: string | undefined): string | undefined {
   if (!header) return undefined;
-  const m = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(header);
-  return m?.[1];
+  const m = /^Bearer +(\S+) *$/i.exec(header);
+  if (!m?.[1] || !TOKEN68.test(m[1])) return undefined;
+  return m[1];
 }
 
 export function tokenMatches(expected: readonly Buffer[], presented: string): boolean {
@@ -63,10 +70,16 @@ export const authPlugin = fp(
     const publicMetrics = options.publicMetrics ?? true;
     app.addHook('onRequest', async (request, reply) => {
       if (isPublicRoute(request, publicMetrics)) return;
-      const token = bearerToken(request.headers.authorization);
+      const header = request.headers.authorization;
+      const token = bearerToken(header);
       if (token !== undefined && tokenMatches(expected, token)) return;
       reply.header('www-authenticate', 'Bearer realm="flywheel"');
-      const detail = token === undefined ? 'missing bearer token' : 'invalid bearer token';
+      const detail =
+        header === undefined
+          ? 'missing bearer token'
+          : token === undefined
+            ? 'malformed Authorization header (expected "Bearer <token>")'
+            : 'invalid bearer token';
       return sendProblem(reply, problems.unauthorized, detail);
     });
   },
