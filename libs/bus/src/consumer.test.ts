@@ -184,6 +184,32 @@ describe('bus consumer', () => {
     expect(ci.num_redelivered).toBe(0);
   });
 
+  it('bus - consumer provisioning is create-or-update and keeps the durable position', async () => {
+    t = await createTestBus();
+    const { bus } = t;
+    const seen: number[] = [];
+    const first = await bus.consume(subjects.evalCompleted, (_e, d) => void seen.push(d.streamSequence), {
+      durable: 'eval-done',
+      maxDeliver: 3,
+      backoffMs: [100, 200],
+    });
+    await bus.publish(subjects.evalCompleted, validPayloads[subjects.evalCompleted]);
+    await waitFor(() => seen.length === 1, 5_000, 'the first event');
+    await first.stop();
+    await bus.publish(subjects.evalCompleted, validPayloads[subjects.evalCompleted]);
+    // Same durable, new settings: updated in place, resumes after the acked event.
+    await bus.consume(subjects.evalCompleted, (_e, d) => void seen.push(d.streamSequence), {
+      durable: 'eval-done',
+      maxDeliver: 6,
+      backoffMs: [150, 300, 600],
+    });
+    await waitFor(() => seen.length === 2, 5_000, 'the second event');
+    expect(seen).toEqual([1, 2]);
+    const ci = await bus.jsm.consumers.info(bus.layout.events, 'eval-done');
+    expect(ci.config.max_deliver).toBe(6);
+    expect(ci.config.backoff).toEqual([150e6, 300e6, 600e6]);
+  });
+
   it('bus - consume rejects bad options with a clear error', async () => {
     t = await createTestBus();
     const { bus } = t;
