@@ -84,6 +84,8 @@ describe('service app', () => {
     expect([media.statusCode, media.json().type]).toEqual([415, problems.unsupportedMediaType.type]);
     const malformed = await post('{"name":');
     expect([malformed.statusCode, malformed.json().type]).toEqual([400, problems.malformedBody.type]);
+    const extra = await post(JSON.stringify({ name: 'a', n: 1, admin: true }));
+    expect([extra.statusCode, extra.json().errors[0].keyword]).toEqual([400, 'additionalProperties']);
     expect((await post(JSON.stringify({ name: 'a', n: 1 }))).json()).toEqual({ created: 'a' });
   });
 

@@ -84,6 +84,9 @@ export async function createApp(options: AppOptions): Promise<App> {
     forceCloseConnections: 'idle' as const,
     // Requests arriving on open connections while closing get our 503 problem (below), not Fastify's plain JSON.
     return503OnClosing: false,
+    // Unknown properties are an error (400), not silently dropped: a schema with
+    // additionalProperties: false means what it says.
+    ajv: { customOptions: { removeAdditional: false as const } },
   };
   const fastify = options.logger
     ? Fastify({ ...base, loggerInstance: options.logger as unknown as FastifyBaseLogger })
