@@ -36,6 +36,9 @@ export interface EventEnvelope<S extends Subject = Subject> {
   readonly data: EventData<S>;
 }
 
+/** Any catalogued event, discriminated by `subject` (narrow with `switch (e.subject)`). */
+export type AnyEventEnvelope = { [S in Subject]: EventEnvelope<S> }[Subject];
+
 export interface CreateEnvelopeOptions {
   /** Event id; a fresh UUID when absent. Pass a stable id to make re-publishing idempotent. */
   id?: string;

@@ -5,7 +5,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { TypeCheck } from '@sinclair/typebox/compiler';
 import type { TSchema } from '@sinclair/typebox';
 import { EnvelopeSchema } from './envelope.ts';
-import type { EventEnvelope } from './envelope.ts';
+import type { AnyEventEnvelope } from './envelope.ts';
 import type { EventData } from './registry.ts';
 import { eventDefinition } from './registry.ts';
 import type { Subject } from './subjects.ts';
@@ -68,7 +68,7 @@ export function validateEvent(subject: string, payload: unknown, version?: numbe
  * Validate a whole envelope: its own shape, its subject (when `expectedSubject`
  * is given, the envelope must name that one), its version and its data.
  */
-export function validateEnvelope(raw: unknown, expectedSubject?: string): ValidationResult<EventEnvelope> {
+export function validateEnvelope(raw: unknown, expectedSubject?: string): ValidationResult<AnyEventEnvelope> {
   const env = validateSchema<{ subject: string; version: number; data: unknown }>(EnvelopeSchema, raw);
   if (!env.ok) return env;
   const { subject, version, data } = env.value;
@@ -85,5 +85,5 @@ export function validateEnvelope(raw: unknown, expectedSubject?: string): Valida
   }
   const d = validateSchema(def.schema, data, '/data');
   if (!d.ok) return d;
-  return { ok: true, value: raw as EventEnvelope };
+  return { ok: true, value: raw as AnyEventEnvelope };
 }
