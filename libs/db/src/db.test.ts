@@ -89,6 +89,20 @@ describe('db', () => {
     }
   });
 
+  it('db - withClient keeps one session for its callback', async () => {
+    const key = Date.now();
+    const pids = await t.db.withClient(async (c) => {
+      await c.query('SELECT pg_advisory_lock($1)', [key]);
+      const a = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const held = (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = $1`, [a])).rows[0]?.n;
+      await c.query('SELECT pg_advisory_unlock($1)', [key]);
+      const b = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      return { a, b, held };
+    });
+    expect(pids.a).toBe(pids.b);
+    expect(pids.held).toBe(1);
+  });
+
   it('db - ping answers and close ends the pool', async () => {
     const db = createDb({ url: testDatabaseUrl(), schema: t.schema, applicationName: 'ping-test' });
     await expect(db.ping()).resolves.toBeUndefined();

@@ -7,7 +7,7 @@
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertIdentifier, isRetryable, TransactionRetryExhaustedError } from './errors.ts';
-import type { Db, DbOptions, QueryResult, QueryResultRow, TxClient, TxOptions } from './types.ts';
+import type { Db, DbOptions, Queryable, QueryResult, QueryResultRow, TxClient, TxOptions } from './types.ts';
 
 const ISOLATION_SQL = {
   'read committed': 'READ COMMITTED',
@@ -90,6 +90,22 @@ export function createDb(options: DbOptions): Db {
     schema,
     query: query as Db['query'],
     tx,
+    async withClient<T>(fn: (client: Queryable) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      let broken: Error | undefined;
+      try {
+        return await fn({
+          query: <R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]) =>
+            client.query<R>(sql, params as unknown[] | undefined),
+        });
+      } catch (err) {
+        // A failure may leave the session mid-transaction or holding locks: do not reuse it.
+        broken = err instanceof Error ? err : new Error(String(err));
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
     async ping() {
       await pool.query('SELECT 1');
     },

@@ -45,6 +45,12 @@ export interface Db extends Queryable {
   readonly schema: string;
   /** Runs `fn` in one transaction: COMMIT when it resolves, ROLLBACK when it throws. */
   tx<T>(fn: (client: TxClient) => Promise<T>, options?: TxOptions): Promise<T>;
+  /**
+   * Runs `fn` on one dedicated connection outside a transaction, for
+   * session-level work (advisory locks, LISTEN, SET). The connection goes
+   * back to the pool afterwards; session state must be undone by `fn`.
+   */
+  withClient<T>(fn: (client: Queryable) => Promise<T>): Promise<T>;
   /** Readiness check: resolves when a `SELECT 1` round trip succeeds. */
   ping(): Promise<void>;
   /** Ends every pooled connection; waits for checked-out ones to be released. */
