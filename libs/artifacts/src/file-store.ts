@@ -36,6 +36,7 @@ export function createFileStore(options: FileStoreOptions): ArtifactStore {
   if (!isAbsolute(options.root)) throw new ArtifactKeyError(options.root, 'the store root must be an absolute path');
   const root = resolve(options.root);
   const rootSegments = root.split(sep).filter(Boolean);
+  if (rootSegments.length === 0) throw new ArtifactKeyError(root, 'the store root cannot be the file system root');
   const rootUri = `file:///${encodeKeyPath(rootSegments.join('/'))}/`;
   let realRootP: Promise<string> | undefined;
   const realRoot = () =>

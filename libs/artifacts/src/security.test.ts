@@ -97,6 +97,7 @@ describe('artifact security', () => {
 
   it('artifact security - the root itself must be absolute and store URLs must be known schemes', () => {
     expect(() => createFileStore({ root: 'relative/root' })).toThrow(ArtifactKeyError);
+    expect(() => createFileStore({ root: '/' })).toThrow(ArtifactKeyError);
     expect(() => createArtifactStore('ftp://host/x')).toThrow(ArtifactKeyError);
     expect(() => createArtifactStore('relative')).toThrow(ArtifactKeyError);
     expect(() => validateKey('a'.repeat(1025))).toThrow(ArtifactKeyError);
