@@ -39,12 +39,13 @@ const char* engine_version();
 namespace {
 
 using json = nlohmann::json;
+using ojson = nlohmann::ordered_json;  // events keep "event" first
 
 volatile sig_atomic_t g_stop_signal = 0;
 
 void on_signal(int sig) { g_stop_signal = sig; }
 
-void emit(json j) {
+void emit(const ojson& j) {
   std::string line = j.dump() + "\n";
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
@@ -174,7 +175,7 @@ int run(const std::string& spec_text) {
         {"trainable_params", tr.trainable_param_count()},
         {"tokens_per_step", (int64_t)B * T},
         {"train_tokens", loader.total_tokens()},
-        {"resumed_from", resumed_from.empty() ? json(nullptr) : json(resumed_from)},
+        {"resumed_from", resumed_from.empty() ? ojson(nullptr) : ojson(resumed_from)},
         {"threads", omp_get_max_threads()},
         {"engine_version", fw::engine_version()}});
 
@@ -203,7 +204,7 @@ int run(const std::string& spec_text) {
     last_loss = r.loss;
     const int64_t step = tr.step_count();
     if (step % spec.log_interval == 0 || step == total) {
-      json ev = {{"event", "step"}, {"step", step},           {"loss", r.loss},
+      ojson ev = {{"event", "step"}, {"step", step},           {"loss", r.loss},
                  {"lr", r.lr},      {"grad_norm", r.grad_norm}, {"tokens_per_s", dt > 0 ? (double)B * T / dt : 0.0}};
       if (teacher) {
         ev["ce"] = tr.last_distill().ce;
@@ -244,7 +245,7 @@ int run(const std::string& spec_text) {
   emit({{"event", "completed"},
         {"step", tr.step_count()},
         {"loss", last_loss},
-        {"val_loss", val ? json(val_loss) : json(nullptr)},
+        {"val_loss", val ? ojson(val_loss) : ojson(nullptr)},
         {"output_dir", spec.output_dir},
         {"kind", lora ? "lora" : "full"},
         {"merged", lora && spec.lora_merge}});
