@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SpanKind, context, propagation, trace } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, context, propagation, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -75,5 +75,26 @@ describe('bus tracing', () => {
     expect(consumer?.parentSpanContext?.isRemote).toBe(true);
     expect(handlerTrace).toEqual(expect.objectContaining({ traceId, spanId: consumer?.spanContext().spanId }));
     expect(consumer?.attributes['messaging.consumer.group.name']).toBe('serving');
+  });
+
+  it('bus - a failing handler marks its consumer span as an error', async () => {
+    t = await createTestBus();
+    const { bus } = t;
+    exporter.reset();
+    let failed: () => void = () => undefined;
+    const done = new Promise<void>((r) => (failed = r));
+    await bus.consume(
+      subjects.driftDetected,
+      () => {
+        setImmediate(failed);
+        throw new Error('model not loaded');
+      },
+      { durable: 'trainer-drift', backoffMs: [5_000], maxDeliver: 2 },
+    );
+    await bus.publish(subjects.driftDetected, validPayloads[subjects.driftDetected]);
+    await done;
+    const consumer = exporter.getFinishedSpans().find((s) => s.kind === SpanKind.CONSUMER);
+    expect(consumer?.status).toEqual({ code: SpanStatusCode.ERROR, message: 'model not loaded' });
+    expect(consumer?.events.map((e) => e.name)).toContain('exception');
   });
 });
