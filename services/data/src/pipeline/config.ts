@@ -43,6 +43,14 @@ export const DedupConfigSchema = Type.Object(
     char_ngram: Int(5, 1, 'character shingle size for CJK text', 16),
     cjk_min_fraction: Ratio(0.3, 'fraction of CJK letters above which character shingles are used'),
     verify: Bool(true, 'confirm LSH candidates inside the job by the signature Jaccard estimate'),
+    lsh_fp_weight: Type.Number({
+      exclusiveMinimum: 0,
+      exclusiveMaximum: 1,
+      default: 0.05,
+      description:
+        'weight of false positives (1 - it: of false negatives) when choosing bands x rows; low because in-job candidates are verified, so the layout favours recall',
+    }),
+    prior_min_band_hits: Int(2, 1, 'band hits in earlier versions needed to call a record a near-duplicate of them (those hits cannot be verified)', 1024),
     seed: Int(1, 0, 'seed of the MinHash permutations (must stay fixed across dataset versions)', 0xffffffff),
   },
   { default: {}, additionalProperties: false },

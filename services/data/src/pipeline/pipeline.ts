@@ -70,7 +70,7 @@ export const isPipelineInputError = (e: unknown): e is PipelineInputError => e i
 export function createPipeline(config: PipelineConfigInput | PipelineConfig | undefined, opts: PipelineOptions): Pipeline {
   const cfg = resolveConfig(config);
   if (cfg.perplexity.enabled && !opts.perplexity) throw new PipelineConfigError(['/perplexity/enabled: no perplexity hook is configured']);
-  const lsh = optimalLshParams(cfg.dedup.threshold, cfg.dedup.num_perm);
+  const lsh = optimalLshParams(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.lsh_fp_weight, 1 - cfg.dedup.lsh_fp_weight);
   return { config: cfg, lsh, run: (records) => runPipeline(cfg, lsh, opts, records) };
 }
 
@@ -113,8 +113,8 @@ class TokenReader {
     const promptLen = this.buf.readUInt32LE(this.pos + 4);
     this.pos += 8;
     await this.need(4 * n);
-    const ids = new Uint32Array(n);
-    for (let i = 0; i < n; i++) ids[i] = this.buf.readUInt32LE(this.pos + 4 * i);
+    const start = this.buf.byteOffset + this.pos;
+    const ids = new Uint32Array(this.buf.buffer.slice(start, start + 4 * n)); // little-endian host, as written
     this.pos += 4 * n;
     return { ids, promptLen };
   }
@@ -223,7 +223,11 @@ async function runPipeline(
               break;
             }
           }
-          if (!dupOf && prior && Array.from(keys).some((k) => prior.has(k))) dupOf = 'near_duplicate of an earlier dataset version';
+          if (!dupOf && prior) {
+            let hits = 0;
+            for (const k of keys) if (prior.has(k)) hits++;
+            if (hits >= cfg.dedup.prior_min_band_hits) dupOf = `near_duplicate of an earlier dataset version (${hits} of ${keys.length} bands)`;
+          }
           if (dupOf) {
             drop('near_dedup', dupOf.startsWith('near_duplicate of an') ? 'near_duplicate_prior' : 'near_duplicate');
             const ex = report.stages.get('near_dedup')!.examples.at(-1);
@@ -240,11 +244,11 @@ async function runPipeline(
         strata.push(stratumOf(rec, cfg.split.stratify_by));
         await put(keptJson, `${JSON.stringify(rec)}\n`);
         if (p.tokens) {
-          const head = Buffer.allocUnsafe(8);
-          head.writeUInt32LE(p.tokens.length, 0);
-          head.writeUInt32LE(p.promptLen ?? 0, 4);
-          await put(keptTok, head);
-          await put(keptTok, new Uint8Array(p.tokens.buffer, p.tokens.byteOffset, p.tokens.byteLength));
+          const rec = Buffer.allocUnsafe(8 + p.tokens.byteLength);
+          rec.writeUInt32LE(p.tokens.length, 0);
+          rec.writeUInt32LE(p.promptLen ?? 0, 4);
+          rec.set(new Uint8Array(p.tokens.buffer, p.tokens.byteOffset, p.tokens.byteLength), 8);
+          await put(keptTok, rec);
         }
       }
     }

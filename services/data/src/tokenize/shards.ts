@@ -17,6 +17,8 @@ export const SHARD_MAGIC = 'FWSHARD1';
 export const SHARD_VERSION = 1;
 export const HEADER_BYTES = 64;
 
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('token shards are written on little-endian hosts only');
+
 export interface ShardWriteOptions {
   /** Max tokens per shard file; a document never spans two shards. */
   maxTokensPerShard?: number;
@@ -57,6 +59,9 @@ export class SplitShardWriter {
   private promptLens: number[] = [];
   private hasPrompt = false;
   private nTokens = 0;
+  /** Tokens not yet written to the body file (the body is written in 1 MiB chunks). */
+  private buf = Buffer.from(new ArrayBuffer(1 << 20)); // own ArrayBuffer: offset 0, so 16-bit views align
+  private pending = 0;
 
   constructor(outDir: string, split: SplitName, vocabSize: number, opts: ShardWriteOptions = {}) {
     this.outDir = outDir;
@@ -74,22 +79,32 @@ export class SplitShardWriter {
       this.bodyPath = join(this.outDir, `.${this.prefix}-${String(this.shards.length).padStart(5, '0')}.body.tmp`);
       this.body = await open(this.bodyPath, 'w');
     }
-    const buf = Buffer.allocUnsafe(ids.length * this.width);
+    const need = ids.length * this.width;
+    if (this.pending + need > this.buf.length) await this.flush();
+    if (need > this.buf.length) this.buf = Buffer.from(new ArrayBuffer(need));
+    const view = this.width === 2 ? new Uint16Array(this.buf.buffer, this.buf.byteOffset + this.pending, ids.length) : undefined;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       if (!(id >= 0 && id < this.vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary (${this.vocabSize})`);
-      if (this.width === 2) buf.writeUInt16LE(id, i * 2);
-      else buf.writeUInt32LE(id, i * 4);
+      if (view) view[i] = id; // little-endian hosts only (x86-64, arm64): checked at load
+      else this.buf.writeUInt32LE(id, this.pending + i * 4);
     }
-    await this.body.write(buf);
+    this.pending += need;
     this.nTokens += ids.length;
     this.offsets.push(this.nTokens);
     this.promptLens.push(promptLen);
     if (promptLen > 0) this.hasPrompt = true;
   }
 
+  private async flush(): Promise<void> {
+    if (this.pending === 0 || !this.body) return;
+    await this.body.write(this.buf, 0, this.pending);
+    this.pending = 0;
+  }
+
   private async closeShard(): Promise<void> {
     if (!this.body) return;
+    await this.flush();
     await this.body.close();
     this.body = undefined;
     const nDocs = this.promptLens.length;
@@ -138,6 +153,7 @@ export class SplitShardWriter {
   async abort(): Promise<void> {
     if (this.body) await this.body.close().catch(() => undefined);
     this.body = undefined;
+    this.pending = 0;
     if (this.bodyPath) await rm(this.bodyPath, { force: true });
   }
 }

@@ -61,6 +61,9 @@ function fromJson(json: object, config: object): TextTokenizer {
   }
   accelerateByteLevel(tk.pre_tokenizer);
   replaceLruCache(tk.model);
+  const inner = tk as unknown as Record<'splitter_unnormalized' | 'splitter_normalized', unknown>;
+  skipAbsentAddedTokens(inner.splitter_unnormalized);
+  skipAbsentAddedTokens(inner.splitter_normalized);
   const vocab = tk.get_vocab(true);
   let maxId = -1;
   for (const id of vocab.values()) if (id > maxId) maxId = id;
@@ -145,4 +148,27 @@ function replaceLruCache(model: unknown): void {
     },
     clear: () => map.clear(),
   };
+}
+
+/**
+ * Added tokens are split off by walking a character trie over the whole
+ * text, one property lookup per character. Most texts contain none of the
+ * (few) added tokens: a substring check per token answers that first, and
+ * the trie walk only runs when one occurs. The result is the same: the
+ * whole text as one section.
+ */
+function skipAbsentAddedTokens(splitter: unknown): void {
+  const sp = splitter as { trie?: Record<string, unknown>; split?: (text: string) => string[] } | null;
+  if (!sp?.trie || typeof sp.split !== 'function') return;
+  const words: string[] = [];
+  const walk = (node: Record<string, unknown>) => {
+    for (const [k, v] of Object.entries(node)) {
+      if (k === 'end') {
+        if (typeof v === 'string') words.push(v);
+      } else if (v && typeof v === 'object') walk(v as Record<string, unknown>);
+    }
+  };
+  walk(sp.trie);
+  const split = sp.split.bind(sp);
+  sp.split = (text: string) => (words.some((w) => text.includes(w)) ? split(text) : text.length > 0 ? [text] : []);
 }
