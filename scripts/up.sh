@@ -30,5 +30,5 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "$FW_DATA_URL/readyz" >/dev/null || { echo "up: the data service did not become ready" >&2; tail -20 .fw-data/data-service.log >&2; exit 1; }
 
-node services/data/src/cli.ts ingest services/data/assets/sample/corpus.jsonl --dataset sample
+node services/data/src/cli.ts ingest services/data/assets/sample/sample.jsonl --dataset sample
 echo "up: the data service keeps running (pid $(cat .fw-data/data-service.pid 2>/dev/null || echo '?')); stop it with: kill \$(cat .fw-data/data-service.pid)"

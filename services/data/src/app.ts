@@ -12,6 +12,7 @@ import type { Db } from '@flywheel/db';
 import { migrate } from '@flywheel/db';
 import { createApp, type App } from '@flywheel/service';
 import type { Logger } from '@flywheel/telemetry';
+import { stableUuid } from './ids.ts';
 import { createIngestJob, type IngestJob } from './jobs/ingest-job.ts';
 import { createDatasetsRepository } from './repositories/datasets.repository.ts';
 import { createJobsRepository } from './repositories/jobs.repository.ts';
@@ -85,7 +86,7 @@ export async function buildDataService(deps: DataServiceDeps): Promise<DataServi
       await deps.bus.publish(
         subjects.dataIngestRequested,
         { jobId: j.id, datasetName: j.datasetName, source: { uri: j.sourceUri }, format: j.format, config: j.config },
-        { id: `ingest-${j.id}` },
+        { id: stableUuid(`ingest:${j.id}`) },
       );
     },
   });

@@ -59,8 +59,14 @@ async function main(): Promise<number> {
   let version = accepted.version?.version;
   if (!version) {
     const jobId = accepted.job!.id;
-    process.stderr.write(`job ${jobId} queued`);
+    const tty = process.stderr.isTTY;
+    const deadline = Date.now() + Number(process.env['FW_CLI_TIMEOUT_S'] ?? 1800) * 1000;
+    let last = '';
     for (;;) {
+      if (Date.now() > deadline) {
+        console.error(`\ngave up waiting for job ${jobId} (FW_CLI_TIMEOUT_S)`);
+        return 1;
+      }
       await new Promise((r) => setTimeout(r, 500));
       const job = (await (await fetch(`${base}/v1/jobs/${jobId}`, { headers: auth })).json()) as {
         status: string;
@@ -68,15 +74,17 @@ async function main(): Promise<number> {
         version?: string;
         progress: Record<string, unknown>;
       };
-      process.stderr.write(`\rjob ${jobId}: ${job.status} ${String(job.progress['stage'] ?? '')} ${String(job.progress['recordsRead'] ?? 0)} records read   `);
+      const line = `job ${jobId}: ${job.status} ${String(job.progress['stage'] ?? '')} ${String(job.progress['recordsRead'] ?? 0)} records read`;
+      if (line !== last) process.stderr.write(tty ? `\r${line}   ` : `${line}\n`);
+      last = line;
       if (job.status === 'failed') {
-        process.stderr.write('\n');
+        if (tty) process.stderr.write('\n');
         console.error(`job failed: ${job.error}`);
         return 1;
       }
       if (job.status === 'succeeded') {
         version = job.version!;
-        process.stderr.write('\n');
+        if (tty) process.stderr.write('\n');
         break;
       }
     }

@@ -51,11 +51,12 @@ async function main(): Promise<void> {
     instanceId: config.instanceId,
   });
   const consumer = await startIngestConsumer(bus, { job: svc.job, jobs: svc.jobs }, { concurrency: config.concurrency });
-  // Drain order: stop taking jobs (finishing the ones in flight), then close the clients.
+  // Shutdown: stop taking jobs and finish the ones in flight (a drainer), let
+  // HTTP requests finish, then close the clients (resources, in reverse order).
   svc.app.addDrainer('ingest-consumer', () => consumer.stop());
-  svc.app.addDrainer('bus', () => bus.close());
-  svc.app.addDrainer('postgres', () => db.close());
-  svc.app.addDrainer('telemetry', () => telemetry.shutdown());
+  svc.app.addResource('telemetry', () => telemetry.shutdown());
+  svc.app.addResource('postgres', () => db.close());
+  svc.app.addResource('bus', () => bus.close());
   handleShutdownSignals(svc.app);
   await svc.app.listen({ host: config.host, port: config.port });
 }

@@ -18,6 +18,7 @@ import { Transform } from 'node:stream';
 import type { ArtifactStore } from '@flywheel/artifacts';
 import type { Db } from '@flywheel/db';
 import type { DatasetFailed, DatasetReady } from '@flywheel/contracts';
+import { stableUuid } from '../ids.ts';
 import { detectFormat, parseInput } from '../ingest/parse.ts';
 import { INPUT_FORMATS, InputError, type InputFormat, type QuarantineEntry, type SourceRecord } from '../ingest/types.ts';
 import {
@@ -36,6 +37,14 @@ import { createJobsRepository, type JobRow } from '../repositories/jobs.reposito
 /** Quarantine entries kept per job (the counts per reason are always complete). */
 const MAX_QUARANTINE_ROWS = 10_000;
 const PROGRESS_EVERY_MS = 1000;
+/** A running job whose owner has not beaten for this long is taken over. */
+const STALE_AFTER_MS = 30_000;
+const HEARTBEAT_MS = 5_000;
+
+/** The job is being run by another live process: try again later. */
+export class JobBusyError extends Error {
+  override name = 'JobBusyError';
+}
 
 export interface IngestJobDeps {
   db: Db;
@@ -86,8 +95,8 @@ export function createIngestJob(deps: IngestJobDeps) {
   const jobs = createJobsRepository(deps.db);
   const datasets = createDatasetsRepository(deps.db);
 
-  const readyId = (datasetId: string, version: string) => `dataset-ready-${datasetId}-${version}`;
-  const failedId = (jobId: string) => `dataset-failed-${jobId}`;
+  const readyId = (datasetId: string, version: string) => stableUuid(`dataset-ready:${datasetId}:${version}`);
+  const failedId = (jobId: string) => stableUuid(`dataset-failed:${jobId}`);
 
   async function announceReady(datasetName: string, version: string): Promise<void> {
     const v = await datasets.version(datasetName, version);
@@ -120,7 +129,7 @@ export function createIngestJob(deps: IngestJobDeps) {
    * `finalAttempt`: this is the last try, so an infrastructure error fails the job too.
    */
   async function run(jobId: string, finalAttempt = false): Promise<IngestOutcome> {
-    const job = await jobs.claim(jobId, deps.owner);
+    const { job, claimed } = await jobs.claim(jobId, deps.owner, STALE_AFTER_MS);
     if (!job) throw new JobFailure('claim', `job ${jobId} does not exist`);
     if (job.status === 'succeeded' && job.version) {
       await announceReady(job.dataset_name, job.version);
@@ -131,7 +140,9 @@ export function createIngestJob(deps: IngestJobDeps) {
       await deps.publishFailed({ jobId: job.id, datasetName: job.dataset_name, reason, stage: job.error_stage ?? 'unknown' }, failedId(job.id));
       return { status: 'failed', reason };
     }
+    if (!claimed) throw new JobBusyError(`job ${job.id} is running on ${job.owner ?? 'another process'}`);
     const workDir = join(deps.workRoot, `${job.id}-${job.attempts}`);
+    const beat = setInterval(() => void jobs.heartbeat(job.id, deps.owner).catch(() => undefined), HEARTBEAT_MS);
     try {
       return await execute(job, workDir);
     } catch (e) {
@@ -141,6 +152,7 @@ export function createIngestJob(deps: IngestJobDeps) {
       if (finalAttempt) await fail(job, 'internal', `gave up after ${job.attempts} attempts: ${(e as Error).message}`);
       throw e;
     } finally {
+      clearInterval(beat);
       await rm(workDir, { recursive: true, force: true });
     }
   }

@@ -71,18 +71,27 @@ export function createJobsRepository(db: Queryable) {
     },
 
     /**
-     * Claims a job for this process. A job that is queued, or running under an
-     * owner that died (its message came back), is taken over; a finished job is
-     * returned unchanged so the caller can see it is done.
+     * Claims a job for this process. A queued job is taken; a running one only
+     * when its owner has stopped beating for `staleMs` (it died: its message
+     * came back). Anything else is returned unchanged: finished, or still
+     * owned by a live process (`claimed: false`).
      */
-    async claim(id: string, owner: string): Promise<JobRow | undefined> {
+    async claim(id: string, owner: string, staleMs: number): Promise<{ job: JobRow | undefined; claimed: boolean }> {
       const r = await db.query<JobRow>(
         `UPDATE jobs SET status = 'running', attempts = attempts + 1, owner = $2, heartbeat_at = now(),
                 error = NULL, error_stage = NULL, updated_at = now()
-         WHERE id = $1 AND status IN ('queued', 'running') RETURNING ${COLUMNS}`,
-        [id, owner],
+         WHERE id = $1 AND (status = 'queued'
+           OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $3::double precision / 1000))))
+         RETURNING ${COLUMNS}`,
+        [id, owner, staleMs],
       );
-      return r.rows[0] ?? (await this.get(id));
+      if (r.rows[0]) return { job: r.rows[0], claimed: true };
+      return { job: await this.get(id), claimed: false };
+    },
+
+    /** Keeps the owner's claim alive. */
+    async heartbeat(id: string, owner: string): Promise<void> {
+      await db.query(`UPDATE jobs SET heartbeat_at = now() WHERE id = $1 AND owner = $2 AND status = 'running'`, [id, owner]);
     },
 
     async progress(id: string, progress: Record<string, unknown>): Promise<void> {

@@ -63,7 +63,12 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRouteDeps> = async (a
 
   async function ingest(datasetName: string, sourceUri: string, format: IngestFormat, config: Record<string, unknown>) {
     const active = await deps.jobs.findActive(datasetName, sourceUri, config);
-    if (active) return { job: jobView(active), existing: true };
+    if (active) {
+      // Join it, and ask again for it to run: the request has a stable event id,
+      // and a claim by a live owner is refused, so this never runs it twice.
+      await deps.enqueue({ id: active.id, datasetName, sourceUri, format: active.format as IngestFormat, config });
+      return { job: jobView(active), existing: true };
+    }
     const { job } = await deps.jobs.insert({ id: randomUUID(), datasetName, sourceUri, format, config });
     try {
       await deps.enqueue({ id: job.id, datasetName, sourceUri, format, config });
