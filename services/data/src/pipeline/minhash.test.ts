@@ -35,6 +35,23 @@ describe('minhash', () => {
     expect(estimateJaccard(mh.signature(a), mh.signature(chineseDoc(r, 20)))).toBeLessThan(0.5);
   });
 
+  it('minhash - the unrolled signature loop equals the plain definition', () => {
+    const odd = new MinHasher({ numPerm: 37, seed: 5, wordNgram: 3, charNgram: 5, cjkMinFraction: 0.3 });
+    const t = englishDoc(rng(17), 700);
+    const { hashes, count } = odd.shingleHashes(t);
+    const perm = odd as unknown as { a: Uint32Array; b: Uint32Array };
+    const want = Array.from({ length: 37 }, (_, i) => {
+      let m = 0xffffffff;
+      for (let s = 0; s < count; s++) {
+        let v = Math.imul(hashes[s]! ^ perm.b[i]!, perm.a[i]!);
+        v = (v ^ (v >>> 15)) >>> 0;
+        m = Math.min(m, v);
+      }
+      return m;
+    });
+    expect(Array.from(odd.signature(t))).toEqual(want);
+  });
+
   it('minhash - a signature does not depend on the hasher instance or earlier calls', () => {
     const other = new MinHasher({ numPerm: 128, seed: 1, wordNgram: 5, charNgram: 5, cjkMinFraction: 0.3 });
     const t = englishDoc(rng(14), 800);

@@ -147,14 +147,42 @@ export class MinHasher {
   }
 
   signatureOf(hashes: Uint32Array, count: number, out: Uint32Array = new Uint32Array(this.numPerm)): Uint32Array {
-    // Permutation-major loop with the running minimum in a register; values
-    // are compared as int32 with the sign bit flipped, which orders them as
-    // unsigned 32-bit integers while staying in small-integer arithmetic.
+    // Four permutations per pass over the shingles, each running minimum in a
+    // register; values are compared as int32 with the sign bit flipped, which
+    // orders them as unsigned 32-bit integers while staying in small-integer
+    // arithmetic.
     const P = this.numPerm;
     const h = new Int32Array(hashes.buffer, hashes.byteOffset, count);
-    for (let i = 0; i < P; i++) {
-      const a = this.a[i]! | 0;
-      const b = this.b[i]! | 0;
+    const A = this.a;
+    const B = this.b;
+    let i = 0;
+    for (; i + 4 <= P; i += 4) {
+      const a0 = A[i]! | 0, a1 = A[i + 1]! | 0, a2 = A[i + 2]! | 0, a3 = A[i + 3]! | 0;
+      const b0 = B[i]! | 0, b1 = B[i + 1]! | 0, b2 = B[i + 2]! | 0, b3 = B[i + 3]! | 0;
+      let m0 = 0x7fffffff, m1 = 0x7fffffff, m2 = 0x7fffffff, m3 = 0x7fffffff;
+      for (let s = 0; s < count; s++) {
+        const x = h[s]! | 0;
+        let v0 = Math.imul(x ^ b0, a0);
+        let v1 = Math.imul(x ^ b1, a1);
+        let v2 = Math.imul(x ^ b2, a2);
+        let v3 = Math.imul(x ^ b3, a3);
+        v0 = (v0 ^ (v0 >>> 15) ^ 0x80000000) | 0;
+        v1 = (v1 ^ (v1 >>> 15) ^ 0x80000000) | 0;
+        v2 = (v2 ^ (v2 >>> 15) ^ 0x80000000) | 0;
+        v3 = (v3 ^ (v3 >>> 15) ^ 0x80000000) | 0;
+        if (v0 < m0) m0 = v0;
+        if (v1 < m1) m1 = v1;
+        if (v2 < m2) m2 = v2;
+        if (v3 < m3) m3 = v3;
+      }
+      out[i] = (m0 ^ 0x80000000) >>> 0;
+      out[i + 1] = (m1 ^ 0x80000000) >>> 0;
+      out[i + 2] = (m2 ^ 0x80000000) >>> 0;
+      out[i + 3] = (m3 ^ 0x80000000) >>> 0;
+    }
+    for (; i < P; i++) {
+      const a = A[i]! | 0;
+      const b = B[i]! | 0;
       let m = 0x7fffffff;
       for (let s = 0; s < count; s++) {
         let v = Math.imul(h[s]! ^ b, a);

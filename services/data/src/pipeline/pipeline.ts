@@ -187,6 +187,8 @@ async function runPipeline(
         for (const k of keysOf) if (k) for (const v of k) all.push(BigInt(v));
         if (all.length > 0) prior = new Set([...(await opts.priorIndex.lookup(all))].map(Number));
       }
+      let jsonOut = '';
+      const tokOut: Buffer[] = [];
       for (let i = 0; i < batch.length; i++) {
         const p: Processed = batch[i]!;
         recordsIn++;
@@ -242,15 +244,18 @@ async function runPipeline(
         report.pass(undefined, 'near_dedup');
         splitKeys.push(splitKey(rec, cfg.split.seed));
         strata.push(stratumOf(rec, cfg.split.stratify_by));
-        await put(keptJson, `${JSON.stringify(rec)}\n`);
+        jsonOut += `${JSON.stringify(rec)}\n`;
         if (p.tokens) {
-          const rec = Buffer.allocUnsafe(8 + p.tokens.byteLength);
-          rec.writeUInt32LE(p.tokens.length, 0);
-          rec.writeUInt32LE(p.promptLen ?? 0, 4);
-          rec.set(new Uint8Array(p.tokens.buffer, p.tokens.byteOffset, p.tokens.byteLength), 8);
-          await put(keptTok, rec);
+          const t = Buffer.allocUnsafe(8 + p.tokens.byteLength);
+          t.writeUInt32LE(p.tokens.length, 0);
+          t.writeUInt32LE(p.promptLen ?? 0, 4);
+          t.set(new Uint8Array(p.tokens.buffer, p.tokens.byteOffset, p.tokens.byteLength), 8);
+          tokOut.push(t);
         }
       }
+      // One write per batch and file.
+      if (jsonOut.length > 0) await put(keptJson, jsonOut);
+      if (tokOut.length > 0) await put(keptTok, Buffer.concat(tokOut));
     }
     await runner.close();
     await endStream(keptJson);

@@ -248,6 +248,9 @@ export function checkQuality(text: string, cfg: QualityConfig): { ok: true } | {
       let dup = 0;
       for (let i = 0; i < nBare; i++) if (mark[i]) dup += wl[i]!;
       if (dup / bareChars > limits[n]!) return { ok: false, reason: `dup_${n}gram_char_fraction` };
+      // Words in a repeated (n+1)-gram are in repeated n-grams too, so the
+      // fraction only falls as n grows: below every later limit, stop here.
+      if (dup / bareChars <= Math.min(...limits.slice(n + 1))) break;
     }
   }
   return { ok: true };
