@@ -18,10 +18,10 @@ import type { PipelineConfig, PipelineConfigInput } from './config.ts';
 import { PipelineConfigError, resolveConfig } from './config.ts';
 import type { LshParams } from './lsh.ts';
 import { MemoryBandIndex, bandKeys, optimalLshParams } from './lsh.ts';
-import { createRecordProcessor, truncate, type Processed } from './process.ts';
+import { createRecordProcessor, type Processed } from './process.ts';
 import { ReportBuilder } from './report.ts';
-import { assignSplits, splitKey, stratumOf } from './split.ts';
-import { SPLITS, recordText, type CleanRecord, type CleaningReport, type InputRecord, type PriorBandIndex, type ShardInfo, type SplitName } from './types.ts';
+import { assignSplits } from './split.ts';
+import { SPLITS, type CleanRecord, type CleaningReport, type InputRecord, type PriorBandIndex, type ShardInfo, type SplitName } from './types.ts';
 import { inlineRunner, processInBatches, resolveWorkerCount, workerRunner, type BatchRunner } from './workers.ts';
 import { SplitShardWriter } from '../tokenize/shards.ts';
 import { loadTokenizer, type TokenizerSource } from '../tokenize/tokenizer.ts';
@@ -179,7 +179,7 @@ async function runPipeline(
   try {
     for await (const batch of processInBatches(source, runner, cfg.batch_size)) {
       opts.signal?.throwIfAborted();
-      const ppl = cfg.perplexity.enabled ? await Promise.all(batch.map((p) => (p.record ? opts.perplexity!(recordText(p.record)) : Promise.resolve(0)))) : undefined;
+      const ppl = cfg.perplexity.enabled ? await Promise.all(batch.map((p) => (p.text !== undefined ? opts.perplexity!(p.text) : Promise.resolve(0)))) : undefined;
       let prior: Set<number> | undefined;
       const keysOf = batch.map((p) => (p.signature ? bandKeys(p.signature, lsh.bands, lsh.rows) : undefined));
       if (opts.priorIndex && cfg.dedup.near) {
@@ -198,10 +198,8 @@ async function runPipeline(
           report.pass(p.dropped);
           continue;
         }
-        const rec = p.record!;
-        const text = recordText(rec);
         const drop = (stage: 'perplexity' | 'exact_dedup' | 'near_dedup', reason: string) => {
-          report.event(p.id, { stage, action: 'removed', reason, count: 1, before: truncate(text, cfg.max_example_chars) });
+          report.event(p.id, { stage, action: 'removed', reason, count: 1, before: p.snippet ?? '' });
           report.pass(stage);
         };
         if (ppl && ppl[i]! > cfg.perplexity.max_perplexity) {
@@ -242,9 +240,9 @@ async function runPipeline(
           if (cfg.dedup.verify) sketches.set(ord, p.signature);
         }
         report.pass(undefined, 'near_dedup');
-        splitKeys.push(splitKey(rec, cfg.split.seed));
-        strata.push(stratumOf(rec, cfg.split.stratify_by));
-        jsonOut += `${JSON.stringify(rec)}\n`;
+        splitKeys.push(p.splitKey!);
+        strata.push(p.stratum!);
+        jsonOut += `${p.json!}\n`;
         if (p.tokens) {
           const t = Buffer.allocUnsafe(8 + p.tokens.byteLength);
           t.writeUInt32LE(p.tokens.length, 0);

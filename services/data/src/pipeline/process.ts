@@ -9,6 +9,7 @@ import type { PiiKind, PipelineConfig } from './config.ts';
 import { MinHasher } from './minhash.ts';
 import { normaliseRecord } from './normalise.ts';
 import { PII_TOKENS, redactPii } from './pii.ts';
+import { splitKey, stratumOf } from './split.ts';
 import { applyC4, checkQuality } from './quality.ts';
 import { isPromptRecord, recordText, type CleanRecord, type InputRecord, type StageName } from './types.ts';
 import { encodeRecord } from '../tokenize/shards.ts';
@@ -30,7 +31,15 @@ export interface Processed {
   /** Stage that removed the record (absent when kept). */
   dropped?: StageName;
   events: RecordEvent[];
-  record?: CleanRecord;
+  /** The cleaned record as one JSON line (no newline). */
+  json?: string;
+  /** The cleaned record's text, only when the perplexity stage needs it. */
+  text?: string;
+  /** Truncated text for report examples of the later stages. */
+  snippet?: string;
+  /** Content key and stratum for the split. */
+  splitKey?: number;
+  stratum?: string;
   /** Exact-dedup key of the cleaned text (sha256, base64). */
   exactKey?: string;
   signature?: Uint32Array;
@@ -143,6 +152,19 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
     const text = recordText(rec);
     const exactKey = cfg.dedup.exact ? createHash('sha256').update(isPromptRecord(rec) ? `p\u0000${rec.prompt}\u0000${rec.completion}` : `t\u0000${text}`).digest('base64') : undefined;
     const signature = hasher ? hasher.signature(text) : undefined;
-    return { id, bytes, events, record: rec, exactKey, signature, tokens, promptLen };
+    return {
+      id,
+      bytes,
+      events,
+      json: JSON.stringify(rec),
+      ...(cfg.perplexity.enabled ? { text } : {}),
+      snippet: truncate(text, max),
+      splitKey: splitKey(rec, cfg.split.seed),
+      stratum: stratumOf(rec, cfg.split.stratify_by),
+      exactKey,
+      signature,
+      tokens,
+      promptLen,
+    };
   };
 }
