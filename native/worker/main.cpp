@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <memory>
@@ -114,6 +115,18 @@ double eval_val(fw::Trainer& tr, fw::ShardLoader& val, int batches, int B, int T
 
 int run(const std::string& spec_text) {
   fw::JobSpec spec = fw::jobspec_parse_text(spec_text);
+  // torchrun-style environment, used when the spec does not say
+  auto env_int = [](const char* name, int def) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return def;
+    char* end = nullptr;
+    long x = std::strtol(v, &end, 10);
+    FW_CHECK(*end == '\0' && x >= 0 && x < (1 << 20), kInvalidArgument, "environment variable " << name << "=" << v << " is not a valid integer");
+    return (int)x;
+  };
+  if (!spec.source.contains("world_size")) spec.world_size = env_int("WORLD_SIZE", spec.world_size);
+  if (!spec.source.contains("rank")) spec.rank = env_int("RANK", spec.rank);
+  FW_CHECK(spec.rank < spec.world_size, kInvalidArgument, "rank " << spec.rank << " must be < world_size " << spec.world_size);
   FW_CHECK_HINT(spec.world_size == 1, kUnsupported, "world_size " << spec.world_size << " > 1 needs the collectives backend",
                 "run one rank per job until distributed training lands");
 
