@@ -32,7 +32,18 @@ function integrate(f: (x: number) => number, lo: number, hi: number): number {
  * bands x rows (b*r <= numPerm) minimising the weighted area of false
  * positives (below the threshold) and false negatives (above it).
  */
+const memo = new Map<string, LshParams>();
+
 export function optimalLshParams(threshold: number, numPerm: number, fpWeight = 0.5, fnWeight = 0.5): LshParams {
+  const key = `${threshold}/${numPerm}/${fpWeight}/${fnWeight}`;
+  const hit = memo.get(key);
+  if (hit) return { ...hit };
+  const p = searchLshParams(threshold, numPerm, fpWeight, fnWeight);
+  memo.set(key, p);
+  return { ...p };
+}
+
+function searchLshParams(threshold: number, numPerm: number, fpWeight: number, fnWeight: number): LshParams {
   let best = { err: Infinity, b: 1, r: numPerm };
   for (let b = 1; b <= numPerm; b++) {
     const maxR = Math.floor(numPerm / b);

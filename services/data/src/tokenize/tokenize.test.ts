@@ -10,6 +10,10 @@ import { BYTE_LEVEL_TOKENIZER_PATH, loadTokenizer, readShard, writeShards, type 
 
 const texts = [
   'Hello world, the river crossed the bridge!',
+  'An added token <|endoftext|> inside the text, and <|pad|><|pad|> twice.',
+  "Contractions: it's, we're, they've, I'm, you'll, he'd; CAPS IT'S.",
+  '   leading and trailing spaces   \n\n\t ',
+  '\u0000\u0007 control, \uFFFD replacement, \u00A0nbsp and \u2028 separators',
   "It's  two  spaces,\ttabs\nand new lines\n\n  indented.",
   '今天的天气非常好，我们在河边散步。',
   'Emoji 🙂👍🏽 and accents: café naïve Ærøskøbing — “quotes”.',
@@ -60,6 +64,12 @@ describe('tokenize', () => {
     expect(tk.eosId).toBe(256 + json.model.merges.length);
   });
 
+  it('tokenize - added tokens in the text map to their ids', () => {
+    const ids = tk.encode('a<|endoftext|>b');
+    expect(ids).toContain(tk.eosId);
+    expect(ids.length).toBe(3);
+  });
+
   it('tokenize - round-trips any text byte for byte', () => {
     for (const t of texts) expect(tk.decode(tk.encode(t))).toBe(t);
   });
@@ -68,7 +78,7 @@ describe('tokenize', () => {
     const plain = new Tokenizer(json, {});
     for (const t of texts) {
       const ids = tk.encode(t);
-      expect(ids).toEqual(referenceEncode(json, t));
+      if (!t.includes('<|')) expect(ids).toEqual(referenceEncode(json, t)); // the reference knows no added tokens
       expect(ids).toEqual(plain.encode(t, { add_special_tokens: false }).ids);
     }
   });

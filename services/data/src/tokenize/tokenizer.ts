@@ -76,10 +76,13 @@ function fromJson(json: object, config: object): TextTokenizer {
     if (eosId !== undefined) break;
   }
   if (eosId === undefined) throw new TokenizerLoadError(`tokenizer has no end-of-sequence token (looked for ${names.join(', ')})`);
+  const slow = (text: string) => tk.encode(text, { add_special_tokens: false }).ids;
+  const cfgFlags = config as { remove_space?: boolean; do_lowercase_and_remove_accent?: boolean };
+  const fast = cfgFlags.remove_space === true || cfgFlags.do_lowercase_and_remove_accent ? undefined : byteLevelBpeFastPath(tk, json, slow);
   return {
     vocabSize: maxId + 1,
     eosId,
-    encode: (text) => (text.length === 0 ? [] : tk.encode(text, { add_special_tokens: false }).ids),
+    encode: (text) => (text.length === 0 ? [] : fast ? fast(text) : slow(text)),
     decode: (ids) => (ids.length === 0 ? '' : tk.decode([...ids], { skip_special_tokens: false, clean_up_tokenization_spaces: false })),
   };
 }
@@ -171,4 +174,73 @@ function skipAbsentAddedTokens(splitter: unknown): void {
   walk(sp.trie);
   const split = sp.split.bind(sp);
   sp.split = (text: string) => (words.some((w) => text.includes(w)) ? split(text) : text.length > 0 ? [text] : []);
+}
+
+const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+
+/**
+ * For the plain GPT-2 layout (no normaliser, no remove_space or lower-casing
+ * in tokenizer_config.json, a ByteLevel pre-tokenizer with
+ * the default regex and no prefix space, a BPE model without dropout or
+ * affixes), encoding is: split by the regex, map bytes, BPE each piece. This
+ * path does exactly that with the library's own BPE model, and memoises the
+ * ids of each piece, skipping the per-call bookkeeping of Tokenizer.encode.
+ * Texts that contain an added token, or a piece the vocabulary lacks, go
+ * through the library's full encode. tokenize.test.ts checks the ids against
+ * the library and a reference BPE.
+ */
+function byteLevelBpeFastPath(tk: Tokenizer, json: object, slow: (text: string) => number[]): ((text: string) => number[]) | undefined {
+  const j = json as {
+    normalizer?: unknown;
+    pre_tokenizer?: { type?: string; add_prefix_space?: boolean; use_regex?: boolean } | null;
+    model?: { type?: string; dropout?: unknown; continuing_subword_prefix?: string | null; end_of_word_suffix?: string | null; ignore_merges?: boolean };
+    added_tokens?: { content: string }[];
+  };
+  const pt = j.pre_tokenizer;
+  const m = j.model;
+  if (j.normalizer != null || pt?.type !== 'ByteLevel' || pt.add_prefix_space || pt.use_regex === false) return undefined;
+  if (m?.type !== 'BPE' || m.dropout != null || m.continuing_subword_prefix || m.end_of_word_suffix) return undefined;
+  const model = tk.model as unknown as { bpe?: (t: string) => string[]; tokens_to_ids?: Map<string, number> };
+  if (typeof model.bpe !== 'function' || !(model.tokens_to_ids instanceof Map)) return undefined;
+  const bpe = model.bpe.bind(model);
+  const toId = model.tokens_to_ids;
+  const added = (j.added_tokens ?? []).map((a) => a.content).filter((c) => c.length > 0);
+  const ignoreMerges = m.ignore_merges === true;
+  const b2u = Array.from({ length: 256 }, (_, b) => {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    return printable ? String.fromCodePoint(b) : '';
+  });
+  let extra = 0;
+  for (let b = 0; b < 256; b++) if (b2u[b] === '') b2u[b] = String.fromCodePoint(256 + extra++);
+  const enc = new TextEncoder();
+  const memo = new Map<string, number[]>();
+  const pieceIds = (piece: string): number[] | undefined => {
+    let mapped = '';
+    for (const byte of enc.encode(piece)) mapped += b2u[byte];
+    const direct = ignoreMerges ? toId.get(mapped) : undefined;
+    const toks = direct !== undefined ? [mapped] : bpe(mapped);
+    const ids: number[] = [];
+    for (const t of toks) {
+      const id = toId.get(t);
+      if (id === undefined) return undefined;
+      ids.push(id);
+    }
+    return ids;
+  };
+  return (text) => {
+    for (const a of added) if (text.includes(a)) return slow(text);
+    const out: number[] = [];
+    GPT2_SPLIT.lastIndex = 0;
+    for (const piece of text.match(GPT2_SPLIT) ?? []) {
+      let ids = memo.get(piece);
+      if (ids === undefined) {
+        ids = pieceIds(piece);
+        if (ids === undefined) return slow(text);
+        if (memo.size >= 200_000) memo.clear();
+        memo.set(piece, ids);
+      }
+      for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+    }
+    return out;
+  };
 }
