@@ -1,6 +1,8 @@
 // hf_io.cpp: HF model folders and PEFT adapter folders.
 #include "hf_io.h"
 
+#include <map>
+
 #include "common.h"
 #include "fileio.h"
 
@@ -37,12 +39,30 @@ std::unique_ptr<Model> model_load_hf(const std::string& dir) {
   FW_CHECK_HINT(is_directory(dir), kIo, "model folder not found: " << dir, "pass a folder with config.json and model.safetensors");
   Config cfg = config_from_json(read_json_file(path_join(dir, "config.json")));
   cfg.validate();
-  const std::string st = path_join(dir, "model.safetensors");
-  FW_CHECK_HINT(path_exists(st), kIo, "model weights not found: " << st,
-                "sharded checkpoints (model-00001-of-N.safetensors) are not supported; merge them into one file");
-  SafeTensorsReader r(st);
   auto model = std::make_unique<Model>(cfg);
-  load_tensors(r, model->layout, model->params.data());
+  const std::string st = path_join(dir, "model.safetensors");
+  const std::string index = path_join(dir, "model.safetensors.index.json");
+  if (path_exists(st) || !path_exists(index)) {
+    FW_CHECK_HINT(path_exists(st), kIo, "model weights not found: " << st, "a model folder needs model.safetensors");
+    SafeTensorsReader r(st);
+    load_tensors(r, model->layout, model->params.data());
+    return model;
+  }
+  // sharded: model.safetensors.index.json {"weight_map": {name: "model-0000k-of-0000n.safetensors"}}
+  json ij = read_json_file(index);
+  FW_CHECK(ij.is_object() && ij.contains("weight_map") && ij["weight_map"].is_object(), kCorrupt,
+           index << " has no weight_map object");
+  std::map<std::string, std::unique_ptr<SafeTensorsReader>> files;
+  for (const TensorInfo& t : model->layout.tensors) {
+    FW_CHECK_HINT(ij["weight_map"].contains(t.name) && ij["weight_map"][t.name].is_string(), kInvalidArgument,
+                  index << ": no file listed for tensor '" << t.name << "'", "the weights were saved for another architecture or config");
+    std::string f = ij["weight_map"][t.name].get<std::string>();
+    FW_CHECK(f.find('/') == std::string::npos && f != ".." && !f.empty(), kCorrupt, index << ": bad shard file name '" << f << "'");
+    auto& r = files[f];
+    if (!r) r = std::make_unique<SafeTensorsReader>(path_join(dir, f));
+    FW_CHECK(r->has(t.name), kCorrupt, path_join(dir, f) << " lacks tensor '" << t.name << "' that the index puts there");
+    r->read_f32(t.name, model->params.data() + t.offset, t.shape);
+  }
   return model;
 }
 

@@ -32,6 +32,8 @@ void load_tensors(const SafeTensorsReader& r, const ParamLayout& layout, float* 
 std::vector<TensorView> tensor_views(const ParamLayout& layout, const float* buf);
 
 // config.json + model.safetensors of `dir` -> a model (parameters loaded).
+// Sharded folders (model.safetensors.index.json + model-0000k-of-0000n files)
+// load too.
 std::unique_ptr<Model> model_load_hf(const std::string& dir);
 // Writes config.json and model.safetensors into dir (created if needed);
 // tokenizer_json: path of a tokenizer.json to copy there ("" = none).

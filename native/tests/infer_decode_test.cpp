@@ -199,3 +199,26 @@ TEST(infer_decode, peft_adapter_round_trip) {
   fw::SafeTensorsReader r(d / "ad/adapter_model.safetensors");
   EXPECT_TRUE(r.has("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
 }
+
+TEST(infer_decode, sharded_hf_folder_loads) {
+  TempDir d;
+  auto model = tiny_model("llama", true, 12);
+  fw::make_dirs(d / "sh");
+  fw::write_file_atomic(d / "sh/config.json", model->cfg.to_json().dump());
+  // split the tensors over two files, the way HF does for large models
+  std::vector<fw::TensorView> a, b;
+  nlohmann::json map = nlohmann::json::object();
+  for (const fw::TensorInfo& t : model->layout.tensors) {
+    bool first = t.name.find("layers.1.") == std::string::npos;
+    (first ? a : b).push_back({t.name, t.shape, model->params.data() + t.offset});
+    map[t.name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  fw::safetensors_write(d / "sh/model-00001-of-00002.safetensors", a, fw::StDType::kBF16);
+  fw::safetensors_write(d / "sh/model-00002-of-00002.safetensors", b, fw::StDType::kBF16);
+  fw::write_file_atomic(d / "sh/model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  auto back = fw::model_load_hf(d / "sh");
+  for (size_t i = 0; i < model->params.size(); i++) ASSERT_NEAR(back->params[i], model->params[i], std::fabs(model->params[i]) / 128 + 1e-30);
+  map.erase("model.norm.weight");
+  fw::write_file_atomic(d / "sh/model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  fwtest::expect_error([&] { fw::model_load_hf(d / "sh"); }, fw::ErrorKind::kInvalidArgument, "model.norm.weight");
+}
