@@ -19,6 +19,9 @@
 // generator per sequence (seed + index), so a sequence's output does not
 // depend on what it is batched with. Stops on EOS (when eos_id >= 0) or after
 // max_new_tokens; reports per-token log-probs.
+//
+// Thread-safety: an engine owns scratch buffers, so one call at a time per
+// engine; several engines may share one Model (read-only weights).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +41,9 @@ struct InferCache {
   std::vector<float> k, v;  // (L, B, KVH, S, HS), post-RoPE keys
   std::vector<int> len;     // (B) positions filled per sequence
   void init(const Config& cfg, int batch, int capacity);
+  // Frees slot b for a new sequence (continuous batching): its old keys and
+  // values are simply overwritten from position 0.
+  void reset(int b) { len.at((size_t)b) = 0; }
   float* k_at(int l, int b, int h) { return k.data() + ((((size_t)l * B + b) * KVH + h) * S) * HS; }
   float* v_at(int l, int b, int h) { return v.data() + ((((size_t)l * B + b) * KVH + h) * S) * HS; }
 };
