@@ -18,8 +18,9 @@ PY=${FW_REF_PYTHON:-/usr/bin/python3}
 OUT=bench/out
 mkdir -p "$OUT"
 
-cmake -S native -B native/build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build native/build-bench --target fw_engine >/dev/null
+cmake -S native -B native/build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >"$OUT/decode-build.log" 2>&1 &&
+  cmake --build native/build-bench --target fw_engine >>"$OUT/decode-build.log" 2>&1 ||
+  { cat "$OUT/decode-build.log"; echo "decode.sh: engine build failed" >&2; exit 1; }
 OPENBLAS_INC=$(dirname "$(find /usr/include -name cblas.h | head -1)")
 g++ -std=c++17 -O3 -march=x86-64-v2 -mtune=native -fopenmp -Inative/engine -I"$OPENBLAS_INC" \
   bench/engine/decode_bench.cpp native/build-bench/libfw_engine.a -lopenblas -o "$OUT/decode_bench"
