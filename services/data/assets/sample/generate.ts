@@ -27,7 +27,7 @@ function cnId(): string {
 const pii = () => {
   const kinds = [
     () => `Write to ${['anna', 'j.smith', 'li.wei', 'ops-team'][int(0, 3)]}@${['example.com', 'mail.example.org', 'corp.example.net'][int(0, 2)]} for details.`,
-    () => `Call me on +44 20 7946 ${digits(4)} or (555) ${digits(3)}-${digits(4)} after six.`,
+    () => `Call me on +44 20 7946 ${digits(4)} or (${int(201, 989)}) 555-${digits(4)} after six.`,
     () => `My card number is ${luhnComplete('4' + digits(14)).replace(/(\d{4})(?=\d)/g, '$1 ')} and it expires soon.`,
     () => `Please transfer the deposit to IBAN GB82 WEST 1234 5698 7654 32 before Friday.`,
     () => `The form asked for the SSN ${int(100, 599)}-${int(10, 99)}-${int(1000, 9999)} and a signature.`,

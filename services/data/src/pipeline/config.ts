@@ -50,6 +50,7 @@ export const DedupConfigSchema = Type.Object(
       description:
         'weight of false positives (1 - it: of false negatives) when choosing bands x rows; low because in-job candidates are verified, so the layout favours recall',
     }),
+    prior: Bool(true, 'also drop near-duplicates of earlier dataset versions (when the service passes their band index)'),
     prior_min_band_hits: Int(2, 1, 'band hits in earlier versions needed to call a record a near-duplicate of them (those hits cannot be verified)', 1024),
     seed: Int(1, 0, 'seed of the MinHash permutations (must stay fixed across dataset versions)', 0xffffffff),
   },

@@ -135,8 +135,8 @@ const RULES: Rule[] = [
       return n >= 8 && n <= 15;
     },
   },
-  // North American: (555) 123-4567, 555-123-4567, 555.123.4567.
-  { kind: 'phone', re: /(?<![\d.-])(?:\(\d{3}\) ?\d{3}[-. ]\d{4}|\d{3}([-. ])\d{3}\1\d{4})(?![\d-]|\.\d)/g },
+  // North American: (415) 555-0100, 415-555-0100, 415.555.0100; area code and exchange start with 2-9.
+  { kind: 'phone', re: /(?<![\d.-])(?:\([2-9]\d{2}\) ?[2-9]\d{2}[-. ]\d{4}|[2-9]\d{2}([-. ])[2-9]\d{2}\1\d{4})(?![\d-]|\.\d)/g },
   // UK and other trunk-0 national formats: 020 7946 0958, 07700 900123, 0161-496-0000.
   {
     kind: 'phone',

@@ -112,7 +112,12 @@ describe('pipeline', () => {
     const nd = res.report.stages.find((s) => s.stage === 'near_dedup')!;
     expect(calls.length).toBeGreaterThan(0);
     expect(res.report.records_out).toBe(0);
-    expect(nd.removed_by_reason.near_duplicate_prior).toBe(50 - (res.report.stages.find((s) => s.stage === 'quality')!.records_in - nd.records_in));
+    expect(nd.removed_by_reason.near_duplicate_prior).toBe(nd.records_in);
+    expect(nd.examples[0]!.reason).toMatch(/earlier dataset version \(12 of 12 bands\)/);
+    const off = await createPipeline({ length: { min_tokens: 40 }, dedup: { prior: false } }, { tokenizer, workDir: workDir(), priorIndex: prior }).run(
+      corpus().slice(0, 50),
+    );
+    expect(off.report.records_out).toBeGreaterThan(0);
   });
 
   it('pipeline - perplexity hook filters above the threshold; missing hook is a config error', async () => {

@@ -182,7 +182,7 @@ async function runPipeline(
       const ppl = cfg.perplexity.enabled ? await Promise.all(batch.map((p) => (p.text !== undefined ? opts.perplexity!(p.text) : Promise.resolve(0)))) : undefined;
       let prior: Set<number> | undefined;
       const keysOf = batch.map((p) => (p.signature ? bandKeys(p.signature, lsh.bands, lsh.rows) : undefined));
-      if (opts.priorIndex && cfg.dedup.near) {
+      if (opts.priorIndex && cfg.dedup.near && cfg.dedup.prior) {
         const all: bigint[] = [];
         for (const k of keysOf) if (k) for (const v of k) all.push(BigInt(v));
         if (all.length > 0) prior = new Set([...(await opts.priorIndex.lookup(all))].map(Number));
