@@ -149,8 +149,8 @@ LoadedCheckpoint checkpoint_open(const std::string& dir, const json& expected_co
 json rng_to_json(const Rng& r) { return {{"key", r.key}, {"counter", r.counter}}; }
 
 Rng rng_from_json(const json& j) {
-  FW_CHECK(j.is_object() && j.contains("key") && j.contains("counter") && j["key"].is_number_unsigned() &&
-               j["counter"].is_number_unsigned(),
+  auto u64ok = [](const json& v) { return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0); };
+  FW_CHECK(j.is_object() && j.contains("key") && j.contains("counter") && u64ok(j["key"]) && u64ok(j["counter"]),
            kCorrupt, "rng state must be {\"key\": u64, \"counter\": u64}, got " << j.dump());
   Rng r(j["key"].get<uint64_t>());
   r.counter = j["counter"].get<uint64_t>();

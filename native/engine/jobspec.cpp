@@ -47,7 +47,8 @@ class Obj {
   uint64_t u64(const char* k, uint64_t def) {
     if (!has(k)) return def;
     const json& v = j_[k];
-    FW_CHECK(v.is_number_unsigned(), kInvalidArgument, "job spec: " << name(k) << " must be a non-negative integer, got " << v.dump());
+    FW_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0), kInvalidArgument,
+             "job spec: " << name(k) << " must be a non-negative integer, got " << v.dump());
     return v.get<uint64_t>();
   }
   bool boolean(const char* k, bool def) {

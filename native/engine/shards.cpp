@@ -120,8 +120,10 @@ void shard_write(const std::string& path, const std::vector<std::vector<uint32_t
 nlohmann::json DataPosition::to_json() const { return {{"epoch", epoch}, {"batch", batch}}; }
 
 DataPosition DataPosition::from_json(const nlohmann::json& j) {
-  FW_CHECK(j.is_object() && j.contains("epoch") && j.contains("batch") && j["epoch"].is_number_unsigned() &&
-               j["batch"].is_number_unsigned(),
+  auto u64ok = [](const nlohmann::json& v) {
+    return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0);
+  };
+  FW_CHECK(j.is_object() && j.contains("epoch") && j.contains("batch") && u64ok(j["epoch"]) && u64ok(j["batch"]),
            kCorrupt, "data position must be {\"epoch\": u64, \"batch\": u64}, got " << j.dump());
   DataPosition p;
   p.epoch = j["epoch"].get<uint64_t>();
