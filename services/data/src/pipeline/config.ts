@@ -157,8 +157,10 @@ export const PipelineConfigSchema = Type.Object(
 /** The fully defaulted configuration. */
 export type PipelineConfig = Static<typeof PipelineConfigSchema>;
 
-/** A deep-partial config as a caller may send it. */
-export type PipelineConfigInput = { [K in keyof PipelineConfig]?: PipelineConfig[K] extends object ? Partial<PipelineConfig[K]> : PipelineConfig[K] };
+type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
+
+/** A config as a caller may send it: any part may be left out and takes its default. */
+export type PipelineConfigInput = DeepPartial<PipelineConfig>;
 
 export class PipelineConfigError extends Error {
   override name = 'PipelineConfigError';

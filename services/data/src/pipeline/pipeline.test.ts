@@ -152,6 +152,13 @@ describe('pipeline', () => {
     expect(await readFile(join(wd, 'train.jsonl'), 'utf8')).toBe('');
   });
 
+  it('pipeline - a batch that cannot reach a worker fails the run with a clear error', async () => {
+    const recs = corpus().slice(0, 40);
+    recs[35] = { ...recs[35]!, fields: { bad: () => 1 } };
+    const p = createPipeline({ length: { min_tokens: 40 }, workers: 2, batch_size: 8 }, { tokenizer, workDir: workDir() });
+    await expect(p.run(recs)).rejects.toThrow(/cannot send batch 4/);
+  });
+
   it('pipeline - stratifies the split by a field', async () => {
     const res = await createPipeline({ length: { min_tokens: 40 }, split: { stratify_by: 'lang' } }, { tokenizer, workDir: workDir() }).run(corpus());
     const zh: number[] = [];

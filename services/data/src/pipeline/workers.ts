@@ -36,7 +36,8 @@ interface Task {
 
 /** A pool of worker threads each running worker.ts. */
 export async function workerRunner(n: number, config: PipelineConfig, tokenizer: TokenizerSource | undefined): Promise<BatchRunner> {
-  const url = new URL('./worker.ts', import.meta.url);
+  // Runs from source (.ts, Node strips types) or from the tsc build (.js).
+  const url = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
   const workers: Worker[] = [];
   const idle: Worker[] = [];
   const busy = new Map<Worker, Task>();
@@ -48,8 +49,15 @@ export async function workerRunner(n: number, config: PipelineConfig, tokenizer:
     while (idle.length > 0 && queue.length > 0) {
       const w = idle.pop()!;
       const t = queue.shift()!;
+      try {
+        w.postMessage({ seq: t.seq, batch: t.batch });
+      } catch (e) {
+        // A record that cannot be cloned (a function in `fields`, say) fails its batch, not the process.
+        idle.push(w);
+        t.reject(new Error(`pipeline worker: cannot send batch ${t.seq}: ${(e as Error).message}`));
+        continue;
+      }
       busy.set(w, t);
-      w.postMessage({ seq: t.seq, batch: t.batch });
     }
   };
   const fail = (e: Error) => {
