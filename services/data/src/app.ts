@@ -33,6 +33,7 @@ export interface DataServiceDeps {
   maxRecordBytes: number;
   workRoot: string;
   instanceId: string;
+  staleAfterMs?: number;
 }
 
 export interface DataService {
@@ -57,6 +58,7 @@ export async function buildDataService(deps: DataServiceDeps): Promise<DataServi
     workRoot: deps.workRoot,
     owner: deps.instanceId,
     maxRecordBytes: deps.maxRecordBytes,
+    staleAfterMs: deps.staleAfterMs,
     log: deps.logger ? deps.logger : silent,
     publishReady: async (data, id) => {
       await deps.bus.publish(subjects.dataDatasetReady, data, { id });

@@ -27,6 +27,10 @@ export interface DataConfig {
   /** Ingest jobs one process runs at once. */
   concurrency: number;
   instanceId: string;
+  /** A running job whose owner stopped beating for this long is taken over by another replica. */
+  staleAfterMs: number;
+  /** Redelivery delays of a failed ingest message (FW_INGEST_BACKOFF_MS, comma-separated). */
+  backoffMs: number[] | undefined;
   logLevel: string;
 }
 
@@ -57,6 +61,14 @@ function url(env: Env, name: string, def: string, schemes: string[]): string {
   return raw;
 }
 
+function backoff(env: Env, name: string): number[] | undefined {
+  const raw = env[name];
+  if (!raw) return undefined;
+  const list = raw.split(',').map((x) => Number(x.trim()));
+  if (list.some((n) => !Number.isInteger(n) || n < 1)) throw new ConfigError(`${name} must be comma-separated positive integers (ms), got "${raw}"`);
+  return list;
+}
+
 export function loadConfig(env: Env = process.env): DataConfig {
   const tokens = (env['FW_API_TOKENS'] ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (tokens.length === 0) throw new ConfigError('FW_API_TOKENS must hold at least one bearer token (comma-separated)');
@@ -83,6 +95,8 @@ export function loadConfig(env: Env = process.env): DataConfig {
     workRoot: env['FW_WORK_DIR'] || join(tmpdir(), 'flywheel-data'),
     concurrency: int(env, 'FW_DATA_CONCURRENCY', 1, 1),
     instanceId: env['FW_INSTANCE_ID'] || `${hostname()}-${process.pid}`,
+    staleAfterMs: int(env, 'FW_JOB_STALE_MS', 30_000, 600),
+    backoffMs: backoff(env, 'FW_INGEST_BACKOFF_MS'),
     logLevel: env['LOG_LEVEL'] || 'info',
   };
 }

@@ -49,8 +49,9 @@ async function main(): Promise<void> {
     maxRecordBytes: config.maxRecordBytes,
     workRoot: config.workRoot,
     instanceId: config.instanceId,
+    staleAfterMs: config.staleAfterMs,
   });
-  const consumer = await startIngestConsumer(bus, { job: svc.job, jobs: svc.jobs }, { concurrency: config.concurrency });
+  const consumer = await startIngestConsumer(bus, { job: svc.job, jobs: svc.jobs }, { concurrency: config.concurrency, backoffMs: config.backoffMs });
   // Shutdown: stop taking jobs and finish the ones in flight (a drainer), let
   // HTTP requests finish, then close the clients (resources, in reverse order).
   svc.app.addDrainer('ingest-consumer', () => consumer.stop());

@@ -15,6 +15,7 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline as streamPipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
+import { trace } from '@opentelemetry/api';
 import type { ArtifactStore } from '@flywheel/artifacts';
 import type { Db } from '@flywheel/db';
 import type { DatasetFailed, DatasetReady } from '@flywheel/contracts';
@@ -37,9 +38,8 @@ import { createJobsRepository, type JobRow } from '../repositories/jobs.reposito
 /** Quarantine entries kept per job (the counts per reason are always complete). */
 const MAX_QUARANTINE_ROWS = 10_000;
 const PROGRESS_EVERY_MS = 1000;
-/** A running job whose owner has not beaten for this long is taken over. */
-const STALE_AFTER_MS = 30_000;
-const HEARTBEAT_MS = 5_000;
+/** Default: a running job whose owner has not beaten for this long is taken over. */
+export const STALE_AFTER_MS = 30_000;
 
 /** The job is being run by another live process: try again later. */
 export class JobBusyError extends Error {
@@ -57,6 +57,8 @@ export interface IngestJobDeps {
   owner: string;
   /** Record-size limit for the parsers. */
   maxRecordBytes: number;
+  /** A running job whose owner has not beaten for this long is taken over (default 30 s; beats at a sixth of it). */
+  staleAfterMs?: number;
   log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
 }
 
@@ -129,7 +131,8 @@ export function createIngestJob(deps: IngestJobDeps) {
    * `finalAttempt`: this is the last try, so an infrastructure error fails the job too.
    */
   async function run(jobId: string, finalAttempt = false): Promise<IngestOutcome> {
-    const { job, claimed } = await jobs.claim(jobId, deps.owner, STALE_AFTER_MS);
+    const staleMs = deps.staleAfterMs ?? STALE_AFTER_MS;
+    const { job, claimed } = await jobs.claim(jobId, deps.owner, staleMs, trace.getActiveSpan()?.spanContext().traceId ?? null);
     if (!job) throw new JobFailure('claim', `job ${jobId} does not exist`);
     if (job.status === 'succeeded' && job.version) {
       await announceReady(job.dataset_name, job.version);
@@ -142,7 +145,7 @@ export function createIngestJob(deps: IngestJobDeps) {
     }
     if (!claimed) throw new JobBusyError(`job ${job.id} is running on ${job.owner ?? 'another process'}`);
     const workDir = join(deps.workRoot, `${job.id}-${job.attempts}`);
-    const beat = setInterval(() => void jobs.heartbeat(job.id, deps.owner).catch(() => undefined), HEARTBEAT_MS);
+    const beat = setInterval(() => void jobs.heartbeat(job.id, deps.owner).catch(() => undefined), staleMs / 6);
     try {
       return await execute(job, workDir);
     } catch (e) {

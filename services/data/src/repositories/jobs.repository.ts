@@ -16,6 +16,8 @@ export interface JobRow {
   error_stage: string | null;
   version: string | null;
   owner: string | null;
+  /** Trace of the run that last claimed the job. */
+  trace_id: string | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -29,7 +31,7 @@ export interface NewJob {
 }
 
 const COLUMNS = `id, dataset_name, source_uri, format, config, status, attempts, progress, error, error_stage,
-  version, owner, created_at, updated_at`;
+  version, owner, trace_id, created_at, updated_at`;
 
 export function createJobsRepository(db: Queryable) {
   return {
@@ -76,14 +78,14 @@ export function createJobsRepository(db: Queryable) {
      * came back). Anything else is returned unchanged: finished, or still
      * owned by a live process (`claimed: false`).
      */
-    async claim(id: string, owner: string, staleMs: number): Promise<{ job: JobRow | undefined; claimed: boolean }> {
+    async claim(id: string, owner: string, staleMs: number, traceId: string | null): Promise<{ job: JobRow | undefined; claimed: boolean }> {
       const r = await db.query<JobRow>(
-        `UPDATE jobs SET status = 'running', attempts = attempts + 1, owner = $2, heartbeat_at = now(),
+        `UPDATE jobs SET status = 'running', attempts = attempts + 1, owner = $2, heartbeat_at = now(), trace_id = $4,
                 error = NULL, error_stage = NULL, updated_at = now()
          WHERE id = $1 AND (status = 'queued'
            OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $3::double precision / 1000))))
          RETURNING ${COLUMNS}`,
-        [id, owner, staleMs],
+        [id, owner, staleMs, traceId],
       );
       if (r.rows[0]) return { job: r.rows[0], claimed: true };
       return { job: await this.get(id), claimed: false };
