@@ -94,7 +94,7 @@ export const QualityConfigSchema = Type.Object(
   { default: {}, additionalProperties: false },
 );
 
-export const PiiKinds = ['email', 'phone', 'ip', 'card', 'iban', 'ssn', 'nino', 'cn_id'] as const;
+export const PiiKinds = ['email', 'phone', 'ip', 'card', 'iban', 'ssn', 'nino', 'cn_id', 'ca_sin', 'in_aadhaar'] as const;
 export type PiiKind = (typeof PiiKinds)[number];
 
 export const PiiConfigSchema = Type.Object(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PiiKinds } from './config.ts';
-import { cnIdValid, ibanValid, luhnValid, redactPii } from './pii.ts';
+import { cnIdValid, ibanValid, luhnValid, redactPii, verhoeffValid } from './pii.ts';
 
 const all = [...PiiKinds];
 const red = (t: string) => redactPii(t, all);
@@ -15,6 +15,8 @@ describe('pii', () => {
     expect(cnIdValid('11010519491231002X')).toBe(true);
     expect(cnIdValid('110105194912310021')).toBe(false);
     expect(cnIdValid('11010519491331002X')).toBe(false); // month 13
+    expect(verhoeffValid('2363')).toBe(true);
+    expect(verhoeffValid('2364')).toBe(false);
   });
 
   it('pii - redacts each kind and counts it', () => {
@@ -30,6 +32,9 @@ describe('pii', () => {
       ['Pay to DE89 3704 0044 0532 0130 00 please.', 'Pay to <IBAN> please.', 'iban'],
       ['SSN 123-45-6789 on file.', 'SSN <ID> on file.', 'ssn'],
       ['NINO AB 12 34 56 C here.', 'NINO <ID> here.', 'nino'],
+      ['SIN 046 454 286 on the form.', 'SIN <ID> on the form.', 'ca_sin'],
+      ['Numbers 046-454-286 and 130-692-544.', 'Numbers <ID> and <ID>.', 'ca_sin'],
+      ['Aadhaar 2345 6789 0124 linked.', 'Aadhaar <ID> linked.', 'in_aadhaar'],
     ];
     for (const [input, want, kind] of cases) {
       const r = red(input);
@@ -43,6 +48,7 @@ describe('pii', () => {
     expect(r.text).toBe('我的手机号是<PHONE>，身份证号<ID>，邮箱<EMAIL>。');
     expect(r.counts).toEqual({ phone: 1, cn_id: 1, email: 1 });
     expect(red('服务器地址192.168.0.1已经停止').text).toBe('服务器地址<IP>已经停止');
+    expect(red('请拨打010-12345678或+86 138 1234 5678联系').text).toBe('请拨打<PHONE>或<PHONE>联系');
   });
 
   it('pii - leaves dates, versions, prices, ISBNs and other numbers alone', () => {
@@ -59,6 +65,8 @@ describe('pii', () => {
       'Use std::vector and a::b in C++, ratio 16:9, time 10:30.',
       'Call me at ext. 1234, room 12-34, page 123-456.',
       'Scores by round: 100 200 3000 and 123-456-7890 (no exchange starts with 1).',
+      'Part numbers 046 454 287 and 2345 6789 0125 fail their check digits.',
+      'Le budget est de 046 454 286 euros; timestamp 234567890124 ms.',
     ];
     for (const t of keep) expect(red(t), t).toEqual({ text: t, counts: {} });
   });

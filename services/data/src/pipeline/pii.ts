@@ -18,6 +18,8 @@ export const PII_TOKENS: Record<PiiKind, string> = {
   iban: '<IBAN>',
   cn_id: '<ID>',
   ssn: '<ID>',
+  ca_sin: '<ID>',
+  in_aadhaar: '<ID>',
   nino: '<ID>',
   ip: '<IP>',
   phone: '<PHONE>',
@@ -82,11 +84,31 @@ export function ssnValid(s: string): boolean {
   return a !== '000' && a !== '666' && a[0] !== '9' && g !== '00' && n !== '0000';
 }
 
+// Verhoeff check digit tables (dihedral group D5), used by Aadhaar numbers.
+const VD = [
+  [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6], [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+  [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1], [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+  [8, 7, 6, 5, 9, 3, 2, 1, 0, 4], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+];
+const VP = [
+  [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2], [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+  [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1], [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+];
+
+export function verhoeffValid(digits: string): boolean {
+  let c = 0;
+  for (let i = 0; i < digits.length; i++) c = VD[c]![VP[i % 8]![digits.charCodeAt(digits.length - 1 - i) - 48]!]!;
+  return c === 0;
+}
+
 interface Rule {
   kind: PiiKind;
   re: RegExp;
-  valid?: (m: string) => boolean;
+  /** Confirms a candidate; gets the match, its offset and the whole text (for context words). */
+  valid?: (m: string, at: number, text: string) => boolean;
 }
+
+const SIN_CONTEXT = /\b(?:SIN|S\.I\.N\.|social insurance|NAS|assurance sociale)\b[^\n]{0,30}$/i;
 
 // Not preceded/followed by an ASCII letter or digit (Chinese characters are fine neighbours).
 const NB = '(?<![A-Za-z0-9])';
@@ -113,6 +135,19 @@ const RULES: Rule[] = [
   },
   { kind: 'cn_id', re: /(?<!\d)\d{17}[\dXx](?![\dA-Za-z])/g, valid: cnIdValid },
   { kind: 'ssn', re: /(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])/g, valid: ssnValid },
+  // Canadian SIN: 9 digits grouped 3-3-3, Luhn-checked, first digit not 8. Grouped by spaces it
+  // looks like a number with thousands separators, so that form needs "SIN" (or the like) just before.
+  {
+    kind: 'ca_sin',
+    re: /(?<![\d-])[0-79]\d{2}([ -])\d{3}\1\d{3}(?![\d-]|\.\d)/g,
+    valid: (m, at, text) => luhnValid(digitsOf(m)) && (m[3] === '-' || SIN_CONTEXT.test(text.slice(Math.max(0, at - 40), at))),
+  },
+  // Indian Aadhaar: 12 digits grouped 4-4-4 (separators required), first digit 2-9, Verhoeff-checked.
+  {
+    kind: 'in_aadhaar',
+    re: /(?<![\d-])[2-9]\d{3}([ -])\d{4}\1\d{4}(?![\d-]|\.\d)/g,
+    valid: (m) => verhoeffValid(digitsOf(m)),
+  },
   {
     kind: 'nino',
     re: new RegExp(`${NB}(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\\d{2} ?\\d{2} ?\\d{2} ?[A-D]${NA}`, 'g'),
@@ -137,13 +172,13 @@ const RULES: Rule[] = [
   },
   // North American: (415) 555-0100, 415-555-0100, 415.555.0100; area code and exchange start with 2-9.
   { kind: 'phone', re: /(?<![\d.-])(?:\([2-9]\d{2}\) ?[2-9]\d{2}[-. ]\d{4}|[2-9]\d{2}([-. ])[2-9]\d{2}\1\d{4})(?![\d-]|\.\d)/g },
-  // UK and other trunk-0 national formats: 020 7946 0958, 07700 900123, 0161-496-0000.
+  // Trunk-0 national formats: UK 020 7946 0958, 07700 900123, 0161-496-0000; Chinese landlines 010-12345678.
   {
     kind: 'phone',
-    re: /(?<![\d.-])0\d{2,4}[ -]\d{3,6}(?:[ -]\d{3,4})?(?![\d-]|\.\d)/g,
+    re: /(?<![\d.-])0\d{2,4}[ -]\d{3,8}(?:[ -]\d{3,4})?(?![\d-]|\.\d)/g,
     valid: (m) => {
       const n = digitsOf(m).length;
-      return n >= 10 && n <= 11;
+      return n >= 10 && n <= 12;
     },
   },
   // Chinese mobile numbers, often written without separators inside Chinese text.
@@ -166,8 +201,12 @@ export function redactPii(text: string, kinds: readonly PiiKind[]): { text: stri
     rule.re.lastIndex = 0;
     if (!rule.re.test(out)) continue;
     rule.re.lastIndex = 0;
-    out = out.replace(rule.re, (m: string) => {
-      if (rule.valid && !rule.valid(m)) return m;
+    out = out.replace(rule.re, (m: string, ...rest: unknown[]) => {
+      // replace() passes the capture groups (strings or undefined), then the offset and the whole string.
+      const k = rest.findIndex((x) => typeof x === 'number');
+      const at = rest[k] as number;
+      const whole = rest[k + 1] as string;
+      if (rule.valid && !rule.valid(m, at, whole)) return m;
       counts[rule.kind] = (counts[rule.kind] ?? 0) + 1;
       return PII_TOKENS[rule.kind];
     });
