@@ -60,6 +60,11 @@ export const DedupConfigSchema = Type.Object(
 export const QualityConfigSchema = Type.Object(
   {
     enabled: Bool(true, 'Gopher-style document quality heuristics'),
+    pairs: Type.Union([Type.Literal('repetition'), Type.Literal('all'), Type.Literal('none')], {
+      default: 'repetition',
+      description:
+        'checks for prompt/completion records: repetition only (the document heuristics are tuned for web text, not instructions, code or lists), all, or none',
+    }),
     min_words: Int(0, 0, 'minimum words (0 = off; token length is the main filter)'),
     max_dup_line_fraction: Ratio(0.3, 'max fraction of lines that duplicate an earlier line'),
     max_dup_line_char_fraction: Ratio(0.2, 'max fraction of characters in duplicated lines'),

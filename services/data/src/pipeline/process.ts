@@ -109,8 +109,11 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
         const c4 = applyC4(recordText(rec), { ...cfg.quality.c4, drop_javascript_lines: false, drop_lines_without_terminal_punct: false, drop_policy_lines: false, min_words_per_line: 0 });
         if ('reason' in c4) return drop('quality', c4.reason, recordText(rec));
       }
-      const q = checkQuality(recordText(rec), cfg.quality);
-      if (!q.ok) return drop('quality', q.reason, recordText(rec));
+      const pair = isPromptRecord(rec);
+      if (!pair || cfg.quality.pairs !== 'none') {
+        const q = checkQuality(recordText(rec), cfg.quality, pair && cfg.quality.pairs === 'repetition');
+        if (!q.ok) return drop('quality', q.reason, recordText(rec));
+      }
     }
 
     if (cfg.pii.enabled) {

@@ -44,6 +44,16 @@ describe('quality', () => {
     expect(checkQuality('Quarterly revenue grew strongly.', { ...q, min_stop_words: 0 })).toEqual({ ok: true });
   });
 
+  it('quality - repetition-only mode (prompt/completion pairs) keeps code and lists but not loops', () => {
+    const code = 'Q: sum a list in Python?\n\nx = [1, 2, 3]\n# total\nprint(sum(x) + 2 * 3)  # 12';
+    expect(checkQuality(code, q)).toMatchObject({ ok: false });
+    expect(checkQuality(code, q, true)).toEqual({ ok: true });
+    const list = ['- preheat the oven', '- mix flour and sugar', '- add two eggs', '- pour into a tin', '- bake for an hour', '- let it cool'].join('\n');
+    expect(checkQuality(list, q, true)).toEqual({ ok: true });
+    const loop = `Answer: ${'I am not sure. '.repeat(12)}`;
+    expect(checkQuality(loop, q, true)).toMatchObject({ ok: false, reason: expect.stringMatching(/gram_char_fraction/) });
+  });
+
   it('quality - C4 filters drop lorem ipsum documents and configured lines', () => {
     expect(applyC4('Lorem ipsum dolor sit amet.', q.c4)).toEqual({ reason: 'c4_lorem_ipsum' });
     expect(applyC4('const x = { a: 1 };', { ...q.c4, drop_curly_brace: true })).toEqual({ reason: 'c4_curly_brace' });

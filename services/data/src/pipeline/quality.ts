@@ -149,8 +149,13 @@ function countNgrams(count: number, n: number, markDup: boolean): { best: number
   return { best, at };
 }
 
-/** Runs the checks in a fixed order; the first failing one is the reason. */
-export function checkQuality(text: string, cfg: QualityConfig): { ok: true } | { ok: false; reason: string } {
+/**
+ * Runs the checks in a fixed order; the first failing one is the reason.
+ * With `repetitionOnly`, only the repetition checks run (lines, paragraphs,
+ * word n-grams): the rest are tuned for web documents, not for short
+ * instruction pairs, code or lists.
+ */
+export function checkQuality(text: string, cfg: QualityConfig, repetitionOnly = false): { ok: true } | { ok: false; reason: string } {
   const lines = text.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
   const dl = duplicateFractions(lines);
   if (dl.items > cfg.max_dup_line_fraction) return { ok: false, reason: 'dup_line_fraction' };
@@ -200,9 +205,9 @@ export function checkQuality(text: string, cfg: QualityConfig): { ok: true } | {
       nBare++;
     }
   }
-  if (nWords < cfg.min_words) return { ok: false, reason: 'too_few_words' };
-  if (symbols / Math.max(1, nWords) > cfg.max_symbol_word_ratio) return { ok: false, reason: 'symbol_word_ratio' };
-  if (lines.length > 0) {
+  if (!repetitionOnly && nWords < cfg.min_words) return { ok: false, reason: 'too_few_words' };
+  if (!repetitionOnly && symbols / Math.max(1, nWords) > cfg.max_symbol_word_ratio) return { ok: false, reason: 'symbol_word_ratio' };
+  if (!repetitionOnly && lines.length > 0) {
     let bullets = 0;
     let ell = 0;
     for (const l of lines) {
@@ -215,7 +220,7 @@ export function checkQuality(text: string, cfg: QualityConfig): { ok: true } | {
 
   const sc = scriptCounts(text);
   if (sc.letters > 0 && sc.cjk / sc.letters >= 0.3) return { ok: true }; // no comparable words
-  if (sc.letters > 0 && sc.latin / sc.letters >= 0.5) {
+  if (!repetitionOnly && sc.letters > 0 && sc.latin / sc.letters >= 0.5) {
     const mean = bareChars / Math.max(1, nBare);
     if (mean < cfg.min_mean_word_length || mean > cfg.max_mean_word_length) return { ok: false, reason: 'mean_word_length' };
     if (alphaWords / Math.max(1, nWords) < cfg.min_alpha_word_fraction) return { ok: false, reason: 'alpha_word_fraction' };
