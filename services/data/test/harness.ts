@@ -77,7 +77,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     );
   }
 
-  return {
+  const harness: Harness = {
     ...svc,
     bus: tbus.bus,
     namespace: tbus.namespace,
@@ -106,8 +106,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       });
     },
     waitReady(datasetName: string, timeoutMs = 60_000) {
-      const ready = this.waitFor('fw.data.dataset.ready', (e) => e.data.datasetName === datasetName, timeoutMs);
-      const failed = this.waitFor('fw.data.dataset.failed', (e) => e.data.datasetName === datasetName, timeoutMs).then((e) => {
+      const ready = harness.waitFor('fw.data.dataset.ready', (e) => e.data.datasetName === datasetName, timeoutMs);
+      const failed = harness.waitFor('fw.data.dataset.failed', (e) => e.data.datasetName === datasetName, timeoutMs).then((e) => {
         throw new Error(`dataset ${datasetName} failed at ${e.data.stage}: ${e.data.reason}`);
       });
       failed.catch(() => undefined);
@@ -121,6 +121,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       await rm(root, { recursive: true, force: true });
     },
   };
+  return harness;
 }
 
 /** A JSONL corpus of `n` distinct, natural-looking English documents (about 600 characters each). */

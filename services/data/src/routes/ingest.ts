@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { IngestAccepted, IngestBody, DatasetNameParams, UploadQuery, UploadResult, type IngestFormat } from '@flywheel/contracts';
 import type { ArtifactStore } from '@flywheel/artifacts';
 import { isArtifactKeyError } from '@flywheel/artifacts';
@@ -36,9 +36,6 @@ function limitBytes(limit: number): Transform {
 }
 
 export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRouteDeps> = async (app, deps) => {
-  // Uploads are streamed as they arrive: this scope hands every body over raw.
-  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
-
   async function store(body: unknown, contentLength: string | undefined) {
     if (contentLength !== undefined && Number(contentLength) > deps.maxUploadBytes)
       throw new ProblemError(problems.payloadTooLarge, `uploads are limited to ${deps.maxUploadBytes} bytes`);
@@ -79,42 +76,50 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRouteDeps> = async (a
     return { job: jobView(job), existing: false };
   }
 
-  app.post(
-    '/v1/uploads',
-    { schema: { summary: 'Store raw bytes (streamed) in the artifact store', response: { 201: UploadResult } } },
-    async (req, reply) => {
-      const put = await store(req.body, req.headers['content-length']);
-      return reply.code(201).send({ uri: put.uri, sha256: put.sha256, size: put.size, created: put.created });
-    },
-  );
+  // Uploads are streamed as they arrive: in this scope every body is handed
+  // over raw, whatever its content type.
+  await app.register(async (scope) => {
+    const uploads = scope.withTypeProvider<TypeBoxTypeProvider>();
+    uploads.removeAllContentTypeParsers();
+    uploads.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
-  app.post(
-    '/v1/datasets/:name/uploads',
-    {
-      schema: {
-        summary: 'Upload data (streamed) and ingest it as a new version of the dataset',
-        params: DatasetNameParams,
-        querystring: UploadQuery,
-        response: { 202: IngestAccepted },
+    uploads.post(
+      '/v1/uploads',
+      { schema: { summary: 'Store raw bytes (streamed) in the artifact store', response: { 201: UploadResult } } },
+      async (req, reply) => {
+        const put = await store(req.body, req.headers['content-length']);
+        return reply.code(201).send({ uri: put.uri, sha256: put.sha256, size: put.size, created: put.created });
       },
-    },
-    async (req, reply) => {
-      let config: Record<string, unknown> | undefined;
-      if (req.query.config !== undefined) {
-        try {
-          config = JSON.parse(req.query.config) as Record<string, unknown>;
-        } catch (e) {
-          throw new ProblemError(dataProblems.invalidPipelineConfig, `config is not JSON: ${(e as Error).message}`);
+    );
+
+    uploads.post(
+      '/v1/datasets/:name/uploads',
+      {
+        schema: {
+          summary: 'Upload data (streamed) and ingest it as a new version of the dataset',
+          params: DatasetNameParams,
+          querystring: UploadQuery,
+          response: { 202: IngestAccepted },
+        },
+      },
+      async (req, reply) => {
+        let config: Record<string, unknown> | undefined;
+        if (req.query.config !== undefined) {
+          try {
+            config = JSON.parse(req.query.config) as Record<string, unknown>;
+          } catch (e) {
+            throw new ProblemError(dataProblems.invalidPipelineConfig, `config is not JSON: ${(e as Error).message}`);
+          }
+          if (typeof config !== 'object' || config === null || Array.isArray(config))
+            throw new ProblemError(dataProblems.invalidPipelineConfig, 'config must be a JSON object');
         }
-        if (typeof config !== 'object' || config === null || Array.isArray(config))
-          throw new ProblemError(dataProblems.invalidPipelineConfig, 'config must be a JSON object');
-      }
-      const checked = checkConfig(config); // before the bytes are stored
-      const put = await store(req.body, req.headers['content-length']);
-      const format = req.query.format && req.query.format !== 'auto' ? req.query.format : guessFromName(req.query.filename);
-      return reply.code(202).send(await ingest(req.params.name, put.uri, format, checked));
-    },
-  );
+        const checked = checkConfig(config); // before the bytes are stored
+        const put = await store(req.body, req.headers['content-length']);
+        const format = req.query.format && req.query.format !== 'auto' ? req.query.format : guessFromName(req.query.filename);
+        return reply.code(202).send(await ingest(req.params.name, put.uri, format, checked));
+      },
+    );
+  });
 
   app.post(
     '/v1/datasets/:name/ingest',
