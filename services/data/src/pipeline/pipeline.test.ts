@@ -50,6 +50,7 @@ describe('pipeline', () => {
     const st = Object.fromEntries(report.stages.map((s) => [s.stage, s]));
     expect(report.records_in).toBe(240);
     expect(st.exact_dedup!.removed_by_reason).toEqual({ exact_duplicate: 10 });
+    expect(st.exact_dedup!.examples[0]!.reason).toMatch(/^exact_duplicate of \d+$/);
     expect(st.near_dedup!.removed_by_reason.near_duplicate).toBe(10);
     expect(st.quality!.removed_by_reason.c4_lorem_ipsum).toBe(10);
     expect(st.length!.removed_by_reason).toEqual({ too_short: 5 });
@@ -126,7 +127,8 @@ describe('pipeline', () => {
       { tokenizer, workDir: workDir(), perplexity: async (t) => (/[\u4e00-\u9fff]/.test(t) ? 500 : 20) },
     ).run(corpus());
     const st = res.report.stages.find((s) => s.stage === 'perplexity')!;
-    expect(Object.values(st.removed_by_reason).reduce((a, b) => a + b, 0)).toBe(30);
+    expect(st.removed_by_reason).toEqual({ above_max_perplexity: 30 });
+    expect(st.examples[0]!.reason).toBe('perplexity 500.0 > 100');
     expect(() => createPipeline({ perplexity: { enabled: true } }, { tokenizer, workDir: workDir() })).toThrow(/perplexity hook/);
     try {
       createPipeline({ split: { train: 2 } }, { tokenizer, workDir: workDir() });

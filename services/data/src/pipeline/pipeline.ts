@@ -166,7 +166,7 @@ async function runPipeline(
   const index = new MemoryBandIndex();
   const sketches = new SketchStore(cfg.dedup.num_perm);
   const keptIds: string[] = []; // by near-dedup ordinal, for report examples
-  const seen = new Set<string>();
+  const seen = new Map<string, string>(); // exact key -> id of the first record with it
   const splitKeys: number[] = [];
   const strata: string[] = [];
   let recordsIn = 0;
@@ -198,20 +198,22 @@ async function runPipeline(
           report.pass(p.dropped);
           continue;
         }
-        const drop = (stage: 'perplexity' | 'exact_dedup' | 'near_dedup', reason: string) => {
-          report.event(p.id, { stage, action: 'removed', reason, count: 1, before: p.snippet ?? '' });
+        // `reason` is the counted category; `detail` the example's fuller reason.
+        const drop = (stage: 'perplexity' | 'exact_dedup' | 'near_dedup', reason: string, detail: string) => {
+          report.event(p.id, { stage, action: 'removed', reason, count: 1, before: p.snippet ?? '' }, detail);
           report.pass(stage);
         };
         if (ppl && ppl[i]! > cfg.perplexity.max_perplexity) {
-          drop('perplexity', `perplexity ${ppl[i]!.toFixed(1)} > ${cfg.perplexity.max_perplexity}`);
+          drop('perplexity', 'above_max_perplexity', `perplexity ${ppl[i]!.toFixed(1)} > ${cfg.perplexity.max_perplexity}`);
           continue;
         }
         if (p.exactKey !== undefined) {
-          if (seen.has(p.exactKey)) {
-            drop('exact_dedup', 'exact_duplicate');
+          const first = seen.get(p.exactKey);
+          if (first !== undefined) {
+            drop('exact_dedup', 'exact_duplicate', `exact_duplicate of ${first}`);
             continue;
           }
-          seen.add(p.exactKey);
+          seen.set(p.exactKey, p.id);
         }
         const keys = keysOf[i];
         if (keys && p.signature) {
@@ -223,16 +225,17 @@ async function runPipeline(
               break;
             }
           }
-          if (!dupOf && prior) {
+          if (dupOf) {
+            drop('near_dedup', 'near_duplicate', dupOf);
+            continue;
+          }
+          if (prior) {
             let hits = 0;
             for (const k of keys) if (prior.has(k)) hits++;
-            if (hits >= cfg.dedup.prior_min_band_hits) dupOf = `near_duplicate of an earlier dataset version (${hits} of ${keys.length} bands)`;
-          }
-          if (dupOf) {
-            drop('near_dedup', dupOf.startsWith('near_duplicate of an') ? 'near_duplicate_prior' : 'near_duplicate');
-            const ex = report.stages.get('near_dedup')!.examples.at(-1);
-            if (ex?.id === p.id) ex.reason = dupOf;
-            continue;
+            if (hits >= cfg.dedup.prior_min_band_hits) {
+              drop('near_dedup', 'near_duplicate_prior', `near_duplicate of an earlier dataset version (${hits} of ${keys.length} bands)`);
+              continue;
+            }
           }
           const ord = keptIds.length;
           keptIds.push(p.id);

@@ -43,7 +43,8 @@ export class ReportBuilder {
     }
   }
 
-  event(id: string, e: RecordEvent): void {
+  /** Counts an event under `e.reason`; its example (while under the cap) shows `detail` when given. */
+  event(id: string, e: RecordEvent, detail?: string): void {
     const r = this.stages.get(e.stage)!;
     if (e.action === 'removed') r.removed_by_reason[e.reason] = (r.removed_by_reason[e.reason] ?? 0) + 1;
     else r.changed[e.reason] = (r.changed[e.reason] ?? 0) + e.count;
@@ -51,7 +52,7 @@ export class ReportBuilder {
       r.examples.push({
         id,
         action: e.action,
-        reason: e.count > 1 ? `${e.reason} x${e.count}` : e.reason,
+        reason: detail ?? (e.count > 1 ? `${e.reason} x${e.count}` : e.reason),
         ...(e.before === undefined ? {} : { before: e.before }),
         ...(e.after === undefined ? {} : { after: e.after }),
       });
