@@ -172,10 +172,18 @@ async function runPipeline(
   let recordsIn = 0;
   let bytesIn = 0;
   const runner: BatchRunner = nWorkers > 1 ? await workerRunner(nWorkers, cfg, opts.tokenizer) : inlineRunner(createRecordProcessor(cfg, tokenizer));
-  const keptJson = createWriteStream(join(tmp, 'kept.jsonl'));
-  const keptTok = createWriteStream(join(tmp, 'kept.tok'));
+  // Every write stream gets a permanent error listener: a write error surfaces
+  // at the next await (as a rejection), never as an uncaught exception.
+  let streamError: Error | undefined;
+  const writeStream = (path: string) => createWriteStream(path).on('error', (e) => (streamError ??= e));
+  const checkStreams = () => {
+    if (streamError) throw streamError;
+  };
+  const keptJson = writeStream(join(tmp, 'kept.jsonl'));
+  const keptTok = writeStream(join(tmp, 'kept.tok'));
   const writers: SplitShardWriter[] = [];
   const splitTmp: string[] = [];
+  const splitStreams: WriteStream[] = [];
   try {
     for await (const batch of processInBatches(source, runner, cfg.batch_size)) {
       opts.signal?.throwIfAborted();
@@ -257,6 +265,7 @@ async function runPipeline(
       // One write per batch and file.
       if (jsonOut.length > 0) await put(keptJson, jsonOut);
       if (tokOut.length > 0) await put(keptTok, Buffer.concat(tokOut));
+      checkStreams();
     }
     await runner.close();
     await endStream(keptJson);
@@ -267,7 +276,9 @@ async function runPipeline(
     const outs = SPLITS.map((s) => {
       const path = join(opts.workDir, `${s}.jsonl`);
       splitTmp.push(`${path}.tmp`);
-      return { split: s, path, ws: createWriteStream(`${path}.tmp`), n: 0, tokens: 0 };
+      const ws = writeStream(`${path}.tmp`);
+      splitStreams.push(ws);
+      return { split: s, path, ws, n: 0, tokens: 0 };
     });
     const shardDir = join(opts.workDir, 'shards');
     for (const s of SPLITS)
@@ -298,6 +309,7 @@ async function runPipeline(
     }
     const shards: ShardInfo[] = [];
     if (cfg.tokenise.enabled) for (const w of writers) shards.push(...(await w.finish()));
+    checkStreams();
     for (const o of outs) {
       await endStream(o.ws);
       await rename(`${o.path}.tmp`, o.path);
@@ -323,9 +335,10 @@ async function runPipeline(
     return { splits, shards, report: cleaning, index };
   } catch (e) {
     for (const w of writers) await w.abort();
-    for (const p of splitTmp) await rm(p, { force: true });
     keptJson.destroy();
     keptTok.destroy();
+    for (const ws of splitStreams) ws.destroy();
+    for (const p of splitTmp) await rm(p, { force: true });
     throw e;
   } finally {
     await runner.close();
