@@ -15,6 +15,8 @@
 #include <cstring>
 #include <fstream>
 
+#include <omp.h>
+
 #include "lora.h"
 #include "ops_attention.h"
 #include "ops_embedding.h"
@@ -576,7 +578,8 @@ void ModelT<T>::forward_cached(const int32_t* tokens, int B, int T_, KVCacheT<T>
   int N = B * T_, C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, NH = c.num_attention_heads,
       KVH = c.num_key_value_heads, HS = c.head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH, Tk = pos0 + T_;
   size_t n = N;
-  dec_.resize(3 * n * C + n + 2 * n * QD + 2 * n * KD + 3 * n * I + (size_t)T_ * Tk + (size_t)B * C);
+  dec_.resize(3 * n * C + n + 2 * n * QD + 2 * n * KD + 3 * n * I + (size_t)omp_get_max_threads() * T_ * Tk +
+              (size_t)B * C);
   T* x = dec_.data();       // (N, C) residual
   T* h = x + n * C;         // (N, C) normed
   T* y = h + n * C;         // (N, C) block output
@@ -588,8 +591,8 @@ void ModelT<T>::forward_cached(const int32_t* tokens, int B, int T_, KVCacheT<T>
   T* gate = v + n * KD;     // (N, I)
   T* up = gate + n * I;     // (N, I)
   T* act = up + n * I;      // (N, I)
-  T* P = act + n * I;       // (T, Tk)
-  T* last = P + (size_t)T_ * Tk;  // (B, C)
+  T* P = act + n * I;       // (threads, T, Tk)
+  T* last = P + (size_t)omp_get_max_threads() * T_ * Tk;  // (B, C)
   bool was_training = training_;
   training_ = false;  // no dropout while decoding
   embedding_forward(x, tokens, param("model.embed_tokens.weight"), N, C);
@@ -609,10 +612,13 @@ void ModelT<T>::forward_cached(const int32_t* tokens, int B, int T_, KVCacheT<T>
           std::memcpy(cache.k_at(l, b, kh) + (size_t)(pos0 + t) * HS, k + src, sizeof(T) * HS);
           std::memcpy(cache.v_at(l, b, kh) + (size_t)(pos0 + t) * HS, v + src, sizeof(T) * HS);
         }
+    // One head per iteration, each thread with its own (T, Tk) score buffer.
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
       for (int hd = 0; hd < NH; hd++) {
         size_t qo = (size_t)b * T_ * QD + (size_t)hd * HS;
-        attention_head_forward(atty + qo, QD, P, q + qo, QD, cache.k_at(l, b, hd / G), HS, cache.v_at(l, b, hd / G),
+        T* Pt = P + (size_t)omp_get_thread_num() * T_ * Tk;
+        attention_head_forward(atty + qo, QD, Pt, q + qo, QD, cache.k_at(l, b, hd / G), HS, cache.v_at(l, b, hd / G),
                                HS, T_, Tk, HS, pos0);
       }
     lin_forward(l, 3, y, atty, p.wo, p.bo, N, QD, C);

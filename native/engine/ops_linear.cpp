@@ -1,6 +1,8 @@
 // ops_linear.cpp: the projections of the model; all the FLOPs are in GEMMs.
 #include "ops_linear.h"
 
+#include <cstddef>
+
 #include "ops_gemm.h"
 
 namespace fw {

@@ -4,15 +4,42 @@
 
 #include <cmath>
 
+#include "ops_math.h"
+
 namespace fw {
+
+// log(sum_i exp(x_i * inv_temp)) of one row: a max pass, then an exp-sum
+// pass; both vectorised (omp simd reductions use a fixed lane order, so the
+// result is deterministic for a given machine). The float overloads are the
+// same loops compiled per ISA (FW_TARGET_CLONES).
+#define FW_ROW_LSE_BODY                                                   \
+  T mx = x[0] * inv_temp;                                                 \
+  _Pragma("omp simd reduction(max : mx)")                                 \
+  for (int i = 1; i < V; i++) mx = x[i] * inv_temp > mx ? x[i] * inv_temp : mx; \
+  T sum = 0;                                                              \
+  _Pragma("omp simd reduction(+ : sum)")                                  \
+  for (int i = 0; i < V; i++) sum += fast_exp(x[i] * inv_temp - mx);      \
+  return mx + std::log(sum);
+
+// d = scale * exp(x - l): softmax times the loss scale.
+#define FW_SOFTMAX_SCALED_BODY \
+  _Pragma("omp simd")          \
+  for (int i = 0; i < V; i++) d[i] = scale * fast_exp(x[i] - l);
 
 template <typename T>
 static T row_lse(const T* x, int V, T inv_temp) {
-  T mx = x[0] * inv_temp;
-  for (int i = 1; i < V; i++) mx = x[i] * inv_temp > mx ? x[i] * inv_temp : mx;
-  T sum = 0;
-  for (int i = 0; i < V; i++) sum += std::exp(x[i] * inv_temp - mx);
-  return mx + std::log(sum);
+  FW_ROW_LSE_BODY
+}
+FW_TARGET_CLONES static float row_lse(const float* x, int V, float inv_temp) {
+  using T = float;
+  FW_ROW_LSE_BODY
+}
+template <typename T>
+static void softmax_scaled(T* d, const T* x, int V, T l, T scale) {
+  FW_SOFTMAX_SCALED_BODY
+}
+FW_TARGET_CLONES static void softmax_scaled(float* d, const float* x, int V, float l, float scale) {
+  FW_SOFTMAX_SCALED_BODY
 }
 
 template <typename T>
@@ -39,8 +66,7 @@ void crossentropy_backward(T* dlogits, const T* logits, const T* lse, const int3
       for (int i = 0; i < V; i++) d[i] = 0;
       continue;
     }
-    T l = lse[n];
-    for (int i = 0; i < V; i++) d[i] = scale * std::exp(x[i] - l);
+    softmax_scaled(d, x, V, lse[n], scale);
     d[t] -= scale;
   }
 }

@@ -3,24 +3,26 @@
 
 #include <cmath>
 
+#include "ops_math.h"
+
 namespace fw {
 
 template <typename T>
 void swiglu_forward(T* out, const T* gate, const T* up, size_t N) {
-  #pragma omp parallel for
+  #pragma omp parallel for simd
   for (long i = 0; i < (long)N; i++) {
     T g = gate[i];
-    T s = T(1) / (T(1) + std::exp(-g));
+    T s = T(1) / (T(1) + fast_exp(-g));
     out[i] = g * s * up[i];
   }
 }
 
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t N) {
-  #pragma omp parallel for
+  #pragma omp parallel for simd
   for (long i = 0; i < (long)N; i++) {
     T g = gate[i], d = dout[i];
-    T s = T(1) / (T(1) + std::exp(-g));
+    T s = T(1) / (T(1) + fast_exp(-g));
     dup[i] = d * g * s;
     dgate[i] = d * up[i] * s * (T(1) + g * (T(1) - s));
   }
