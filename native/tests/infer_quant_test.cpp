@@ -89,7 +89,7 @@ TEST(infer_quant, int8_perplexity_cost_on_a_trained_model_is_small) {
   }
   fw::InferEngine f32(model, false), q8(model, true);
   double ppl32 = std::exp(f32.mean_nll(val, T)), ppl8 = std::exp(q8.mean_nll(val, T));
-  std::printf("final train loss %.3f; val ppl fp32 %.4f int8 %.4f (+%.3f%%); weights %zu -> %zu bytes\n", loss, ppl32, ppl8,
+  std::printf("final train loss %.3f; val ppl fp32 %.4f int8 %.4f (%+.3f%%); weights %zu -> %zu bytes\n", loss, ppl32, ppl8,
               100.0 * (ppl8 / ppl32 - 1), f32.weight_bytes(), q8.weight_bytes());
   EXPECT_LT(ppl32, 16.0) << "the model did not learn (uniform is 64)";
   EXPECT_LT(ppl8 / ppl32, 1.02);
