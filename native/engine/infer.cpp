@@ -260,14 +260,22 @@ std::vector<Generation> InferEngine::generate(const std::vector<std::vector<int3
     for (auto& g : out) g.finish_reason = "length";
     return out;
   }
-  // prefill each prompt (its rows in one call), logits of its last row
-  for (int b = 0; b < B; b++) {
-    const int T = (int)prompts[b].size();
-    std::vector<int> seq((size_t)T, b), pos((size_t)T);
-    std::vector<uint8_t> want((size_t)T, 0);
-    for (int t = 0; t < T; t++) pos[t] = t;
-    want[T - 1] = 1;
-    forward(prompts[b].data(), seq.data(), pos.data(), T, cache, logits.data() + (size_t)b * V_, want.data());
+  // prefill: every prompt's rows in one call (one GEMM per projection), the
+  // logits of each prompt's last row land in logits[b]
+  {
+    std::vector<int32_t> toks;
+    std::vector<int> seq, pos;
+    std::vector<uint8_t> want;
+    for (int b = 0; b < B; b++) {
+      const int T = (int)prompts[b].size();
+      for (int t = 0; t < T; t++) {
+        toks.push_back(prompts[b][t]);
+        seq.push_back(b);
+        pos.push_back(t);
+        want.push_back(t == T - 1 ? 1 : 0);
+      }
+    }
+    forward(toks.data(), seq.data(), pos.data(), (int)toks.size(), cache, logits.data(), want.data());
   }
   std::vector<int> active;
   for (int b = 0; b < B; b++) active.push_back(b);

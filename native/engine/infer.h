@@ -14,7 +14,7 @@
 // different lengths batch naturally (each has its own length in the cache).
 // GQA: query head h reads kv head h / (NH / KVH).
 //
-// generate() drives it: one prefill per prompt, then batched decode steps
+// generate() drives it: one prefill call for all prompts, then batched decode steps
 // over the sequences still running, sampling (sampling.h) with one seeded
 // generator per sequence (seed + index), so a sequence's output does not
 // depend on what it is batched with. Stops on EOS (when eos_id >= 0) or after
