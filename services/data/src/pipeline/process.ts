@@ -11,7 +11,8 @@ import { normaliseRecord } from './normalise.ts';
 import { PII_TOKENS, redactPii } from './pii.ts';
 import { splitKey, stratumOf } from './split.ts';
 import { applyC4, checkQuality } from './quality.ts';
-import { isPromptRecord, recordText, type CleanRecord, type InputRecord, type StageName } from './types.ts';
+import { isPromptRecord, recordText, type StageName } from './record.ts';
+import type { CleanRecord, InputRecord } from './types.ts';
 import { encodeRecord } from '../tokenize/shards.ts';
 import type { TextTokenizer } from '../tokenize/tokenizer.ts';
 

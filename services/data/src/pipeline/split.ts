@@ -10,7 +10,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { PipelineConfig } from './config.ts';
-import { SPLITS, isPromptRecord, type CleanRecord, type SplitName } from './types.ts';
+import { SPLITS, isPromptRecord, type SplitName } from './record.ts';
+import type { CleanRecord } from './types.ts';
 
 /** 53-bit content key of a record under a seed. */
 export function splitKey(r: CleanRecord, seed: number): number {

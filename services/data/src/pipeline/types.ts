@@ -7,6 +7,7 @@
  * plain text, or a prompt/completion pair.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import type { SplitName, StageName } from './record.ts';
 
 /** A record as the ingest parsers hand it over. `id` is stable (line/row number). */
 export interface InputRecord {
@@ -38,15 +39,9 @@ export type PromptRecord = Static<typeof PromptRecordSchema>;
 export const CleanRecordSchema = Type.Union([TextRecordSchema, PromptRecordSchema], { $id: 'flywheel.data.CleanRecord' });
 export type CleanRecord = TextRecord | PromptRecord;
 
-export const isPromptRecord = (r: CleanRecord): r is PromptRecord => 'prompt' in r;
-
-/** The text a record is judged by (quality, dedup): the text, or prompt and completion joined. */
-export function recordText(r: CleanRecord): string {
-  return isPromptRecord(r) ? `${r.prompt}\n\n${r.completion}` : r.text;
-}
-
-export const SPLITS = ['train', 'val', 'test'] as const;
-export type SplitName = (typeof SPLITS)[number];
+// Runtime helpers live in record.ts (no TypeBox), so worker threads load less.
+export { isPromptRecord, recordText, SPLITS, STAGES } from './record.ts';
+export type { SplitName, StageName } from './record.ts';
 
 /** Band keys of the MinHash LSH index: 53-bit non-negative integers (fit a Postgres bigint and a JS number exactly). */
 export type BandKey = bigint;
@@ -82,9 +77,6 @@ export interface StageReport {
   examples: StageExample[];
 }
 
-/** The stages in the order a record goes through them. */
-export const STAGES = ['normalise', 'quality', 'pii', 'length', 'perplexity', 'exact_dedup', 'near_dedup', 'split', 'tokenise'] as const;
-export type StageName = (typeof STAGES)[number];
 
 export interface ShardInfo {
   path: string;
