@@ -24,6 +24,12 @@ export interface ShardWriteOptions {
   maxTokensPerShard?: number;
   /** File name prefix inside outDir (default: the split name). */
   prefix?: string;
+  /**
+   * Where finished shards go, instead of staying in outDir: called once per
+   * closed shard with its file name and local path; returns the location to
+   * report (an artifact URI, say). The local file is removed afterwards.
+   */
+  sink?: (name: string, localPath: string) => Promise<string>;
 }
 
 /** A record routed to a split, as writeShards consumes them. */
@@ -50,6 +56,7 @@ export class SplitShardWriter {
   private readonly outDir: string;
   private readonly split: SplitName;
   private readonly prefix: string;
+  private readonly sink: ShardWriteOptions['sink'];
   private readonly maxTokens: number;
   private readonly vocabSize: number;
   private readonly width: 2 | 4;
@@ -67,6 +74,7 @@ export class SplitShardWriter {
     this.outDir = outDir;
     this.split = split;
     this.prefix = opts.prefix ?? split;
+    this.sink = opts.sink;
     this.maxTokens = opts.maxTokensPerShard ?? 64 * 1024 * 1024;
     this.vocabSize = vocabSize;
     this.width = vocabSize <= 65536 ? 2 : 4;
@@ -136,7 +144,12 @@ export class SplitShardWriter {
     }
     await rename(tmpPath, finalPath);
     await rm(this.bodyPath, { force: true });
-    this.shards.push({ path: finalPath, split: this.split, n_tokens: this.nTokens, n_docs: nDocs, sha256: hash.digest('hex') });
+    let path = finalPath;
+    if (this.sink) {
+      path = await this.sink(name, finalPath);
+      await rm(finalPath, { force: true });
+    }
+    this.shards.push({ path, split: this.split, n_tokens: this.nTokens, n_docs: nDocs, sha256: hash.digest('hex') });
     this.offsets = [0];
     this.promptLens = [];
     this.hasPrompt = false;

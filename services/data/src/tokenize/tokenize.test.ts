@@ -142,6 +142,21 @@ describe('shards', () => {
     }
   });
 
+  it('shards - hands finished shards to a sink and reports where they went', async () => {
+    const stored = new Map<string, Buffer>();
+    const sink = async (name: string, path: string) => {
+      stored.set(name, await readFile(path));
+      return `mem://${name}`;
+    };
+    const recs = Array.from({ length: 6 }, (_, i) => ({ split: 'train' as const, record: { id: String(i), text: englishDoc(rng(i), 200) } }));
+    const out = join(dir, 'sink');
+    const shards = await writeShards(recs, tk, out, { maxTokensPerShard: 150, sink });
+    expect(shards.map((s) => s.path)).toEqual([...stored.keys()].map((k) => `mem://${k}`));
+    for (const s of shards) expect(createHash('sha256').update(stored.get(s.path.slice(6))!).digest('hex')).toBe(s.sha256);
+    const { readdir } = await import('node:fs/promises');
+    expect(await readdir(out)).toEqual([]);
+  });
+
   it('shards - readShard rejects files that are not shards or are truncated', async () => {
     const bad = join(dir, 'bad.bin');
     await writeFile(bad, 'not a shard at all, just some text that is long enough to have a header');
