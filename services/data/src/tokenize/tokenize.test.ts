@@ -83,6 +83,22 @@ describe('tokenize', () => {
     }
   });
 
+  it('tokenize - other BPE layouts (pre-tokenizer sequences, a normaliser) give the library ids', async () => {
+    const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false };
+    const split = { type: 'Split', pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: 'Isolated', invert: false };
+    const variants = [
+      { ...json, pre_tokenizer: { type: 'Sequence', pretokenizers: [split, byteLevel] } }, // Llama 3 / Qwen2 style
+      { ...json, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, { ...byteLevel, use_regex: true }] } }, // SmolLM style
+      { ...json, normalizer: { type: 'NFC' } },
+      { ...json, pre_tokenizer: { ...byteLevel, use_regex: true, add_prefix_space: true } },
+    ];
+    for (const v of variants) {
+      const fast = await loadTokenizer({ json: v });
+      const plain = new Tokenizer(v, {});
+      for (const t of texts) expect(fast.encode(t), JSON.stringify((v as { pre_tokenizer?: unknown }).pre_tokenizer)).toEqual(plain.encode(t, { add_special_tokens: false }).ids);
+    }
+  });
+
   it('tokenize - merges compress text below one token per byte', () => {
     const t = englishDoc(rng(3), 5000);
     expect(tk.encode(t).length).toBeLessThan(Buffer.byteLength(t) / 2);

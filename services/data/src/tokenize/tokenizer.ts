@@ -78,7 +78,8 @@ function fromJson(json: object, config: object): TextTokenizer {
   if (eosId === undefined) throw new TokenizerLoadError(`tokenizer has no end-of-sequence token (looked for ${names.join(', ')})`);
   const slow = (text: string) => tk.encode(text, { add_special_tokens: false }).ids;
   const cfgFlags = config as { remove_space?: boolean; do_lowercase_and_remove_accent?: boolean };
-  const fast = cfgFlags.remove_space === true || cfgFlags.do_lowercase_and_remove_accent ? undefined : byteLevelBpeFastPath(tk, json, slow);
+  const plainConfig = cfgFlags.remove_space !== true && !cfgFlags.do_lowercase_and_remove_accent;
+  const fast = plainConfig ? (byteLevelBpeFastPath(tk, json, slow) ?? memoisedBpePath(tk, json, slow)) : undefined;
   return {
     vocabSize: maxId + 1,
     eosId,
@@ -236,6 +237,56 @@ function byteLevelBpeFastPath(tk: Tokenizer, json: object, slow: (text: string) 
       if (ids === undefined) {
         ids = pieceIds(piece);
         if (ids === undefined) return slow(text);
+        if (memo.size >= 200_000) memo.clear();
+        memo.set(piece, ids);
+      }
+      for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+    }
+    return out;
+  };
+}
+
+/**
+ * Any other BPE layout (a Sequence of pre-tokenizers, Metaspace, a
+ * normaliser): the library's own normaliser and pre-tokenizer split the
+ * text, and the ids of each piece are memoised. Equivalent to encode when no
+ * added token occurs (checked before and after normalisation) and the model
+ * does not fuse unknown tokens across pieces; other texts take the full path.
+ */
+function memoisedBpePath(tk: Tokenizer, json: object, slow: (text: string) => number[]): ((text: string) => number[]) | undefined {
+  const m = (json as { model?: { type?: string; dropout?: unknown } }).model;
+  if (m?.type !== 'BPE' || m.dropout != null) return undefined;
+  const inner = tk as unknown as {
+    model: { encode?: (tokens: string[]) => string[]; tokens_to_ids?: Map<string, number>; unk_token_id?: number; fuse_unk?: boolean };
+    normalizer: ((text: string) => string) | null;
+    pre_tokenizer: ((text: string, options: { section_index: number }) => string[]) | null;
+    added_tokens_map?: Map<string, { id: number }>;
+  };
+  const model = inner.model;
+  if (typeof model.encode !== 'function' || !(model.tokens_to_ids instanceof Map) || model.fuse_unk) return undefined;
+  if (!(inner.added_tokens_map instanceof Map)) return undefined;
+  const encodePieces = model.encode.bind(model);
+  const toId = model.tokens_to_ids;
+  const addedMap = inner.added_tokens_map;
+  const added = [...addedMap.keys()].filter((k) => k.length > 0);
+  const normalize = inner.normalizer;
+  const pre = inner.pre_tokenizer;
+  const memo = new Map<string, number[]>();
+  return (text) => {
+    for (const a of added) if (text.includes(a)) return slow(text);
+    const t = normalize ? normalize(text) : text;
+    if (normalize) for (const a of added) if (t.includes(a)) return slow(text);
+    if (t.length === 0) return [];
+    const out: number[] = [];
+    for (const piece of pre ? pre(t, { section_index: 0 }) : [t]) {
+      let ids = memo.get(piece);
+      if (ids === undefined) {
+        ids = [];
+        for (const tok of encodePieces([piece])) {
+          const id = addedMap.get(tok)?.id ?? toId.get(tok) ?? model.unk_token_id;
+          if (id === undefined) return slow(text);
+          ids.push(id);
+        }
         if (memo.size >= 200_000) memo.clear();
         memo.set(piece, ids);
       }
