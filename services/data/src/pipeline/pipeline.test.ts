@@ -20,7 +20,7 @@ function corpus(): InputRecord[] {
   for (let i = 0; i < 20; i++) out.push({ prompt: `Summarise:\n${englishDoc(r, 300)}`, completion: 'The note describes a journey.', fields: { lang: 'en' } });
   for (let i = 0; i < 10; i++) out.push({ ...out[i]! }); // exact duplicates
   for (let i = 0; i < 10; i++) out.push({ text: perturb(r, out[20 + i]!.text as string, 1), fields: { lang: 'en' } }); // near-duplicates
-  for (let i = 0; i < 10; i++) out.push({ text: 'Lorem ipsum dolor sit amet, consectetur adipiscing elit. ' + englishDoc(r, 300), fields: {} });
+  for (let i = 0; i < 10; i++) out.push({ text: `Lorem ipsum dolor sit amet, mail lorem${i}@example.com. ${englishDoc(r, 300)}`, fields: {} });
   for (let i = 0; i < 5; i++) out.push({ text: 'The answer was simply too short to be kept here.', fields: { lang: 'en' } });
   for (let i = 0; i < 5; i++) out.push({ text: `${englishDoc(r, 400)} Write to someone${i}@example.com or call +44 20 7946 09${10 + i}.`, fields: { lang: 'en' } });
   return out.map((o, i) => ({ id: String(i + 1), ...o }));
@@ -53,6 +53,7 @@ describe('pipeline', () => {
     expect(st.exact_dedup!.examples[0]!.reason).toMatch(/^exact_duplicate of \d+$/);
     expect(st.near_dedup!.removed_by_reason.near_duplicate).toBe(10);
     expect(st.quality!.removed_by_reason.c4_lorem_ipsum).toBe(10);
+    expect(st.quality!.examples[0]!.before).toMatch(/^Lorem ipsum dolor sit amet, mail <EMAIL>\./); // removed before the pii stage, still redacted in the report
     expect(st.length!.removed_by_reason).toEqual({ too_short: 5 });
     expect(st.pii!.changed).toEqual({ email: 5, phone: 5 });
     expect(st.pii!.examples[0]!.after).toContain('<EMAIL>');

@@ -79,13 +79,18 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
   const needTokens = cfg.length.enabled || cfg.tokenise.enabled;
   if (needTokens && !tokenizer) throw new Error('a tokenizer is needed for the length filter and tokenisation');
   const max = cfg.max_example_chars;
+  // Report examples never carry the personal data the pii stage would remove:
+  // records dropped before that stage are redacted for the report too.
+  const show = cfg.pii.enabled
+    ? (t: string) => truncate(redactPii(t.slice(0, max + 128), cfg.pii.kinds).text, max)
+    : (t: string) => truncate(t, max);
 
   return (input) => {
     const bytes = fieldBytes(input?.text) + fieldBytes(input?.prompt) + fieldBytes(input?.completion);
     const id = typeof input?.id === 'string' ? input.id : String(input?.id);
     const events: RecordEvent[] = [];
     const drop = (stage: StageName, reason: string, before: string): Processed => {
-      events.push({ stage, action: 'removed', reason, count: 1, before: truncate(before, max) });
+      events.push({ stage, action: 'removed', reason, count: 1, before: show(before) });
       return { id, bytes, dropped: stage, events };
     };
 
@@ -95,7 +100,7 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
       return drop('normalise', n.reason, raw);
     }
     let rec = n.record;
-    for (const c of n.changes) events.push({ stage: 'normalise', action: 'changed', reason: c, count: 1, after: truncate(recordText(rec), max) });
+    for (const c of n.changes) events.push({ stage: 'normalise', action: 'changed', reason: c, count: 1, after: show(recordText(rec)) });
 
     if (cfg.quality.enabled) {
       if (!isPromptRecord(rec)) {
@@ -103,7 +108,7 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
         if ('reason' in c4) return drop('quality', c4.reason, rec.text);
         if (c4.text !== rec.text) {
           for (const reason of c4.changed)
-            events.push({ stage: 'quality', action: 'changed', reason, count: 1, before: truncate(rec.text, max), after: truncate(c4.text, max) });
+            events.push({ stage: 'quality', action: 'changed', reason, count: 1, before: show(rec.text), after: show(c4.text) });
           rec = { ...rec, text: c4.text };
         }
       } else if (cfg.quality.c4.drop_lorem_ipsum || cfg.quality.c4.drop_curly_brace) {
