@@ -140,15 +140,24 @@ void InferEngine::forward(const int32_t* tokens, const int* seq, const int* pos,
                           const uint8_t* want) {
   FW_CHECK(N > 0, kInvalidArgument, "forward needs at least one row");
   FW_CHECK(cache.L == L_ && cache.KVH == KVH_ && cache.HS == HS_, kInvalidArgument, "KV cache was built for another config");
-  // validate rows; pos must extend each sequence without gaps
-  std::vector<int> new_len(cache.len);
+  // validate rows: a sequence's rows are consecutive positions starting at or
+  // below its length (below = rewind: later positions are dropped)
+  std::vector<int> new_len(cache.len), last(cache.len.size(), -1);
   for (int n = 0; n < N; n++) {
     FW_CHECK(tokens[n] >= 0 && tokens[n] < V_, kInvalidArgument, "token id " << tokens[n] << " out of range [0, " << V_ << ")");
     FW_CHECK(seq[n] >= 0 && seq[n] < cache.B, kInvalidArgument, "sequence " << seq[n] << " not in the cache's batch of " << cache.B);
     FW_CHECK(pos[n] >= 0 && pos[n] < cache.S, kInvalidArgument,
              "position " << pos[n] << " beyond the KV cache capacity " << cache.S);
-    FW_CHECK(pos[n] <= new_len[seq[n]], kInvalidArgument, "position " << pos[n] << " leaves a gap in sequence " << seq[n]);
-    new_len[seq[n]] = std::max(new_len[seq[n]], pos[n] + 1);
+    const int s = seq[n];
+    if (last[s] < 0) {
+      FW_CHECK(pos[n] <= cache.len[s], kInvalidArgument,
+               "position " << pos[n] << " leaves a gap after the " << cache.len[s] << " positions of sequence " << s);
+    } else {
+      FW_CHECK(pos[n] == last[s] + 1, kInvalidArgument,
+               "rows of sequence " << s << " must have consecutive positions (" << last[s] << " then " << pos[n] << ")");
+    }
+    last[s] = pos[n];
+    new_len[s] = pos[n] + 1;
   }
   ensure_scratch(N);
   const int QD = NH_ * HS_, KD = KVH_ * HS_, G = NH_ / KVH_;

@@ -73,9 +73,10 @@ class InferEngine {
   size_t weight_bytes() const;
 
   // tokens, seq, pos: (N). want: (N) or nullptr = all; logits receives one
-  // row of V for each wanted row, in row order. Requires pos[n] <= len[seq]
-  // of the cache before the call (no gaps), pos < capacity; afterwards
-  // len[seq] = max(len, pos + 1).
+  // row of V for each wanted row, in row order. The rows of one sequence
+  // must have consecutive positions, the first <= its len (no gaps), all
+  // < capacity; afterwards len = last position + 1. Starting below len
+  // rewinds the sequence (e.g. to regenerate from an earlier token).
   void forward(const int32_t* tokens, const int* seq, const int* pos, int N, InferCache& cache, float* logits,
                const uint8_t* want = nullptr);
 

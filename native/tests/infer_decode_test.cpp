@@ -222,3 +222,30 @@ TEST(infer_decode, sharded_hf_folder_loads) {
   fw::write_file_atomic(d / "sh/model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
   fwtest::expect_error([&] { fw::model_load_hf(d / "sh"); }, fw::ErrorKind::kInvalidArgument, "model.norm.weight");
 }
+
+TEST(infer_decode, rewinding_a_sequence_equals_a_fresh_one_and_gaps_are_refused) {
+  auto model = tiny_model("llama", false, 13);
+  fw::InferEngine eng(*model, false);
+  const int V = model->cfg.vocab_size;
+  fw::InferCache cache;
+  cache.init(model->cfg, 2, 16);
+  std::vector<int32_t> a = {5, 6, 7, 8, 9}, b = {5, 6, 40, 41};
+  std::vector<int> seq0(5, 0), pos(5);
+  for (int t = 0; t < 5; t++) pos[t] = t;
+  eng.forward(a.data(), seq0.data(), pos.data(), 5, cache, std::vector<float>(5 * V).data());
+  // rewind sequence 0 to position 2 and continue with b's tail; sequence 1 gets b fresh
+  std::vector<float> rew(2 * V), fresh(4 * V);
+  eng.forward(b.data() + 2, seq0.data(), pos.data() + 2, 2, cache, rew.data());
+  EXPECT_EQ(cache.len[0], 4);
+  std::vector<int> seq1(4, 1);
+  eng.forward(b.data(), seq1.data(), pos.data(), 4, cache, fresh.data());
+  EXPECT_LT(max_abs_diff(rew.data(), fresh.data() + 2 * V, 2 * V), 1e-5f);
+  int p = 6, s = 0;
+  int32_t tok = 1;
+  fwtest::expect_error([&] { eng.forward(&tok, &s, &p, 1, cache, rew.data()); }, fw::ErrorKind::kInvalidArgument, "gap");
+  int ps[2] = {4, 6}, ss[2] = {1, 1};
+  int32_t ts[2] = {1, 2};
+  fwtest::expect_error([&] { eng.forward(ts, ss, ps, 2, cache, rew.data()); }, fw::ErrorKind::kInvalidArgument, "consecutive");
+  tok = V;
+  fwtest::expect_error([&] { eng.forward(&tok, &s, &ps[0], 1, cache, rew.data()); }, fw::ErrorKind::kInvalidArgument, "out of range");
+}
