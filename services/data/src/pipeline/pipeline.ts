@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { PipelineConfig, PipelineConfigInput } from './config.ts';
@@ -22,6 +22,7 @@ import { createRecordProcessor, type Processed } from './process.ts';
 import { ReportBuilder } from './report.ts';
 import { assignSplits } from './split.ts';
 import { SPLITS, type CleanRecord, type CleaningReport, type InputRecord, type PriorBandIndex, type ShardInfo, type SplitName } from './types.ts';
+import { SketchStore, TokenReader, endStream, put } from './spill.ts';
 import { inlineRunner, processInBatches, resolveWorkerCount, workerRunner, type BatchRunner } from './workers.ts';
 import { SplitShardWriter } from '../tokenize/shards.ts';
 import { loadTokenizer, type TokenizerSource } from '../tokenize/tokenizer.ts';
@@ -72,79 +73,6 @@ export function createPipeline(config: PipelineConfigInput | PipelineConfig | un
   if (cfg.perplexity.enabled && !opts.perplexity) throw new PipelineConfigError(['/perplexity/enabled: no perplexity hook is configured']);
   const lsh = optimalLshParams(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.lsh_fp_weight, 1 - cfg.dedup.lsh_fp_weight);
   return { config: cfg, lsh, run: (records) => runPipeline(cfg, lsh, opts, records) };
-}
-
-/** Buffered append to a file with backpressure. */
-async function put(ws: WriteStream, chunk: string | Uint8Array): Promise<void> {
-  if (ws.write(chunk)) return;
-  await new Promise<void>((resolve, reject) => {
-    const done = (e?: Error) => {
-      ws.off('drain', done);
-      ws.off('error', done);
-      if (e) reject(e);
-      else resolve();
-    };
-    ws.on('drain', done);
-    ws.on('error', done);
-  });
-}
-const endStream = (ws: WriteStream) => new Promise<void>((resolve, reject) => ws.end((e?: Error | null) => (e ? reject(e) : resolve())));
-
-/** Sequential reader of the kept-token file: per record u32 n, u32 promptLen, n x u32. */
-class TokenReader {
-  private buf = Buffer.alloc(0);
-  private pos = 0;
-  private fh: FileHandle;
-  constructor(fh: FileHandle) {
-    this.fh = fh;
-  }
-  private async need(n: number): Promise<void> {
-    if (this.buf.length - this.pos >= n) return;
-    const rest = this.buf.subarray(this.pos);
-    const chunk = Buffer.allocUnsafe(Math.max(n, 1 << 20));
-    const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, null);
-    this.buf = Buffer.concat([rest, chunk.subarray(0, bytesRead)]);
-    this.pos = 0;
-    if (this.buf.length < n) throw new Error('token file truncated');
-  }
-  async next(): Promise<{ ids: Uint32Array; promptLen: number }> {
-    await this.need(8);
-    const n = this.buf.readUInt32LE(this.pos);
-    const promptLen = this.buf.readUInt32LE(this.pos + 4);
-    this.pos += 8;
-    await this.need(4 * n);
-    const start = this.buf.byteOffset + this.pos;
-    const ids = new Uint32Array(this.buf.buffer.slice(start, start + 4 * n)); // little-endian host, as written
-    this.pos += 4 * n;
-    return { ids, promptLen };
-  }
-}
-
-/** Growable store of 16-bit signature sketches (the low half of each MinHash value). */
-class SketchStore {
-  private data: Uint16Array;
-  private readonly P: number;
-  constructor(P: number) {
-    this.P = P;
-    this.data = new Uint16Array(P * 1024);
-  }
-  set(ordinal: number, sig: Uint32Array): void {
-    const need = (ordinal + 1) * this.P;
-    if (need > this.data.length) {
-      const next = new Uint16Array(Math.max(need, this.data.length * 2));
-      next.set(this.data);
-      this.data = next;
-    }
-    for (let i = 0; i < this.P; i++) this.data[ordinal * this.P + i] = sig[i]! & 0xffff;
-  }
-  /** Jaccard estimate, corrected for chance 16-bit collisions. */
-  similarity(ordinal: number, sig: Uint32Array): number {
-    let eq = 0;
-    const base = ordinal * this.P;
-    for (let i = 0; i < this.P; i++) if (this.data[base + i] === (sig[i]! & 0xffff)) eq++;
-    const c = 1 / 65536;
-    return Math.max(0, (eq / this.P - c) / (1 - c));
-  }
 }
 
 async function runPipeline(
