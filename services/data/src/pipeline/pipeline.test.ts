@@ -153,6 +153,9 @@ describe('pipeline', () => {
     expect(res.report.stages[0]!.removed_by_reason).toEqual({ no_text: 1 });
     expect(res.report.records_out).toBe(0);
     expect(await readFile(join(wd, 'train.jsonl'), 'utf8')).toBe('');
+    // A second run into the same folder would overwrite that output: refused, and the output stays.
+    await expect(p.run(corpus())).rejects.toThrow(/already holds train.jsonl/);
+    expect(await readFile(join(wd, 'train.jsonl'), 'utf8')).toBe('');
   });
 
   it('pipeline - a batch that cannot reach a worker fails the run with a clear error', async () => {

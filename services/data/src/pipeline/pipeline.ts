@@ -10,7 +10,7 @@
  * split keys and strata.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -34,7 +34,7 @@ export interface PipelineOptions {
   priorIndex?: PriorBandIndex;
   /** Perplexity of a text under a reference model ("filled later by the engine"); needed when config.perplexity.enabled. */
   perplexity?: (text: string) => Promise<number>;
-  /** Folder for the cleaned split JSONL files and the token shards (`shards/`); created if missing. */
+  /** Folder for the cleaned split JSONL files and the token shards (`shards/`); created if missing, must not hold an earlier run's output. */
   workDir: string;
   signal?: AbortSignal;
 }
@@ -88,6 +88,9 @@ async function runPipeline(
   const tokenizer = needTokens ? await loadTokenizer(opts.tokenizer) : undefined;
   const nWorkers = resolveWorkerCount(cfg.workers);
   await mkdir(opts.workDir, { recursive: true });
+  // Never overwrite the output of an earlier run.
+  for (const name of [...SPLITS.map((x) => `${x}.jsonl`), 'shards'])
+    if (existsSync(join(opts.workDir, name))) throw new PipelineInputError(`workDir ${opts.workDir} already holds ${name} from an earlier run; use a fresh folder`);
   const tmp = join(opts.workDir, `.pipeline-${randomBytes(6).toString('hex')}`);
   await mkdir(tmp);
   const report = new ReportBuilder(cfg, lsh, nWorkers);
