@@ -529,6 +529,8 @@ template <typename T>
 void ModelT<T>::backward(const T* d_logits_override) {
   FW_CHECK(logits_valid_, kInvalidArgument, "backward() needs a forward() first (and only one backward per forward)");
   FW_CHECK(have_targets_ || d_logits_override, kInvalidArgument, "backward() after a forward() without targets");
+  FW_CHECK(acts_recompute_ == recompute_, kInvalidArgument,
+           "set_recompute() changed between forward() and backward(); run forward() again");
   const Config& c = cfg;
   int B = B_, T_ = Tlen_, N = B * T_, C = c.hidden_size, V = c.vocab_size, L = c.num_hidden_layers;
   T* lnf = final_.data();

@@ -79,9 +79,13 @@ StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int 
   T* g = trainable_grads();
   size_t n = trainable_layout().numel;
   r.grad_norm = grad_global_norm(g, n);
+  r.lr = sched_.at(step_);
+  if (!std::isfinite(r.grad_norm)) {
+    r.skipped = true;
+    return r;
+  }
   if (cfg_.grad_clip > 0 && r.grad_norm > cfg_.grad_clip)
     grad_scale(g, n, T(cfg_.grad_clip / (r.grad_norm + 1e-6)));
-  r.lr = sched_.at(step_);
   adam_.step(trainable_params(), g, trainable_layout(), r.lr, step_ + 1);
   step_++;
   return r;

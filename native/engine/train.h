@@ -10,7 +10,9 @@
 // rows, accumulates their gradients, normalises the loss by the number of
 // non-ignored targets in the WHOLE batch (so k micro-batches give the same
 // gradient as one batch of kB rows), clips by global norm, takes the lr from
-// the schedule and applies AdamW.
+// the schedule and applies AdamW. A non-finite gradient norm (overflow,
+// NaN loss) skips the update so the weights and moments are never poisoned;
+// the result says so (skipped) and the caller decides what to do.
 //
 // Checkpointing: trainable_params()/grads and adam().m/v share
 // trainable_layout(); step_count() is the number of completed steps (the next
@@ -52,6 +54,7 @@ struct StepResult {
   double grad_norm = 0;  // before clipping
   double lr = 0;         // the lr this step used
   int64_t tokens = 0;    // non-ignored targets in the batch
+  bool skipped = false;  // gradient norm was NaN/inf: no update, step_count unchanged
 };
 
 template <typename T>

@@ -284,3 +284,22 @@ TEST(train, tiny_model_overfits_a_small_corpus) {
   EXPECT_LT(last, 0.05);
   EXPECT_LT(tr.eval_loss(tok.data(), tgt.data(), B, T), 0.05);
 }
+
+TEST(train, non_finite_gradients_skip_the_update) {
+  fw::Model m(fwtest::tiny_config());
+  m.init_random(28);
+  float* w = m.param("lm_head.weight");
+  w[0] = 3e38f;  // logits overflow -> inf/NaN loss and gradients
+  w[1] = -3e38f;
+  std::vector<float> before = m.params;
+  fw::TrainConfig tc;
+  fw::Trainer tr(m, tc);
+  std::vector<int32_t> tok, tgt;
+  fwtest::random_batch(tok, tgt, 2, 4, 11, 29);
+  fw::StepResult r = tr.step(tok.data(), tgt.data(), 2, 4);
+  EXPECT_TRUE(r.skipped);
+  EXPECT_FALSE(std::isfinite(r.grad_norm));
+  EXPECT_EQ(tr.step_count(), 0);
+  EXPECT_EQ(0, std::memcmp(before.data(), m.params.data(), before.size() * sizeof(float))) << "weights untouched";
+  for (float v : tr.adam().m) ASSERT_EQ(v, 0.0f) << "moments untouched";
+}
