@@ -78,7 +78,7 @@ export const QualityConfigSchema = Type.Object(
       { default: {}, additionalProperties: false, description: 'max fraction of characters in duplicated word n-grams' },
     ),
     max_symbol_word_ratio: Type.Number({ minimum: 0, default: 0.1, description: "max ratio of '#' and '...' to words" }),
-    min_stop_words: Int(2, 0, 'min English stop words (Latin-script text only)'),
+    min_stop_words: Int(2, 0, 'min English stop words (Latin-script text only; set 0 for datasets in other Latin-script languages)'),
     min_mean_word_length: Type.Number({ minimum: 0, default: 3, description: 'min mean word length (Latin-script text only)' }),
     max_mean_word_length: Type.Number({ minimum: 0, default: 10, description: 'max mean word length (Latin-script text only)' }),
     min_alpha_word_fraction: Ratio(0.8, 'min fraction of words with a letter (Latin-script text only)'),
