@@ -10,3 +10,4 @@ export * from './events/trainer.ts';
 export * from './events/evaluation.ts';
 export * from './events/serving.ts';
 export * from './http/data.ts';
+export * from './http/trainer.ts';

@@ -4,7 +4,7 @@
 // from a checkpoint after a rank died.
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import { Id, NonNegativeInt, PositiveInt, Reason, Sha256Hex, Timestamp, Uri } from '../common.ts';
+import { Id, NonNegativeInt, OpaqueObject, PositiveInt, Reason, Sha256Hex, Timestamp, Uri } from '../common.ts';
 
 export const RunTrigger = Type.Union([
   Type.Literal('manual'),
@@ -78,10 +78,16 @@ export const RunRequestedV1 = Type.Object(
     runId: Type.Optional(Id),
     trigger: RunTrigger,
     requestedBy: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
-    /** Model folder (config.json, model.safetensors, tokenizer.json). */
-    baseModelUri: Uri,
+    /** Model folder (config.json, model.safetensors, tokenizer.json); absent with `modelConfig`. */
+    baseModelUri: Type.Optional(Uri),
+    /** A HF config.json object to train from scratch instead of `baseModelUri`. */
+    modelConfig: Type.Optional(OpaqueObject),
+    /** The dataset's id or name, as in `fw.data.dataset.ready`. */
     datasetId: Id,
     datasetVersion: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8,64}$' })),
+    /** The version's manifest; when set it wins over `datasetId`/`datasetVersion`. */
+    manifestUri: Type.Optional(Uri),
+    restartBudget: Type.Optional(NonNegativeInt),
     method: Type.Union([Type.Literal('full'), Type.Literal('lora')]),
     lora: Type.Optional(LoraConfig),
     hyperparameters: Hyperparameters,
@@ -140,7 +146,8 @@ export const RunCheckpointedV1 = Type.Object(
 export const RunCompletedV1 = Type.Object(
   {
     runId: Id,
-    baseModelUri: Uri,
+    /** Absent for a run trained from scratch. */
+    baseModelUri: Type.Optional(Uri),
     /** Merged model folder, or the base model when only an adapter was trained. */
     modelUri: Uri,
     /** PEFT adapter folder, for LoRA runs. */

@@ -1,0 +1,46 @@
+/** What the supervisor needs from a launcher: start the ranks of one attempt, watch them, stop them. */
+
+export interface LaunchRequest {
+  runId: string;
+  attempt: number;
+  worldSize: number;
+  workerBin: string;
+  /** The job spec file (local path; on Kubernetes the same path on the shared volume). */
+  specPath: string;
+  workDir: string;
+  /** Added to every rank's environment (FW_STORE_URL, FW_STORE_TOKEN). */
+  env: Record<string, string>;
+  threadsPerRank: number;
+}
+
+export interface RankExit {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface RankHandle {
+  rank: number;
+  pid: number | null;
+  host: string | null;
+  /** Called for every stdout line of the rank. */
+  onLine(cb: (line: string) => void): void;
+  /** Resolves when the rank has exited (never rejects). */
+  exited: Promise<RankExit>;
+}
+
+export interface LaunchedAttempt {
+  ranks: RankHandle[];
+  /** Sends `signal` to every rank still running. */
+  signal(signal: NodeJS.Signals): void;
+}
+
+export interface Launcher {
+  readonly name: string;
+  /** The largest world size this launcher can ever place (422 above it). */
+  maxWorldSize(): number;
+  launch(req: LaunchRequest): Promise<LaunchedAttempt>;
+}
+
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
