@@ -39,6 +39,18 @@ cat >"$OUT/decode-110m.json" <<'JSON'
 JSON
 
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+
+# reference check: on the same weights both loops must pick the same greedy tokens
+rm -rf "$OUT/decode-15m-model"
+ours=$("$OUT/decode_bench" "$OUT/decode-15m.json" "$PROMPT" 31 0 "$OUT/decode-15m-model")
+theirs=$("$PY" bench/engine/decode_torch.py "$OUT/decode-15m.json" "$PROMPT" 31 "$THREADS" "$OUT/decode-15m-model")
+"$PY" - "$ours" "$theirs" <<'PYEOF'
+import json, sys
+a, b = (json.loads(x)["tokens"] for x in sys.argv[1:])
+if a != b:
+    sys.exit(f"decode.sh: the engine and the PyTorch reference disagree on the same weights:\n{a}\n{b}")
+print(f"reference check: engine and PyTorch pick the same {len(a)} greedy tokens on the same weights\n")
+PYEOF
 printf '| config | threads | pytorch tok/s | flywheel fp32 tok/s | ratio | flywheel int8 tok/s | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
 for name in 15m 110m; do

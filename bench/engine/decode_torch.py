@@ -5,13 +5,34 @@ KV cache written in eager PyTorch, random weights, a prompt of random tokens,
 then greedy decode of one token at a time. Prints one JSON line like the C++
 benchmark: decode tokens/s, prefill excluded.
 
-usage: decode_torch.py config.json prompt_tokens decode_tokens threads
+usage: decode_torch.py config.json prompt_tokens decode_tokens threads [model_dir]
+
+With model_dir (a HF folder with an F32 model.safetensors, e.g. written by
+decode_bench), the weights are read from it instead of drawn at random, so the
+greedy tokens can be compared with the engine's: each step is then fed a fixed
+token and its argmax is reported, as decode_bench does.
 """
 import json
+import struct
 import sys
 import time
 
 import torch
+
+
+def load_safetensors(path):
+    """F32 tensors of a safetensors file by name (the format is 8 + JSON + data)."""
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        assert t["dtype"] == "F32", f"{name}: only F32 is read here"
+        b, e = t["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(blob[8 + n + b:8 + n + e]), dtype=torch.float32).view(t["shape"])
+    return out
 
 
 def main():
@@ -28,9 +49,18 @@ def main():
     def w(*shape):
         return torch.randn(*shape) * 0.02
 
-    emb, lm_head, norm = w(V, C), w(V, C), torch.ones(C)
-    layers = [dict(ln1=torch.ones(C), wq=w(NH * HS, C), wk=w(KVH * HS, C), wv=w(KVH * HS, C), wo=w(C, NH * HS),
-                   ln2=torch.ones(C), wg=w(I, C), wu=w(I, C), wd=w(C, I)) for _ in range(L)]
+    if len(sys.argv) > 5:
+        st = load_safetensors(sys.argv[5] + "/model.safetensors")
+        emb, norm = st["model.embed_tokens.weight"], st["model.norm.weight"]
+        lm_head = emb if cfg.get("tie_word_embeddings") else st["lm_head.weight"]
+        names = dict(ln1="input_layernorm", wq="self_attn.q_proj", wk="self_attn.k_proj", wv="self_attn.v_proj",
+                     wo="self_attn.o_proj", ln2="post_attention_layernorm", wg="mlp.gate_proj", wu="mlp.up_proj",
+                     wd="mlp.down_proj")
+        layers = [{k: st[f"model.layers.{l}.{v}.weight"] for k, v in names.items()} for l in range(L)]
+    else:
+        emb, lm_head, norm = w(V, C), w(V, C), torch.ones(C)
+        layers = [dict(ln1=torch.ones(C), wq=w(NH * HS, C), wk=w(KVH * HS, C), wv=w(KVH * HS, C), wo=w(C, NH * HS),
+                       ln2=torch.ones(C), wg=w(I, C), wu=w(I, C), wd=w(C, I)) for _ in range(L)]
     inv = 1.0 / theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
     ang = torch.arange(S, dtype=torch.float64)[:, None] * inv[None, :]
     cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
@@ -70,12 +100,16 @@ def main():
     with torch.inference_mode():
         prompt = torch.tensor([(i * 7919 + 13) % V for i in range(P)])
         tok = int(forward(prompt, 0).argmax())
+        out = [tok]
         t0 = time.perf_counter()
         for i in range(D):
             tok = int(forward(torch.tensor([tok]), P + i).argmax())
+            out.append(tok)
+            if len(sys.argv) > 5:
+                tok = ((P + i) * 7919 + 13) % V  # forced input
         dt = time.perf_counter() - t0
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "decode_tokens": D, "seconds": round(dt, 4),
-                      "tokens_per_s": round(D / dt, 2)}))
+                      "tokens_per_s": round(D / dt, 2), "tokens": out[:32]}))
 
 
 if __name__ == "__main__":
