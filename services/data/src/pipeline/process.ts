@@ -96,7 +96,8 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
 
     const n = normaliseRecord(input, cfg.normalise);
     if (!n.ok) {
-      const raw = typeof input?.text === 'string' ? input.text : typeof input?.prompt === 'string' ? input.prompt : '';
+      const field = input?.text ?? input?.prompt ?? input?.completion;
+      const raw = typeof field === 'string' ? field : field instanceof Uint8Array ? Buffer.from(field.buffer, field.byteOffset, Math.min(field.byteLength, max * 4)).toString('utf8') : '';
       return drop('normalise', n.reason, raw);
     }
     let rec = n.record;
@@ -111,8 +112,12 @@ export function createRecordProcessor(cfg: PipelineConfig, tokenizer: TextTokeni
             events.push({ stage: 'quality', action: 'changed', reason, count: 1, before: show(rec.text), after: show(c4.text) });
           rec = { ...rec, text: c4.text };
         }
-      } else if (cfg.quality.c4.drop_lorem_ipsum || cfg.quality.c4.drop_curly_brace) {
-        const c4 = applyC4(recordText(rec), { ...cfg.quality.c4, drop_javascript_lines: false, drop_lines_without_terminal_punct: false, drop_policy_lines: false, min_words_per_line: 0 });
+      } else if (cfg.quality.pairs !== 'none') {
+        // Pairs: document-level C4 checks only (no line is dropped from a prompt or completion);
+        // the curly-brace rule, meant for web pages, only under pairs: 'all'.
+        const c4cfg = { ...cfg.quality.c4, drop_javascript_lines: false, drop_lines_without_terminal_punct: false, drop_policy_lines: false, min_words_per_line: 0 };
+        if (cfg.quality.pairs !== 'all') c4cfg.drop_curly_brace = false;
+        const c4 = applyC4(recordText(rec), c4cfg);
         if ('reason' in c4) return drop('quality', c4.reason, recordText(rec));
       }
       const pair = isPromptRecord(rec);
