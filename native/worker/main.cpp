@@ -274,6 +274,16 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::printf("usage: fw_worker JOB.json | fw_worker - < JOB.json\n"
+                "Trains one run described by the job spec; JSON-lines events on stdout.\n"
+                "Spec, events and exit codes: docs/worker.md\n");
+    return 0;
+  }
+  if (argc >= 2 && std::string(argv[1]) == "--version") {
+    emit({{"engine_version", fw::engine_version()}});
+    return 0;
+  }
   try {
     std::string text;
     if (argc >= 2 && std::string(argv[1]) != "-") {
