@@ -24,7 +24,6 @@ CREATE TABLE jobs (
   version        text,
   owner          text,
   heartbeat_at   timestamptz,
-  trace_id       text,
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
