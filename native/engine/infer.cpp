@@ -302,7 +302,9 @@ std::vector<Generation> InferEngine::generate(const std::vector<std::vector<int3
       Generation& g = out[b];
       g.tokens.push_back(tok);
       g.logprobs.push_back(lp);
-      if (gp.eos_id >= 0 && tok == gp.eos_id) {
+      if (gp.on_token && !gp.on_token(b, tok, lp)) {
+        g.finish_reason = "cancelled";
+      } else if (gp.eos_id >= 0 && tok == gp.eos_id) {
         g.finish_reason = "eos";
       } else if ((int)g.tokens.size() >= gp.max_new_tokens) {
         g.finish_reason = "length";

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,12 +54,15 @@ struct GenerateParams {
   int eos_id = -1;  // < 0: never stop on a token
   SamplingParams sampling;
   uint64_t seed = 0;
+  // Called for every generated token as soon as it is sampled (streaming);
+  // returning false stops that sequence (finish_reason "cancelled").
+  std::function<bool(int seq, int32_t token, float logprob)> on_token;
 };
 
 struct Generation {
   std::vector<int32_t> tokens;   // generated tokens (EOS included when hit)
   std::vector<float> logprobs;   // per generated token, model log-prob
-  std::string finish_reason;     // "eos" | "length"
+  std::string finish_reason;     // "eos" | "length" | "cancelled"
 };
 
 class InferEngine {

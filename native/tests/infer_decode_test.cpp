@@ -249,3 +249,22 @@ TEST(infer_decode, rewinding_a_sequence_equals_a_fresh_one_and_gaps_are_refused)
   tok = V;
   fwtest::expect_error([&] { eng.forward(&tok, &s, &ps[0], 1, cache, rew.data()); }, fw::ErrorKind::kInvalidArgument, "out of range");
 }
+
+TEST(infer_decode, on_token_streams_every_token_and_can_cancel_one_sequence) {
+  auto model = tiny_model("llama", false, 14);
+  fw::InferEngine eng(*model, false);
+  fw::GenerateParams gp;
+  gp.max_new_tokens = 6;
+  gp.sampling.temperature = 0.0f;
+  std::vector<std::vector<int32_t>> streamed(2);
+  gp.on_token = [&](int seq, int32_t tok, float) {
+    streamed[seq].push_back(tok);
+    return !(seq == 1 && streamed[1].size() == 2);  // cancel sequence 1 after 2 tokens
+  };
+  auto g = eng.generate({{1, 2, 3}, {4, 5}}, gp);
+  EXPECT_EQ(streamed[0], g[0].tokens);
+  EXPECT_EQ(streamed[1], g[1].tokens);
+  EXPECT_EQ(g[0].tokens.size(), 6u);
+  EXPECT_EQ(g[1].tokens.size(), 2u);
+  EXPECT_EQ(g[1].finish_reason, "cancelled");
+}
