@@ -48,6 +48,9 @@ export interface Harness extends TrainerService {
 }
 
 export interface HarnessOptions {
+  /** Share another harness's bus (same namespace) and artifact store, e.g. the data service's. */
+  bus?: Bus;
+  artifacts?: ArtifactStore;
   maxRanks?: number;
   workerBin?: string;
   killGraceMs?: number;
@@ -55,9 +58,9 @@ export interface HarnessOptions {
 
 export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> {
   const tdb = await createTestDb({ prefix: 'trainer', migrationsDir: MIGRATIONS_DIR });
-  const tbus = await createTestBus({ source: 'trainer' });
+  const tbus = opts.bus ? { bus: opts.bus, namespace: opts.bus.namespace ?? '', cleanup: async () => undefined } : await createTestBus({ source: 'trainer' });
   const root = await mkdtemp(join(tmpdir(), 'fw-trainer-test-'));
-  const artifacts = createArtifactStore(`file://${root}/artifacts/`);
+  const artifacts = opts.artifacts ?? createArtifactStore(`file://${root}/artifacts/`);
   const token = randomBytes(20).toString('hex');
   const workRoot = join(root, 'work');
   const svc = await buildTrainerService({
