@@ -135,26 +135,33 @@ const stages = {
 };
 
 // 3. The whole pipeline.
+// One pipeline per configuration, kept across runs as a service would keep it:
+// the first run pays for worker start-up and warm-up, later runs do not.
+const cores = availableParallelism();
+const pipelines = new Map([1, cores].map((w) => [w, createPipeline({ workers: w, batch_size: 256 }, { tokenizer: { path: BYTE_LEVEL_TOKENIZER_PATH }, workDir: '' })]));
 /** One run: wall-clock and CPU milliseconds (the CPU time includes worker threads). */
 async function whole(workers: number): Promise<{ ms: number; cpu: number; out: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'fw-bench-pipeline-'));
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const res = await createPipeline({ workers, batch_size: 256 }, { tokenizer: { path: BYTE_LEVEL_TOKENIZER_PATH }, workDir: dir }).run(records);
+  const res = await pipelines.get(workers)!.run(records, { workDir: dir });
   const out = { ms: performance.now() - t0, cpu: cpuMs(c0), out: res.report.records_out };
   await rm(dir, { recursive: true, force: true });
   return out;
 }
-const cores = availableParallelism();
 // Alternate the two configurations and keep the best run of each, so a burst
 // of load from other processes on the shared machine hits both alike.
 let one = { ms: Infinity, cpu: Infinity, out: 0 };
 let many = { ms: Infinity, cpu: Infinity, out: 0 };
+let manyCold = { ms: 0, cpu: 0, out: 0 };
 const bestOf = (a: typeof one, b: typeof one) => ({ ms: Math.min(a.ms, b.ms), cpu: Math.min(a.cpu, b.cpu), out: b.out });
 for (let rep = 0; rep < 3; rep++) {
   one = bestOf(one, await whole(1));
-  many = bestOf(many, await whole(cores));
+  const m = await whole(cores);
+  if (rep === 0) manyCold = m;
+  many = bestOf(many, m);
 }
+for (const p of pipelines.values()) await p.close();
 const mbs1 = mbIn / (one.ms / 1000);
 const mbsN = mbIn / (many.ms / 1000);
 const mbs1Cpu = mbIn / (one.cpu / 1000);
@@ -184,6 +191,7 @@ const result = {
     speedup: Number((mbsN / mbs1).toFixed(2)),
     cpu_s_in_process: Number((one.cpu / 1000).toFixed(2)),
     cpu_s_all_threads: Number((many.cpu / 1000).toFixed(2)),
+    first_run_with_worker_start_mb_per_s: Number((mbIn / (manyCold.ms / 1000)).toFixed(2)),
     target_mb_per_s: 5,
   },
 };
@@ -196,6 +204,7 @@ for (const [k, v] of Object.entries(stages)) console.log(`| stage ${k}, MB per C
 console.log(`| whole pipeline, MB per CPU-second, in-process | ${mbs1Cpu.toFixed(2)} | target 5 | |`);
 console.log(`| whole pipeline, MB/s wall-clock, in-process | ${mbs1.toFixed(2)} | | |`);
 console.log(`| whole pipeline, MB/s wall-clock, ${cores} worker threads | ${mbsN.toFixed(2)} | in-process ${mbs1.toFixed(2)} | ${(mbsN / mbs1).toFixed(2)}x |`);
+console.log(`| whole pipeline, MB/s wall-clock, ${cores} worker threads, first run (thread start-up) | ${(mbIn / (manyCold.ms / 1000)).toFixed(2)} | | |`);
 console.log(`| CPU seconds, ${cores} worker threads vs in-process | ${(many.cpu / 1000).toFixed(2)} | ${(one.cpu / 1000).toFixed(2)} | ${(many.cpu / one.cpu).toFixed(2)}x |`);
 await mkdir(new URL('../out/', import.meta.url), { recursive: true });
 await writeFile(new URL('../out/data-throughput.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);

@@ -26,7 +26,7 @@ export type { PipelineConfig, PipelineConfigInput, PiiKind } from './config.ts';
 export { PipelineConfigSchema, PiiKinds, resolveConfig, PipelineConfigError, isPipelineConfigError } from './config.ts';
 export type { LshParams } from './lsh.ts';
 export { optimalLshParams, MemoryBandIndex } from './lsh.ts';
-export type { Pipeline, PipelineOptions, PipelineResult, SplitOutput } from './pipeline.ts';
+export type { Pipeline, PipelineOptions, PipelineResult, RunOverrides, SplitOutput } from './pipeline.ts';
 export { createPipeline, PipelineInputError, isPipelineInputError } from './pipeline.ts';
 export type { TokenizerSource, TextTokenizer, ShardWriteOptions, ShardedRecord } from '../tokenize/index.ts';
 export { loadTokenizer, writeShards, readShard, BYTE_LEVEL_TOKENIZER_PATH } from '../tokenize/index.ts';

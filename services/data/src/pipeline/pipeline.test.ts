@@ -79,8 +79,12 @@ describe('pipeline', () => {
     expect((await readdir(join(dir, 'run-0'))).sort()).toEqual(['shards', 'test.jsonl', 'train.jsonl', 'val.jsonl']);
   });
 
-  it('pipeline - worker threads give results identical to the in-process run', async () => {
-    const res = await createPipeline({ length: { min_tokens: 40 }, workers: 2, batch_size: 16 }, { tokenizer, workDir: workDir() }).run(corpus());
+  it('pipeline - worker threads give results identical to the in-process run, also when the pool is reused', async () => {
+    const pipeline = createPipeline({ length: { min_tokens: 40 }, workers: 2, batch_size: 16 }, { tokenizer, workDir: workDir() });
+    const res = await pipeline.run(corpus());
+    const again = await pipeline.run(corpus(), { workDir: workDir() }); // same pool, warm
+    await pipeline.close();
+    expect(again.shards.map((s) => s.sha256)).toEqual(res.shards.map((s) => s.sha256));
     expect(res.report.workers).toBe(2);
     expect(await readAll(res)).toEqual(await readAll(base));
     expect(res.shards.map((s) => s.sha256)).toEqual(base.shards.map((s) => s.sha256));
@@ -163,6 +167,7 @@ describe('pipeline', () => {
     recs[35] = { ...recs[35]!, fields: { bad: () => 1 } };
     const p = createPipeline({ length: { min_tokens: 40 }, workers: 2, batch_size: 8 }, { tokenizer, workDir: workDir() });
     await expect(p.run(recs)).rejects.toThrow(/cannot send batch 4/);
+    await p.close();
   });
 
   it('pipeline - stratifies the split by a field', async () => {

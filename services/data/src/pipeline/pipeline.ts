@@ -25,7 +25,7 @@ import { SPLITS, type CleanRecord, type CleaningReport, type InputRecord, type P
 import { SketchStore, TokenReader, endStream, put } from './spill.ts';
 import { inlineRunner, processInBatches, resolveWorkerCount, workerRunner, type BatchRunner } from './workers.ts';
 import { SplitShardWriter } from '../tokenize/shards.ts';
-import { loadTokenizer, type TokenizerSource } from '../tokenize/tokenizer.ts';
+import { loadTokenizer, type TextTokenizer, type TokenizerSource } from '../tokenize/tokenizer.ts';
 
 export interface PipelineOptions {
   /** The dataset's tokenizer; worker threads load it themselves, so it is a source, not an object. */
@@ -59,7 +59,29 @@ export interface PipelineResult {
 export interface Pipeline {
   readonly config: PipelineConfig;
   readonly lsh: LshParams;
-  run(records: AsyncIterable<InputRecord> | Iterable<InputRecord>): Promise<PipelineResult>;
+  /**
+   * Runs the records through every stage. `overrides` replace the options'
+   * workDir and signal for this run: a pipeline kept for many jobs gives
+   * each run its own folder. Runs may overlap.
+   */
+  run(records: AsyncIterable<InputRecord> | Iterable<InputRecord>, overrides?: RunOverrides): Promise<PipelineResult>;
+  /**
+   * Ends the worker threads (kept between runs so later runs skip their
+   * start-up and warm-up; idle ones do not keep the process alive).
+   */
+  close(): Promise<void>;
+}
+
+export interface RunOverrides {
+  workDir?: string;
+  signal?: AbortSignal;
+}
+
+/** What a pipeline keeps between runs: the loaded tokenizer and the worker pool. */
+interface Resources {
+  tokenizer?: Promise<TextTokenizer>;
+  pool?: Promise<BatchRunner>;
+  active: number;
 }
 
 export class PipelineInputError extends Error {
@@ -72,27 +94,75 @@ export function createPipeline(config: PipelineConfigInput | PipelineConfig | un
   const cfg = resolveConfig(config);
   if (cfg.perplexity.enabled && !opts.perplexity) throw new PipelineConfigError(['/perplexity/enabled: no perplexity hook is configured']);
   const lsh = optimalLshParams(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.lsh_fp_weight, 1 - cfg.dedup.lsh_fp_weight);
-  return { config: cfg, lsh, run: (records) => runPipeline(cfg, lsh, opts, records) };
+  const res: Resources = { active: 0 };
+  return {
+    config: cfg,
+    lsh,
+    run: (records, overrides) => runPipeline(cfg, lsh, { ...opts, ...overrides }, res, records),
+    close: async () => {
+      const pool = res.pool;
+      res.pool = undefined;
+      if (pool) await (await pool.catch(() => undefined))?.close();
+    },
+  };
+}
+
+function loadOnce(res: Resources, src: TokenizerSource): Promise<TextTokenizer> {
+  res.tokenizer ??= loadTokenizer(src).catch((e: unknown) => {
+    res.tokenizer = undefined; // a later run may try again
+    throw e;
+  });
+  return res.tokenizer;
+}
+
+async function acquireRunner(res: Resources, cfg: PipelineConfig, opts: PipelineOptions, n: number, tokenizer: TextTokenizer | undefined): Promise<BatchRunner> {
+  if (n <= 1) return inlineRunner(createRecordProcessor(cfg, tokenizer));
+  res.pool ??= workerRunner(n, cfg, opts.tokenizer).catch((e: unknown) => {
+    res.pool = undefined;
+    throw e;
+  });
+  const pool = await res.pool;
+  res.active++;
+  pool.ref();
+  return pool;
+}
+
+async function releaseRunner(res: Resources, runner: BatchRunner, pooled: boolean): Promise<void> {
+  if (!pooled) return;
+  res.active--;
+  if (runner.broken) {
+    if (res.pool && (await res.pool) === runner) res.pool = undefined;
+    await runner.close();
+  } else if (res.active === 0) runner.unref();
 }
 
 async function runPipeline(
   cfg: PipelineConfig,
   lsh: LshParams,
   opts: PipelineOptions,
+  res: Resources,
   source: AsyncIterable<InputRecord> | Iterable<InputRecord>,
 ): Promise<PipelineResult> {
   if (source === null || typeof source !== 'object' || !(Symbol.asyncIterator in source || Symbol.iterator in source))
     throw new PipelineInputError('records must be an iterable or async iterable of records');
   const t0 = performance.now();
   const needTokens = cfg.length.enabled || cfg.tokenise.enabled;
-  const tokenizer = needTokens ? await loadTokenizer(opts.tokenizer) : undefined;
+  const tokenizer = needTokens ? await loadOnce(res, opts.tokenizer) : undefined;
   const nWorkers = resolveWorkerCount(cfg.workers);
   await mkdir(opts.workDir, { recursive: true });
   // Never overwrite the output of an earlier run.
   for (const name of [...SPLITS.map((x) => `${x}.jsonl`), 'shards'])
     if (existsSync(join(opts.workDir, name))) throw new PipelineInputError(`workDir ${opts.workDir} already holds ${name} from an earlier run; use a fresh folder`);
+  // Acquired before anything needs cleaning up; released in the finally below.
+  const pooled = nWorkers > 1;
+  const runner = await acquireRunner(res, cfg, opts, nWorkers, tokenizer);
   const tmp = join(opts.workDir, `.pipeline-${randomBytes(6).toString('hex')}`);
-  await mkdir(tmp);
+  try {
+    await mkdir(tmp);
+  } catch (e) {
+    await releaseRunner(res, runner, pooled);
+    throw e;
+  }
   const report = new ReportBuilder(cfg, lsh, nWorkers);
   const index = new MemoryBandIndex();
   const sketches = new SketchStore(cfg.dedup.num_perm);
@@ -102,7 +172,6 @@ async function runPipeline(
   const strata: string[] = [];
   let recordsIn = 0;
   let bytesIn = 0;
-  const runner: BatchRunner = nWorkers > 1 ? await workerRunner(nWorkers, cfg, opts.tokenizer) : inlineRunner(createRecordProcessor(cfg, tokenizer));
   // Every write stream gets a permanent error listener: a write error surfaces
   // at the next await (as a rejection), never as an uncaught exception.
   let streamError: Error | undefined;
@@ -198,7 +267,6 @@ async function runPipeline(
       if (tokOut.length > 0) await put(keptTok, Buffer.concat(tokOut));
       checkStreams();
     }
-    await runner.close();
     await endStream(keptJson);
     await endStream(keptTok);
 
@@ -272,7 +340,7 @@ async function runPipeline(
     for (const p of splitTmp) await rm(p, { force: true });
     throw e;
   } finally {
-    await runner.close();
+    await releaseRunner(res, runner, pooled);
     await rm(tmp, { recursive: true, force: true });
   }
 }

@@ -16,11 +16,17 @@ export type BatchRunner = {
   run(batch: InputRecord[]): Promise<Processed[]>;
   /** How many batches may be in flight. */
   readonly capacity: number;
+  /** True once a worker died: the runner cannot be used again. */
+  readonly broken: boolean;
+  /** Whether idle workers keep the process alive (ref while a run is in progress, unref between runs). */
+  ref(): void;
+  unref(): void;
   close(): Promise<void>;
 };
 
 export function inlineRunner(process: RecordProcessor): BatchRunner {
-  return { run: async (batch) => batch.map(process), capacity: 1, close: async () => undefined };
+  const none = () => undefined;
+  return { run: async (batch) => batch.map(process), capacity: 1, broken: false, ref: none, unref: none, close: async () => undefined };
 }
 
 export function resolveWorkerCount(workers: number): number {
@@ -100,6 +106,11 @@ export async function workerRunner(n: number, config: PipelineConfig, tokenizer:
 
   return {
     capacity: n * 2,
+    get broken() {
+      return failed !== undefined;
+    },
+    ref: () => workers.forEach((w) => w.ref()),
+    unref: () => workers.forEach((w) => w.unref()),
     run: (batch) =>
       new Promise<Processed[]>((resolve, reject) => {
         if (failed) return reject(failed);
