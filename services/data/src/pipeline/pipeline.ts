@@ -82,6 +82,17 @@ interface Resources {
   tokenizer?: Promise<TextTokenizer>;
   pool?: Promise<BatchRunner>;
   active: number;
+  /** Ends an idle pool, so a pipeline dropped without close() does not keep its threads. */
+  idleTimer?: NodeJS.Timeout;
+}
+
+const POOL_IDLE_MS = 30_000;
+
+async function closePool(res: Resources): Promise<void> {
+  clearTimeout(res.idleTimer);
+  const pool = res.pool;
+  res.pool = undefined;
+  if (pool) await (await pool.catch(() => undefined))?.close();
 }
 
 export class PipelineInputError extends Error {
@@ -99,11 +110,7 @@ export function createPipeline(config: PipelineConfigInput | PipelineConfig | un
     config: cfg,
     lsh,
     run: (records, overrides) => runPipeline(cfg, lsh, { ...opts, ...overrides }, res, records),
-    close: async () => {
-      const pool = res.pool;
-      res.pool = undefined;
-      if (pool) await (await pool.catch(() => undefined))?.close();
-    },
+    close: () => closePool(res),
   };
 }
 
@@ -121,6 +128,7 @@ async function acquireRunner(res: Resources, cfg: PipelineConfig, opts: Pipeline
     res.pool = undefined;
     throw e;
   });
+  clearTimeout(res.idleTimer);
   const pool = await res.pool;
   res.active++;
   pool.ref();
@@ -133,7 +141,10 @@ async function releaseRunner(res: Resources, runner: BatchRunner, pooled: boolea
   if (runner.broken) {
     if (res.pool && (await res.pool) === runner) res.pool = undefined;
     await runner.close();
-  } else if (res.active === 0) runner.unref();
+  } else if (res.active === 0) {
+    runner.unref();
+    res.idleTimer = setTimeout(() => void (res.active === 0 ? closePool(res) : undefined), POOL_IDLE_MS).unref();
+  }
 }
 
 async function runPipeline(
