@@ -17,9 +17,9 @@ void AdamWT<T>::init(const AdamWConfig& c, const ParamLayout& layout) {
 }
 
 template <typename T>
-void AdamWT<T>::step(T* params, const T* grads, const ParamLayout& layout, double lr, int64_t t) {
+void AdamWT<T>::step(T* params, const T* grads, const ParamLayout& layout, double lr, int64_t t, double grad_scale) {
   FW_CHECK(m.size() == layout.numel, kInvalidArgument, "AdamW state not initialised for this layout");
-  const T b1 = T(cfg.beta1), b2 = T(cfg.beta2), eps = T(cfg.eps);
+  const T b1 = T(cfg.beta1), b2 = T(cfg.beta2), eps = T(cfg.eps), gs = T(grad_scale);
   const T c1 = T(1.0 / (1.0 - std::pow(cfg.beta1, (double)t)));  // bias corrections
   const T c2 = T(1.0 / (1.0 - std::pow(cfg.beta2, (double)t)));
   for (const TensorInfo& ti : layout.tensors) {
@@ -31,7 +31,7 @@ void AdamWT<T>::step(T* params, const T* grads, const ParamLayout& layout, doubl
     const T lr_t = T(lr);
     #pragma omp parallel for if (ti.numel > 4096)
     for (long i = 0; i < (long)ti.numel; i++) {
-      T gi = g[i];
+      T gi = g[i] * gs;
       T mi = b1 * mm[i] + (T(1) - b1) * gi;
       T vi = b2 * vv[i] + (T(1) - b2) * gi * gi;
       mm[i] = mi;

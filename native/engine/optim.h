@@ -33,9 +33,10 @@ struct AdamWT {
   std::vector<T> v;  // (layout.numel) second moment
 
   void init(const AdamWConfig& c, const ParamLayout& layout);
-  // One update of params (layout.numel) with grads; t is the 1-based step
-  // number (bias correction).
-  void step(T* params, const T* grads, const ParamLayout& layout, double lr, int64_t t);
+  // One update of params (layout.numel) with grads * grad_scale (gradient
+  // clipping folded into the update, saving a pass over the gradients); t is
+  // the 1-based step number (bias correction).
+  void step(T* params, const T* grads, const ParamLayout& layout, double lr, int64_t t, double grad_scale = 1.0);
 };
 
 // sqrt(sum g^2) over n elements, accumulated in double over fixed chunks then

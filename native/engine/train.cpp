@@ -77,16 +77,16 @@ StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int 
     model_.backward(dlogits_.data());
   }
   T* g = trainable_grads();
-  size_t n = trainable_layout().numel;
-  r.grad_norm = grad_global_norm(g, n);
+  r.grad_norm = grad_global_norm(g, trainable_layout().numel);
   r.lr = sched_.at(step_);
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     return r;
   }
-  if (cfg_.grad_clip > 0 && r.grad_norm > cfg_.grad_clip)
-    grad_scale(g, n, T(cfg_.grad_clip / (r.grad_norm + 1e-6)));
-  adam_.step(trainable_params(), g, trainable_layout(), r.lr, step_ + 1);
+  // Clipping is applied inside the AdamW pass (grads * clip / norm).
+  double clip = 1.0;
+  if (cfg_.grad_clip > 0 && r.grad_norm > cfg_.grad_clip) clip = cfg_.grad_clip / (r.grad_norm + 1e-6);
+  adam_.step(trainable_params(), g, trainable_layout(), r.lr, step_ + 1, clip);
   step_++;
   return r;
 }
