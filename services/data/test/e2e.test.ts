@@ -110,6 +110,41 @@ describe('data service end to end', () => {
     expect(raw).toBe(1);
   });
 
+  it('data e2e - a new version is deduplicated against earlier ones, but not against its own source', async () => {
+    const first = corpus(100, 21);
+    await upload('grow', first);
+    const v1 = await h.waitReady('grow');
+    // Same bytes, another config: a second version with every record, not an empty one.
+    const res = await fetch(`${base}/v1/datasets/grow/uploads?format=jsonl&config=${encodeURIComponent('{"split":{"seed":7}}')}`, {
+      method: 'POST',
+      headers: { ...h.auth, 'content-type': 'application/x-ndjson' },
+      body: first,
+    });
+    const again = await waitJob(((await res.json()) as { job: { id: string } }).job.id);
+    expect(again.status).toBe('succeeded');
+    expect(again.version).not.toBe(v1.data.version);
+    const recordsOf = async (version: string) =>
+      ((await h.datasets.version('grow', version))!.report as { records_out: number }).records_out;
+    expect(await recordsOf(again.version!)).toBe(await recordsOf(v1.data.version));
+    // Old records plus new ones: only the new ones survive.
+    const grown = first + corpus(50, 22);
+    const third = await waitJob((await upload('grow', grown)).job.id);
+    expect(third.status).toBe('succeeded');
+    const report = (await h.datasets.version('grow', third.version!))!.report as {
+      records_in: number;
+      records_out: number;
+      stages: { stage: string; removed_by_reason: Record<string, number> }[];
+    };
+    expect(report.records_in).toBe(150);
+    // The new records alone, cleaned in a dataset of their own, keep exactly as many.
+    const alone = await waitJob((await upload('grow-new-only', corpus(50, 22))).job.id);
+    const aloneReport = (await h.datasets.version('grow-new-only', alone.version!))!.report as { records_out: number };
+    expect(aloneReport.records_out).toBeGreaterThan(0);
+    expect(report.records_out).toBe(aloneReport.records_out);
+    const nearDup = report.stages.find((st) => st.stage === 'near_dedup')!.removed_by_reason;
+    expect(nearDup['near_duplicate_prior']).toBeGreaterThan(0);
+  });
+
   it('data e2e - one trace id runs from the HTTP request through the publish, the consumer and its database write', async () => {
     exporter.reset();
     const span = telemetry.tracer.startSpan('client');

@@ -236,7 +236,7 @@ export function createIngestJob(deps: IngestJobDeps) {
     const pipeline = createPipeline(config, {
       tokenizer: { path: tokenizerPath },
       workDir: join(workDir, 'out'),
-      priorIndex: dataset ? { lookup: (keys) => datasets.lookupBands(keys, dataset.id) } : undefined,
+      priorIndex: dataset ? { lookup: (keys) => datasets.lookupBands(keys, dataset.id, contentSha) } : undefined,
     });
     let result: PipelineResult;
     try {

@@ -101,15 +101,20 @@ export function createDatasetsRepository(db: Queryable) {
       }
     },
 
-    /** Which of `keys` are already stored for the dataset (or for every dataset when `datasetId` is null). */
-    async lookupBands(keys: readonly bigint[], datasetId: string | null): Promise<Set<bigint>> {
+    /**
+     * Which of `keys` are already stored for the dataset (or for every dataset
+     * when `datasetId` is null), leaving out versions made from the same source
+     * bytes: re-cleaning a source with a new config must not dedup it against itself.
+     */
+    async lookupBands(keys: readonly bigint[], datasetId: string | null, excludeContentSha256?: string): Promise<Set<bigint>> {
       const found = new Set<bigint>();
       const CHUNK = 50_000;
       for (let i = 0; i < keys.length; i += CHUNK) {
         const r = await db.query<{ k: string }>(
-          `SELECT DISTINCT band_key::text AS k FROM lsh_bands
-           WHERE band_key = ANY($1::bigint[]) AND ($2::uuid IS NULL OR dataset_id = $2)`,
-          [keys.slice(i, i + CHUNK).map(String), datasetId],
+          `SELECT DISTINCT b.band_key::text AS k FROM lsh_bands b JOIN versions v ON v.id = b.version_id
+           WHERE b.band_key = ANY($1::bigint[]) AND ($2::uuid IS NULL OR b.dataset_id = $2)
+             AND ($3::text IS NULL OR v.content_sha256 <> $3)`,
+          [keys.slice(i, i + CHUNK).map(String), datasetId, excludeContentSha256 ?? null],
         );
         for (const row of r.rows) found.add(BigInt(row.k));
       }
