@@ -3,13 +3,15 @@
  * with SIGKILL mid-run, a worker that exits with a non-retriable code, a
  * restart budget that runs out, a missing worker binary.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness, tinyDataset, tinyRun, TINY_CONFIG, type Harness } from './harness.ts';
 
 let h: Harness;
 let manifestUri: string;
+/** The uninterrupted run of the first test, the reference for bit-identical weights. */
+let cleanRun: string;
 
 beforeAll(async () => {
   h = await startHarness({ maxRanks: 2 });
@@ -56,6 +58,7 @@ describe('faults', () => {
   it('faults - a rank killed with SIGKILL at a random step: the run restarts from its checkpoint and ends bit-identical to an uninterrupted run', async () => {
     const body = tinyRun(manifestUri, { hyperparameters: { maxSteps: 120, learningRate: 1e-3, batchSize: 4, seqLen: 32 } });
     const clean = await create(body);
+    cleanRun = clean;
     const killed = await create(body);
     const at = 10 + Math.floor(Math.random() * 80);
     const killedAt = await killAt(killed, at);
@@ -81,6 +84,42 @@ describe('faults', () => {
     for await (const c of uploaded) chunks.push(c as Buffer);
     expect(Buffer.compare(Buffer.concat(chunks), await weights(killed))).toBe(0);
     expect(h.events('fw.trainer.run.completed').some((e) => e.data.runId === killed && e.data.restarts === 1)).toBe(true);
+  }, 120_000);
+
+  it('faults - a corrupt latest checkpoint is refused, set aside, and the run falls back to the one before and still ends bit-identical', async () => {
+    const body = tinyRun(manifestUri, { hyperparameters: { maxSteps: 120, learningRate: 1e-3, batchSize: 4, seqLen: 32 } });
+    const id = await create(body);
+    const ckptDir = join(h.workRoot, id, 'ckpt');
+    const corrupted = await new Promise<string>((resolve) => {
+      let done = false;
+      const off = h.hub.subscribe(id, {
+        metric: (m) => {
+          if (done || m.rank !== 0 || m.step < 30) return;
+          done = true;
+          void (async () => {
+            const pid = (await h.runs.ranks(id, 0))[0]!.pid!;
+            process.kill(pid, 'SIGSTOP'); // frozen: it cannot write a newer checkpoint
+            const latest = (await readdir(ckptDir)).filter((n) => /^step_\d{10}$/.test(n)).sort().at(-1)!;
+            const f = join(ckptDir, latest, 'optim.safetensors');
+            const b = await readFile(f);
+            b[b.length >> 1]! ^= 0x01;
+            await writeFile(f, b);
+            process.kill(pid, 'SIGKILL');
+            off();
+            resolve(latest);
+          })();
+        },
+        status: () => undefined,
+      });
+    });
+    const r = await h.waitRun(id, (x) => x.status === 'completed' || x.status === 'failed', 90_000);
+    expect(r.status, r.reason ?? '').toBe('completed');
+    const attempts = await h.runs.attempts(id);
+    expect(attempts.map((a) => a.status)).toEqual(['failed', 'failed', 'succeeded']);
+    expect(attempts[1]!.reason).toMatch(/exited with code 4.*sha256 does not match/);
+    expect(attempts[2]!.resumed_from_step).toBeLessThan(Number(corrupted.slice(5)));
+    expect((await readdir(ckptDir)).some((n) => n.startsWith(`corrupt-${corrupted}`))).toBe(true);
+    expect(Buffer.compare(await weights(cleanRun), await weights(id))).toBe(0);
   }, 120_000);
 
   it('faults - a worker exiting with code 2 (bad config) fails the run without restarts', async () => {

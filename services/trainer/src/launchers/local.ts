@@ -2,9 +2,10 @@
  * The local launcher: ranks as child processes of the trainer, with the
  * environment torchrun gives (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
  * MASTER_ADDR) plus the rendezvous store. All ranks of an attempt share one
- * process group (rank 0 leads it; the others join it through a tiny perl
- * exec shim, since Node cannot setpgid), so one kill(-pgid) reaches them all
- * and a trainer restart can find and stop them by pid.
+ * process group: every rank starts through a tiny perl exec shim (Node
+ * cannot setpgid) that puts rank 0 in a new group and the others in rank 0's,
+ * then execs the worker, so one kill(-pgid) reaches them all and a trainer
+ * restart can find and stop them by pid.
  */
 import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
@@ -12,7 +13,10 @@ import { hostname } from 'node:os';
 import { createInterface } from 'node:readline';
 import { LaunchError, type LaunchedAttempt, type Launcher, type LaunchRequest, type RankExit, type RankHandle } from './types.ts';
 
-const JOIN_GROUP = 'my $g = shift; setpgid(0, $g) or die "setpgid $g: $!\\n"; exec { $ARGV[0] } @ARGV or die "exec: $!\\n";';
+// Puts the process in group $g (0: a new group led by itself, same session), then execs the worker.
+// A rank joining rank 0's group retries while rank 0 has not created it yet.
+const JOIN_GROUP =
+  'use POSIX (); my $g = shift; my $n = 0; until (POSIX::setpgid(0, $g)) { die "setpgid $g: $!\\n" if $g == 0 || ++$n > 500; select(undef, undef, undef, 0.01) } exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!\\n";';
 
 export interface LocalLauncherOptions {
   /** Ranks one run may have here (the machine's cores by default). */
@@ -48,10 +52,12 @@ export function createLocalLauncher(opts: LocalLauncherOptions): Launcher {
           OMP_NUM_THREADS: String(req.threadsPerRank),
           OPENBLAS_NUM_THREADS: '1',
         };
-        const child =
-          rank === 0
-            ? spawn(req.workerBin, [req.specPath], { cwd: req.workDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
-            : spawn('perl', ['-e', JOIN_GROUP, String(pgid), req.workerBin, req.specPath], { cwd: req.workDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+        // Not `detached` (setsid): a new session would keep the other ranks out of rank 0's group.
+        const child = spawn('perl', ['-e', JOIN_GROUP, String(pgid ?? 0), req.workerBin, req.specPath], {
+          cwd: req.workDir,
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         if (rank === 0) pgid = child.pid;
         children.push(child);
         const exited = new Promise<RankExit>((resolve) => {

@@ -238,6 +238,10 @@ export function createRunsRepository(db: Queryable) {
       );
     },
 
+    async dropCheckpoint(id: string, step: number): Promise<void> {
+      await db.query(`DELETE FROM checkpoints WHERE run_id = $1 AND step = $2`, [id, step]);
+    },
+
     async checkpoints(id: string): Promise<{ step: number; attempt: number; reason: string; path: string }[]> {
       const r = await db.query<{ step: number; attempt: number; reason: string; path: string }>(
         `SELECT step, attempt, reason, path FROM checkpoints WHERE run_id = $1 ORDER BY step`,

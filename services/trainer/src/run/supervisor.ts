@@ -7,7 +7,7 @@
  * resumes from the latest complete checkpoint. Every transition is written
  * to Postgres before the event that announces it.
  */
-import { readdir, stat, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { ArtifactStore } from '@flywheel/artifacts';
@@ -71,6 +71,17 @@ async function* walk(dir: string): AsyncGenerator<string> {
     if (e.isDirectory()) yield* walk(p);
     else if (e.isFile()) yield p;
   }
+}
+
+/** The checkpoint folder (`step_NNNNNNNNNN`) a rank's corrupt-input error names, if it is one of the run's. */
+export function corruptCheckpoint(errors: Map<number, string>, ckptDir: string): string | undefined {
+  for (const msg of errors.values()) {
+    const i = msg.indexOf(`${ckptDir}/step_`);
+    if (i < 0) continue;
+    const m = /^step_[0-9]{10}/.exec(msg.slice(i + ckptDir.length + 1));
+    if (m) return m[0];
+  }
+  return undefined;
 }
 
 function describeExit(rank: number, e: RankExit, step: number, error: string | undefined): string {
@@ -323,6 +334,14 @@ export function createSupervisor(deps: SupervisorDeps) {
         const cancelled = a.cancelled || (await deps.runs.get(run.id))?.cancel_requested;
         await deps.runs.endAttempt(run.id, attempt, cancelled ? 'cancelled' : 'failed', reason);
         if (cancelled) continue;
+        // A checkpoint refused as corrupt (exit 4 naming it) is set aside; the next attempt falls back to the one before.
+        const bad = exits.some((e) => e.code === 4) ? corruptCheckpoint(errors, join(workDir, 'ckpt')) : undefined;
+        if (bad) {
+          await rename(join(workDir, 'ckpt', bad), join(workDir, 'ckpt', `corrupt-${bad}-a${attempt}`));
+          await deps.runs.dropCheckpoint(run.id, Number(bad.slice(5)));
+          deps.log.warn({ runId: run.id, attempt, checkpoint: bad }, 'corrupt checkpoint set aside; falling back to the one before');
+          continue;
+        }
         const fatal = exits.find((e) => e.code !== null && NON_RETRIABLE_EXIT_CODES.has(e.code));
         if (fatal) return await fail(run, `${reason} (not retried: exit code ${fatal.code})`, 'train', step);
         deps.log.warn({ runId: run.id, attempt, reason }, 'attempt failed; restarting from the last checkpoint');

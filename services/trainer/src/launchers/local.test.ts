@@ -1,0 +1,59 @@
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLocalLauncher } from './local.ts';
+import { LaunchError } from './types.ts';
+
+let dir: string;
+let fake: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'fw-local-launcher-'));
+  fake = join(dir, 'fake_worker');
+  // Prints what a rank sees, then waits like a training step that never ends.
+  await writeFile(
+    fake,
+    '#!/bin/sh\necho "{\\"rank\\":\\"$RANK\\",\\"world\\":\\"$WORLD_SIZE\\",\\"local\\":\\"$LOCAL_RANK\\",\\"localWorld\\":\\"$LOCAL_WORLD_SIZE\\",\\"store\\":\\"$FW_STORE_URL\\",\\"token\\":\\"$FW_STORE_TOKEN\\",\\"omp\\":\\"$OMP_NUM_THREADS\\",\\"spec\\":\\"$1\\"}"\nexec sleep 60\n',
+  );
+  await chmod(fake, 0o755);
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+const pgrp = async (pid: number) => Number((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[2]);
+
+describe('local launcher', () => {
+  it('local - ranks get the torchrun environment and share one process group, which one signal stops', async () => {
+    const launcher = createLocalLauncher({ maxRanks: 4 });
+    const attempt = await launcher.launch({
+      runId: 'r1',
+      attempt: 0,
+      worldSize: 3,
+      workerBin: fake,
+      specPath: join(dir, 'job.json'),
+      workDir: dir,
+      env: { FW_STORE_URL: 'http://127.0.0.1:1/v1/rendezvous/r1/0', FW_STORE_TOKEN: 'tok' },
+      threadsPerRank: 2,
+    });
+    const seen = await Promise.all(attempt.ranks.map((r) => new Promise<Record<string, string>>((res) => r.onLine((l) => res(JSON.parse(l) as Record<string, string>)))));
+    expect(seen.map((s) => [s['rank'], s['world'], s['local'], s['localWorld'], s['omp']])).toEqual([
+      ['0', '3', '0', '3', '2'],
+      ['1', '3', '1', '3', '2'],
+      ['2', '3', '2', '3', '2'],
+    ]);
+    expect(seen.every((s) => s['store'] === 'http://127.0.0.1:1/v1/rendezvous/r1/0' && s['token'] === 'tok' && s['spec'] === join(dir, 'job.json'))).toBe(true);
+    const leader = attempt.ranks[0]!.pid!;
+    for (const r of attempt.ranks) expect(await pgrp(r.pid!)).toBe(leader);
+    attempt.signal('SIGKILL');
+    const exits = await Promise.all(attempt.ranks.map((r) => r.exited));
+    expect(exits.every((e) => e.signal === 'SIGKILL')).toBe(true);
+  });
+
+  it('local - a missing or non-executable worker binary is a LaunchError naming it', async () => {
+    const launcher = createLocalLauncher({ maxRanks: 1 });
+    const req = { runId: 'r', attempt: 0, worldSize: 1, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1 };
+    await expect(launcher.launch({ ...req, workerBin: join(dir, 'nope') })).rejects.toThrow(LaunchError);
+    await expect(launcher.launch({ ...req, workerBin: join(dir, 'nope') })).rejects.toThrow(/nope is missing or not executable/);
+    expect(launcher.maxWorldSize()).toBe(1);
+  });
+});
