@@ -51,7 +51,17 @@ describe('api', () => {
       expect(res.json<{ type: string }>().type).toBe(`urn:flywheel:problem:${slug}`);
     }
     expect((await get('/v1/runs/does-not-exist')).json<{ type: string }>().type).toBe('urn:flywheel:problem:run-not-found');
-    expect((await h.runs.list({ limit: 100 })).length).toBe(0);
+    expect((await h.runs.list({ limit: 100 })).length).toBe(0); // nothing stored for a refused request
+  });
+
+  it('api - a shard whose bytes do not match the manifest fails the run at stage dataset', async () => {
+    const uri = await tinyDataset(h.artifacts, 'tampered');
+    await h.artifacts.put('datasets/tampered/v1/train-00000.bin', Buffer.from('FWSHARD1 but not the bytes the manifest names'), { overwrite: true });
+    const id = (await post('/v1/runs', tinyRun(uri))).json<{ id: string }>().id;
+    const r = await h.waitRun(id, (x) => x.status === 'failed');
+    expect(r.stage).toBe('dataset');
+    expect(r.reason).toMatch(/train-00000\.bin: sha256 [0-9a-f]{64} does not match the manifest/);
+    expect(await h.runs.attempts(id)).toHaveLength(0);
   });
 
   it('api - runs wait in the queue rather than oversubscribe, and cancel stops them (ranks checkpoint on SIGTERM)', async () => {

@@ -137,6 +137,7 @@ export function createKubernetesLauncher(o: KubernetesLauncherOptions, kc: k8s.K
         pid: null,
         host: null,
         onLine: () => undefined,
+        stderrTail: () => '',
         exited: done,
       }));
       return {

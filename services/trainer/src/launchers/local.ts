@@ -75,6 +75,7 @@ export function createLocalLauncher(opts: LocalLauncherOptions): Launcher {
           pid: child.pid ?? null,
           host: hostname(),
           onLine: (cb) => lines.on('line', cb),
+          stderrTail: () => stderr.join('').split('\n').filter(Boolean).slice(-5).join(' | '),
           exited,
         });
       }

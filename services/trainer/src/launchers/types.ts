@@ -24,6 +24,8 @@ export interface RankHandle {
   host: string | null;
   /** Called for every stdout line of the rank. */
   onLine(cb: (line: string) => void): void;
+  /** The last lines the rank wrote to stderr (empty when not collected). */
+  stderrTail(): string;
   /** Resolves when the rank has exited (never rejects). */
   exited: Promise<RankExit>;
 }

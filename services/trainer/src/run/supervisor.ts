@@ -244,7 +244,7 @@ export function createSupervisor(deps: SupervisorDeps) {
     for (const t of tasks) await t.catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'event not published'));
     await deps.store.close(run.id, attempt).catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'store not closed'));
     await deps.runs.progress(run.id, step, null);
-    return { exits, errors, step };
+    return { exits, errors, step, stderr: launched.ranks.map((r) => r.stderrTail().slice(-2000)) };
   }
 
   async function runToEnd(run: RunRow): Promise<void> {
@@ -330,7 +330,8 @@ export function createSupervisor(deps: SupervisorDeps) {
           return;
         }
         const firstBad = exits.findIndex((e) => e.code !== 0);
-        const reason = describeExit(firstBad, exits[firstBad]!, step, errors.get(firstBad));
+        const rankErr = errors.get(firstBad) ?? (result.stderr[firstBad] || undefined);
+        const reason = describeExit(firstBad, exits[firstBad]!, step, rankErr);
         const cancelled = a.cancelled || (await deps.runs.get(run.id))?.cancel_requested;
         await deps.runs.endAttempt(run.id, attempt, cancelled ? 'cancelled' : 'failed', reason);
         if (cancelled) continue;
