@@ -113,4 +113,40 @@ describe('trainer restart', () => {
     const w = (run: string) => readFile(join(root, 'work', run, 'model', 'model.safetensors'));
     expect(Buffer.compare(await w(id), await w(clean))).toBe(0);
   }, 120_000);
+
+  it('restart - SIGTERM to the trainer: ranks checkpoint and stop, the process exits 0, the next one resumes the run', async () => {
+    const runs = createRunsRepository(tdb.db);
+    const manifestUri = (await runs.list({ limit: 1 }))[0]!.manifest_uri;
+    const body = tinyRun(manifestUri, { hyperparameters: { maxSteps: 400, learningRate: 1e-3, batchSize: 4, seqLen: 32 }, checkpointInterval: 1000 });
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    const trainer = await startTrainer();
+    const res = await fetch(`http://127.0.0.1:${port}/v1/runs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const id = ((await res.json()) as { id: string }).id;
+    for (let i = 0; i < 400 && ((await runs.get(id))?.last_step ?? 0) < 20; i++) await new Promise((r) => setTimeout(r, 25));
+    trainer.kill('SIGTERM');
+    const code = await new Promise((r) => trainer.once('exit', r));
+    expect(code).toBe(0);
+    const stopped = await runs.get(id);
+    expect(stopped!.status).toBe('running'); // left for the next process
+    const ranks = await runs.ranks(id, 0);
+    expect(ranks[0]!.exit_code).toBe(143); // checkpointed on SIGTERM (no interval checkpoint before step 400)
+    const cks = await runs.checkpoints(id);
+    expect(cks.at(-1)!.reason).toBe('signal');
+
+    await startTrainer();
+    let r = await runs.get(id);
+    for (let i = 0; i < 600 && r!.status !== 'completed' && r!.status !== 'failed'; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      r = await runs.get(id);
+    }
+    expect(r!.status, r!.reason ?? '').toBe('completed');
+    const attempts = await runs.attempts(id);
+    expect(attempts.map((a) => a.reason)).toEqual(['trainer shut down', null]);
+    expect(attempts[1]!.resumed_from_step).toBe(cks.at(-1)!.step);
+  }, 120_000);
 });
+
