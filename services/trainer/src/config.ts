@@ -81,6 +81,7 @@ export function loadConfig(env: Env = process.env): TrainerConfig {
   const launcher = env['FW_LAUNCHER'] || 'local';
   if (launcher !== 'local' && launcher !== 'kubernetes') throw new ConfigError(`FW_LAUNCHER must be local or kubernetes, got "${launcher}"`);
   const host = env['HOST'] || '127.0.0.1';
+  const threadsPerRank = int(env, 'FW_THREADS_PER_RANK', 1, 1);
   return {
     host,
     port: int(env, 'PORT', 8082, 0),
@@ -97,8 +98,9 @@ export function loadConfig(env: Env = process.env): TrainerConfig {
     apiTokens: tokens,
     workRoot: env['FW_WORK_DIR'] || join(tmpdir(), 'flywheel-trainer'),
     workerBin: env['FW_WORKER_BIN'] || DEFAULT_WORKER_BIN,
-    maxRanks: int(env, 'FW_MAX_RANKS', availableParallelism(), 1),
-    threadsPerRank: int(env, 'FW_THREADS_PER_RANK', 1, 1),
+    // Every rank runs threadsPerRank threads: by default the ranks together use the cores, no more.
+    maxRanks: int(env, 'FW_MAX_RANKS', Math.max(1, Math.floor(availableParallelism() / threadsPerRank)), 1),
+    threadsPerRank,
     launcher,
     defaultRestartBudget: int(env, 'FW_RESTART_BUDGET', 3, 0),
     defaultCheckpointInterval: int(env, 'FW_CHECKPOINT_INTERVAL', 100, 0),

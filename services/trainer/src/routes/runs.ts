@@ -77,8 +77,10 @@ export const runRoutes: FastifyPluginAsyncTypebox<RunRouteDeps> = async (app, de
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-      const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       let closed = false;
+      const send = (event: string, data: unknown) => {
+        if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      };
       const live: ReturnType<typeof metricView>[] = [];
       let backlogDone = false;
       const unsubscribe = deps.hub.subscribe(run.id, {
@@ -102,7 +104,7 @@ export const runRoutes: FastifyPluginAsyncTypebox<RunRouteDeps> = async (app, de
           lastStatus = key;
           send('status', runView(r));
         }
-        if (FINAL.has(r.status) || !follow) {
+        if ((FINAL.has(r.status) || !follow) && !closed) {
           send('end', { status: r.status, modelUri: r.model_uri, reason: r.reason });
           finish();
         }
@@ -116,7 +118,7 @@ export const runRoutes: FastifyPluginAsyncTypebox<RunRouteDeps> = async (app, de
       backlogDone = true;
       for (const m of live) if (m.step > sent) send('metric', m);
       const timer = setInterval(() => {
-        res.write(': keep-alive\n\n');
+        if (!closed) res.write(': keep-alive\n\n');
         void check();
       }, deps.ssePollMs ?? 2000);
       await check();
