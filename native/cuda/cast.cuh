@@ -1,0 +1,19 @@
+// cast.cuh: fp32 <-> bf16 conversions of whole buffers (master weights to
+// the bf16 working copy, bf16 activations to fp32 for tests and checkpoints).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace fw {
+namespace cuda {
+
+// out (n) = round-to-nearest-even bf16 of in (n).
+void cast_f32_to_bf16(__nv_bfloat16* out, const float* in, size_t n, cudaStream_t stream);
+// out (n) = in (n) widened (exact).
+void cast_bf16_to_f32(float* out, const __nv_bfloat16* in, size_t n, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fw

@@ -1,0 +1,50 @@
+// collective_nccl.h: the NCCL backend of collective.h (GPU ranks).
+//
+// Same contract as every backend (engine/collective.h): allreduce_sum leaves
+// the sum in x on every rank. Buffers may be device or host memory (host
+// buffers are staged through a device copy; training passes device buffers).
+// The calls of the Collective interface are synchronous. For overlapping the
+// gradient all-reduce with backward, NcclCollective adds an asynchronous
+// pair on its own communication stream:
+//
+//   // compute stream: backward writes grads of bucket k, then
+//   nccl.allreduce_async(bucket_k, n_k, NcclType::kBfloat16, compute_stream);
+//   ...                                   // backward goes on meanwhile
+//   nccl.wait_all(compute_stream);        // optimizer step after this
+//
+// allreduce_async makes the communication stream wait for the work queued
+// so far on compute_stream (an event), so bucket k travels while backward
+// computes bucket k+1. Rendezvous: rank 0 creates the NCCL unique id and
+// puts it in the trainer's store (FW_STORE_URL) under "nccl/unique_id"; the
+// others fetch it, waiting up to join_timeout_ms.
+// Run-to-run bit identity needs a fixed algorithm: NCCL_ALGO=Ring
+// NCCL_PROTO=Simple (the worker sets them unless the user did).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "collective.h"
+
+namespace fw {
+namespace cuda {
+
+class NcclCollective : public Collective {
+ public:
+  ~NcclCollective() override = default;
+  // Enqueue x (n elements of dtype, device memory) <- sum over ranks, after
+  // the work already queued on `after`. Returns at once.
+  virtual void allreduce_async(void* x, size_t n, int dtype, cudaStream_t after) = 0;
+  // Make `stream` wait for every all-reduce enqueued so far; checks the
+  // communicator for asynchronous errors.
+  virtual void wait_all(cudaStream_t stream) = 0;
+};
+
+// Join the other ranks (cudaSetDevice(env.local_rank) first). Throws
+// CollectiveError(kRendezvousTimeout) when the unique id does not arrive in
+// time, kStore when the store fails, kUnsupported when NCCL is missing.
+std::unique_ptr<NcclCollective> make_nccl_collective(const CollectiveEnv& env);
+
+}  // namespace cuda
+}  // namespace fw

@@ -1,0 +1,71 @@
+// cuda_common.cuh: what every CUDA file of the engine shares: the error check
+// that turns a CUDA status into fw::Error (library code never exits, see
+// engine/common.h), the fp32 <-> storage-type conversions and warp reductions.
+//
+// Storage types. Every kernel is a template over its storage type T, float or
+// __nv_bfloat16 (bf16 mixed precision); arithmetic is always fp32, so a bf16
+// kernel differs from the fp32 one only by the rounding of what it loads and
+// stores. Statistics kept for backward (rstd, lse) and optimizer state are fp32
+// whatever T is.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common.h"
+#include "cuda_check.h"
+
+namespace fw {
+namespace cuda {
+
+using bf16 = __nv_bfloat16;
+
+// Device-side float views of a storage value.
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block whose size is a multiple of 32 (<= 1024); every thread gets
+// the result. shared: at least 32 floats. The order of the additions is fixed,
+// so the result is the same run to run.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // shared may still be read by a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? shared[lane] : 0.0f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? shared[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+}  // namespace cuda
+}  // namespace fw

@@ -1,0 +1,100 @@
+// gemm_cublas.cpp: row-major GEMM on column-major cuBLAS, and Linear layers.
+//
+// cuBLAS is column-major; a row-major (M, N) matrix is the column-major
+// (N, M) matrix of its transpose, so C = op(A) op(B) in row-major is
+// C^T = op(B)^T op(A)^T in column-major: the call swaps A and B (and M and N)
+// and keeps the transpose flags. cublasGemmEx with fp32 compute serves both
+// storage types. cuBLASLt (epilogue-fused bias, GELU/SwiGLU) is the next step
+// once a profile shows the bias kernels matter.
+#include "gemm_cublas.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+
+#include <type_traits>
+
+#include "cuda_check.h"
+#include "ops_linear.cuh"
+
+#define FW_CUBLAS_CHECK(call)                                                                          \
+  do {                                                                                                 \
+    cublasStatus_t fw_cublas_st_ = (call);                                                             \
+    if (fw_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                                      \
+      ::fw::throw_error(::fw::ErrorKind::kInternal, __FILE__, __LINE__,                                \
+                        std::string(#call) + " failed: " + cublasGetStatusString(fw_cublas_st_),       \
+                        "check the shapes and leading dimensions passed to fw::cuda::gemm");           \
+    }                                                                                                  \
+  } while (0)
+
+namespace fw {
+namespace cuda {
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what cuBLAS recommends for Hopper
+
+template <typename T>
+constexpr cudaDataType_t data_type();
+template <>
+constexpr cudaDataType_t data_type<float>() { return CUDA_R_32F; }
+template <>
+constexpr cudaDataType_t data_type<__nv_bfloat16>() { return CUDA_R_16BF; }
+
+cublasHandle_t h(Blas& b) { return static_cast<cublasHandle_t>(b.handle()); }
+
+}  // namespace
+
+Blas::Blas() {
+  cublasHandle_t hd = nullptr;
+  FW_CUBLAS_CHECK(cublasCreate(&hd));
+  handle_ = hd;
+  FW_CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  FW_CUBLAS_CHECK(cublasSetWorkspace(hd, workspace_, kWorkspaceBytes));
+}
+
+Blas::~Blas() {
+  if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
+  if (workspace_) cudaFree(workspace_);
+}
+
+template <typename T>
+void gemm(Blas& blas, bool ta, bool tb, int M, int N, int K, float alpha, const T* A, int lda, const T* B, int ldb,
+          float beta, T* C, int ldc, cudaStream_t stream) {
+  FW_CHECK(M >= 0 && N >= 0 && K >= 0, kInvalidArgument, "gemm: negative shape " << M << "x" << N << "x" << K);
+  if (M == 0 || N == 0) return;
+  FW_CUBLAS_CHECK(cublasSetStream(h(blas), stream));
+  const cublasComputeType_t compute =
+      (std::is_same<T, float>::value && blas.allow_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  FW_CUBLAS_CHECK(cublasGemmEx(h(blas), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+                               &alpha, B, data_type<T>(), ldb, A, data_type<T>(), lda, &beta, C, data_type<T>(), ldc,
+                               compute, CUBLAS_GEMM_DEFAULT));
+}
+
+template <typename T>
+void linear_forward(Blas& blas, T* out, const T* inp, const T* w, const T* bias, int N, int IC, int OC,
+                    cudaStream_t stream) {
+  gemm<T>(blas, false, true, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, stream);
+  if (bias) bias_add_forward(out, bias, N, OC, stream);
+}
+
+template <typename T>
+void linear_backward(Blas& blas, T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int IC,
+                     int OC, bool accumulate_dinp, cudaStream_t stream) {
+  if (dinp) gemm<T>(blas, false, false, N, IC, OC, 1.0f, dout, OC, w, IC, accumulate_dinp ? 1.0f : 0.0f, dinp, IC,
+                    stream);
+  if (dw) gemm<T>(blas, true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, stream);
+  if (dbias) bias_backward(dbias, dout, N, OC, stream);
+}
+
+#define FW_GEMM_INSTANTIATE(T)                                                                                  \
+  template void gemm<T>(Blas&, bool, bool, int, int, int, float, const T*, int, const T*, int, float, T*, int,  \
+                        cudaStream_t);                                                                          \
+  template void linear_forward<T>(Blas&, T*, const T*, const T*, const T*, int, int, int, cudaStream_t);        \
+  template void linear_backward<T>(Blas&, T*, T*, T*, const T*, const T*, const T*, int, int, int, bool,        \
+                                   cudaStream_t);
+FW_GEMM_INSTANTIATE(float)
+FW_GEMM_INSTANTIATE(__nv_bfloat16)
+#undef FW_GEMM_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace fw
