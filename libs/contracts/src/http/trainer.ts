@@ -76,6 +76,10 @@ export const CreateRunBody = Type.Object(
     checkpointInterval: Type.Optional(NonNegativeInt),
     restartBudget: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
     seed: Type.Optional(NonNegativeInt),
+    /** One collective call may take this long before the ranks give up (FW_COLLECTIVE_TIMEOUT_MS). */
+    collectiveTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    /** Every rank must have joined the rendezvous within this (FW_JOIN_TIMEOUT_MS). */
+    joinTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
     /** Launcher name (`local`, `kubernetes`); default: the service's. */
     launcher: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' })),
   },

@@ -42,6 +42,8 @@ export function buildManifests(req: LaunchRequest, o: KubernetesLauncherOptions)
     { name: 'RANK', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } } },
     { name: 'GROUP_RANK', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } } },
     { name: 'WORLD_SIZE', value: String(req.worldSize) },
+    // The collective's TCP device listens on the pod's own address.
+    { name: 'FW_BIND_ADDR', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'LOCAL_RANK', value: '0' },
     { name: 'LOCAL_WORLD_SIZE', value: '1' },
     { name: 'OMP_NUM_THREADS', value: String(req.threadsPerRank) },

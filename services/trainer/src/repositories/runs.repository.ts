@@ -59,6 +59,8 @@ export interface RunSpec {
   restartBudget: number;
   seed: number;
   launcher: string;
+  collectiveTimeoutMs?: number | undefined;
+  joinTimeoutMs?: number | undefined;
 }
 
 export interface AttemptRow {

@@ -107,6 +107,8 @@ export async function resolveRunRequest(
     restartBudget: body.restartBudget ?? deps.defaultRestartBudget,
     seed: body.seed ?? 1337,
     launcher: launcherName,
+    collectiveTimeoutMs: body.collectiveTimeoutMs,
+    joinTimeoutMs: body.joinTimeoutMs,
   };
   return { id, trigger, spec: JSON.parse(JSON.stringify(spec)) as RunSpec, datasetName, datasetVersion };
 }

@@ -129,7 +129,14 @@ export function createSupervisor(deps: SupervisorDeps) {
         workerBin: deps.workerBin,
         specPath,
         workDir,
-        env: { FW_STORE_URL: deps.storeUrl(run.id, attempt), FW_STORE_TOKEN: token, FW_RUN_ID: run.id, FW_ATTEMPT: String(attempt) },
+        env: {
+          FW_STORE_URL: deps.storeUrl(run.id, attempt),
+          FW_STORE_TOKEN: token,
+          FW_RUN_ID: run.id,
+          FW_ATTEMPT: String(attempt),
+          ...(run.spec.collectiveTimeoutMs ? { FW_COLLECTIVE_TIMEOUT_MS: String(run.spec.collectiveTimeoutMs) } : {}),
+          ...(run.spec.joinTimeoutMs ? { FW_JOIN_TIMEOUT_MS: String(run.spec.joinTimeoutMs) } : {}),
+        },
         threadsPerRank: deps.threadsPerRank,
       });
     } catch (e) {
