@@ -231,6 +231,8 @@ export function createSupervisor(deps: SupervisorDeps) {
 
     // The first rank to fail stops the others: survivors of a broken world would wait forever.
     let stopping = false;
+    /** Ranks in the order they failed: the first one is the cause, the others were stopped. */
+    const failedOrder: number[] = [];
     const stopAll = () => {
       if (stopping) return;
       stopping = true;
@@ -241,7 +243,10 @@ export function createSupervisor(deps: SupervisorDeps) {
       launched.ranks.map(async (r) => {
         const e = await r.exited;
         await deps.runs.rankExited(run.id, attempt, r.rank, e.code, e.signal);
-        if (e.code !== 0) stopAll();
+        if (e.code !== 0) {
+          failedOrder.push(r.rank);
+          stopAll();
+        }
         return e;
       }),
     );
@@ -251,7 +256,7 @@ export function createSupervisor(deps: SupervisorDeps) {
     for (const t of tasks) await t.catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'event not published'));
     await deps.store.close(run.id, attempt).catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'store not closed'));
     await deps.runs.progress(run.id, step, null);
-    return { exits, errors, step, stderr: launched.ranks.map((r) => r.stderrTail().slice(-2000)) };
+    return { exits, errors, step, failedOrder, stderr: launched.ranks.map((r) => r.stderrTail().slice(-2000)) };
   }
 
   async function runToEnd(run: RunRow): Promise<void> {
@@ -336,7 +341,7 @@ export function createSupervisor(deps: SupervisorDeps) {
           await deps.runs.endAttempt(run.id, attempt, 'failed', 'trainer shut down');
           return;
         }
-        const firstBad = exits.findIndex((e) => e.code !== 0);
+        const firstBad = result.failedOrder[0] ?? exits.findIndex((e) => e.code !== 0);
         const rankErr = errors.get(firstBad) ?? (result.stderr[firstBad] || undefined);
         const reason = describeExit(firstBad, exits[firstBad]!, step, rankErr);
         const cancelled = a.cancelled || (await deps.runs.get(run.id))?.cancel_requested;
