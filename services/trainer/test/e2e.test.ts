@@ -147,5 +147,19 @@ describe('e2e', () => {
     const cfg = JSON.parse((await read(`${done.model_uri}config.json`)).toString('utf8')) as { hidden_size: number };
     expect(cfg.hidden_size).toBe(32);
     expect((await read(`${done.model_uri}tokenizer.json`)).length).toBeGreaterThan(100);
+
+    // The registered folder loads in the engine: a short fine-tune starts from it and reports its loss.
+    const next = await h.app.inject({
+      method: 'POST',
+      url: '/v1/runs',
+      headers: h.auth,
+      payload: { dataset: { name: 'e2e-books' }, model: { baseUri: done.model_uri }, hyperparameters: { maxSteps: 3, learningRate: 1e-4, batchSize: 4, seqLen: 32 } },
+    });
+    expect(next.statusCode, next.body).toBe(201);
+    const tuned = await h.waitRun(next.json<{ id: string }>().id, (r) => r.status === 'completed' || r.status === 'failed');
+    expect(tuned.status, tuned.reason ?? '').toBe('completed');
+    // Its first loss continues from the trained model's last one, far below a fresh init's ln(658) = 6.49.
+    const first = (await h.runs.metrics(tuned.id, 0)).find((m) => m.step === 1 && m.loss !== null)!;
+    expect(first.loss!).toBeLessThan(done.last_loss! + 0.5);
   }, 240_000);
 });

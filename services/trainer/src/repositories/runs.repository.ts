@@ -252,7 +252,16 @@ export function createRunsRepository(db: Queryable) {
       return r.rows;
     },
 
-    async recordMetrics(rows: MetricRow[]): Promise<void> {
+    async recordMetrics(input: MetricRow[]): Promise<void> {
+      // One row per key in a statement (ON CONFLICT cannot touch a row twice): a step's
+      // `step` and `eval` events merge, later values win.
+      const merged = new Map<string, MetricRow>();
+      for (const r of input) {
+        const k = `${r.run_id}\0${r.rank}\0${r.step}`;
+        const prev = merged.get(k);
+        merged.set(k, prev ? { ...prev, ...Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) } : r);
+      }
+      const rows = [...merged.values()];
       if (rows.length === 0) return;
       const cols = ['run_id', 'rank', 'step', 'attempt', 'loss', 'lr', 'grad_norm', 'tokens_per_s', 'val_loss'] as const;
       const params: unknown[] = [];
