@@ -145,118 +145,129 @@ export function createSupervisor(deps: SupervisorDeps) {
     }
     a.launched = launched;
     if (a.cancelled) launched.signal('SIGTERM');
-    for (const r of launched.ranks) await deps.runs.rankStarted(run.id, attempt, r.rank, r.pid, r.host);
-    const tasks: Promise<unknown>[] = [
-      deps.publish.started({
-        runId: run.id,
-        attempt,
-        worldSize: run.world_size,
-        device: 'cpu',
-        startedAt: new Date().toISOString(),
-        resumedFromStep: resumedFrom,
-      }),
-    ];
+    // Anything going wrong from here on (Postgres, NATS) must not leave ranks running.
+    const follow = async () => {
+      for (const r of launched.ranks) await deps.runs.rankStarted(run.id, attempt, r.rank, r.pid, r.host);
+      const tasks: Promise<unknown>[] = [
+        deps.publish.started({
+          runId: run.id,
+          attempt,
+          worldSize: run.world_size,
+          device: 'cpu',
+          startedAt: new Date().toISOString(),
+          resumedFromStep: resumedFrom,
+        }),
+      ];
 
-    const started = Date.now();
-    let step = 0;
-    let lastProgress = 0;
-    const errors = new Map<number, string>();
-    let pending: MetricRow[] = [];
-    let flushing = Promise.resolve();
-    const flush = () => {
-      const rows = pending;
-      pending = [];
-      flushing = flushing.then(() => deps.runs.recordMetrics(rows)).catch((e: unknown) => deps.log.warn({ err: e, runId: run.id }, 'metrics not recorded'));
-      return flushing;
-    };
-    const timer = setInterval(() => void flush(), 500);
+      const started = Date.now();
+      let step = 0;
+      let lastProgress = 0;
+      const errors = new Map<number, string>();
+      let pending: MetricRow[] = [];
+      let flushing = Promise.resolve();
+      const flush = () => {
+        const rows = pending;
+        pending = [];
+        flushing = flushing.then(() => deps.runs.recordMetrics(rows)).catch((e: unknown) => deps.log.warn({ err: e, runId: run.id }, 'metrics not recorded'));
+        return flushing;
+      };
+      const timer = setInterval(() => void flush(), 500);
 
-    for (const r of launched.ranks) {
-      r.onLine((line) => {
-        let ev: Record<string, unknown>;
-        try {
-          ev = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          return;
-        }
-        const num = (k: string) => (typeof ev[k] === 'number' ? (ev[k] as number) : null);
-        if (ev['event'] === 'step' || ev['event'] === 'eval') {
-          const m: MetricRow = {
-            run_id: run.id,
-            rank: r.rank,
-            step: num('step') ?? 0,
-            attempt,
-            loss: num('loss'),
-            lr: num('lr'),
-            grad_norm: num('grad_norm'),
-            tokens_per_s: num('tokens_per_s'),
-            val_loss: num('val_loss'),
-          };
-          pending.push(m);
-          deps.hub.emitMetric(run.id, m);
-          if (r.rank === 0 && ev['event'] === 'step') {
-            step = m.step;
-            const now = Date.now();
-            if (now - lastProgress >= deps.progressIntervalMs || step === run.max_steps) {
-              lastProgress = now;
-              tasks.push(
-                deps.runs.progress(run.id, step, m.loss).then(() =>
-                  deps.publish.progress({
-                    runId: run.id,
-                    step,
-                    maxSteps: run.max_steps,
-                    loss: m.loss ?? 0,
-                    learningRate: Math.max(0, m.lr ?? 0),
-                    ...(m.grad_norm !== null ? { gradNorm: Math.max(0, m.grad_norm) } : {}),
-                    ...(m.tokens_per_s !== null ? { tokensPerSecond: Math.max(0, m.tokens_per_s) } : {}),
-                    elapsedSeconds: (now - started) / 1000,
-                  }),
-                ),
-              );
-            }
+      for (const r of launched.ranks) {
+        r.onLine((line) => {
+          let ev: Record<string, unknown>;
+          try {
+            ev = JSON.parse(line) as Record<string, unknown>;
+          } catch {
+            return;
           }
-        } else if (ev['event'] === 'checkpoint' && r.rank === 0) {
-          const cstep = num('step') ?? 0;
-          const path = String(ev['path']);
-          tasks.push(
-            deps.runs
-              .checkpoint(run.id, cstep, attempt, path, String(ev['reason'] ?? 'interval'))
-              .then(() => deps.publish.checkpointed({ runId: run.id, step: cstep, checkpointUri: `file://${path}` })),
-          );
-        } else if (ev['event'] === 'error') {
-          errors.set(r.rank, String(ev['message'] ?? 'error'));
-        }
-      });
-    }
+          const num = (k: string) => (typeof ev[k] === 'number' ? (ev[k] as number) : null);
+          if (ev['event'] === 'step' || ev['event'] === 'eval') {
+            const m: MetricRow = {
+              run_id: run.id,
+              rank: r.rank,
+              step: num('step') ?? 0,
+              attempt,
+              loss: num('loss'),
+              lr: num('lr'),
+              grad_norm: num('grad_norm'),
+              tokens_per_s: num('tokens_per_s'),
+              val_loss: num('val_loss'),
+            };
+            pending.push(m);
+            deps.hub.emitMetric(run.id, m);
+            if (r.rank === 0 && ev['event'] === 'step') {
+              step = m.step;
+              const now = Date.now();
+              if (now - lastProgress >= deps.progressIntervalMs || step === run.max_steps) {
+                lastProgress = now;
+                tasks.push(
+                  deps.runs.progress(run.id, step, m.loss).then(() =>
+                    deps.publish.progress({
+                      runId: run.id,
+                      step,
+                      maxSteps: run.max_steps,
+                      loss: m.loss ?? 0,
+                      learningRate: Math.max(0, m.lr ?? 0),
+                      ...(m.grad_norm !== null ? { gradNorm: Math.max(0, m.grad_norm) } : {}),
+                      ...(m.tokens_per_s !== null ? { tokensPerSecond: Math.max(0, m.tokens_per_s) } : {}),
+                      elapsedSeconds: (now - started) / 1000,
+                    }),
+                  ),
+                );
+              }
+            }
+          } else if (ev['event'] === 'checkpoint' && r.rank === 0) {
+            const cstep = num('step') ?? 0;
+            const path = String(ev['path']);
+            tasks.push(
+              deps.runs
+                .checkpoint(run.id, cstep, attempt, path, String(ev['reason'] ?? 'interval'))
+                .then(() => deps.publish.checkpointed({ runId: run.id, step: cstep, checkpointUri: `file://${path}` })),
+            );
+          } else if (ev['event'] === 'error') {
+            errors.set(r.rank, String(ev['message'] ?? 'error'));
+          }
+        });
+      }
 
-    // The first rank to fail stops the others: survivors of a broken world would wait forever.
-    let stopping = false;
-    /** Ranks in the order they failed: the first one is the cause, the others were stopped. */
-    const failedOrder: number[] = [];
-    const stopAll = () => {
-      if (stopping) return;
-      stopping = true;
-      launched.signal('SIGTERM');
-      setTimeout(() => launched.signal('SIGKILL'), grace).unref();
+      // The first rank to fail stops the others: survivors of a broken world would wait forever.
+      let stopping = false;
+      /** Ranks in the order they failed: the first one is the cause, the others were stopped. */
+      const failedOrder: number[] = [];
+      const stopAll = () => {
+        if (stopping) return;
+        stopping = true;
+        launched.signal('SIGTERM');
+        setTimeout(() => launched.signal('SIGKILL'), grace).unref();
+      };
+      const exits = await Promise.all(
+        launched.ranks.map(async (r) => {
+          const e = await r.exited;
+          await deps.runs.rankExited(run.id, attempt, r.rank, e.code, e.signal);
+          if (e.code !== 0) {
+            failedOrder.push(r.rank);
+            stopAll();
+          }
+          return e;
+        }),
+      );
+      clearInterval(timer);
+      await flush();
+      await Promise.allSettled(tasks);
+      for (const t of tasks) await t.catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'event not published'));
+      await deps.store.close(run.id, attempt).catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'store not closed'));
+      await deps.runs.progress(run.id, step, null);
+      return { exits, errors, step, failedOrder, stderr: launched.ranks.map((r) => r.stderrTail().slice(-2000)) };
     };
-    const exits = await Promise.all(
-      launched.ranks.map(async (r) => {
-        const e = await r.exited;
-        await deps.runs.rankExited(run.id, attempt, r.rank, e.code, e.signal);
-        if (e.code !== 0) {
-          failedOrder.push(r.rank);
-          stopAll();
-        }
-        return e;
-      }),
-    );
-    clearInterval(timer);
-    await flush();
-    await Promise.allSettled(tasks);
-    for (const t of tasks) await t.catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'event not published'));
-    await deps.store.close(run.id, attempt).catch((err: unknown) => deps.log.warn({ err, runId: run.id }, 'store not closed'));
-    await deps.runs.progress(run.id, step, null);
-    return { exits, errors, step, failedOrder, stderr: launched.ranks.map((r) => r.stderrTail().slice(-2000)) };
+    try {
+      return await follow();
+    } catch (e) {
+      launched.signal('SIGKILL');
+      await Promise.all(launched.ranks.map((r) => r.exited));
+      await deps.store.close(run.id, attempt).catch(() => undefined);
+      throw e;
+    }
   }
 
   async function runToEnd(run: RunRow): Promise<void> {
