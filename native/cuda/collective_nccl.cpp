@@ -51,13 +51,18 @@ class NcclCollectiveImpl : public NcclCollective {
     FW_CUDA_CHECK(cudaSetDevice(env.local_rank));
     ncclUniqueId id{};
     const std::string key = "nccl/unique_id";
-    FW_CHECK_HINT(!env.store_url.empty(), kInvalidArgument, "nccl: world_size " << env.world_size
-                  << " needs a rendezvous store", "set FW_STORE_URL (the trainer does)");
-    StoreClient store(env.store_url, env.store_token);
-    if (env.rank == 0) {
+    if (env.world_size == 1) {
+      FW_NCCL_CHECK(api_, api_.GetUniqueId(&id));  // a communicator of one: nobody to tell
+    } else if (env.rank == 0) {
+      FW_CHECK_HINT(!env.store_url.empty(), kInvalidArgument, "nccl: world_size " << env.world_size
+                    << " needs a rendezvous store", "set FW_STORE_URL (the trainer does)");
       FW_NCCL_CHECK(api_, api_.GetUniqueId(&id));
+      StoreClient store(env.store_url, env.store_token);
       store.set(key, std::vector<char>(id.internal, id.internal + sizeof(id.internal)));
     } else {
+      FW_CHECK_HINT(!env.store_url.empty(), kInvalidArgument, "nccl: world_size " << env.world_size
+                    << " needs a rendezvous store", "set FW_STORE_URL (the trainer does)");
+      StoreClient store(env.store_url, env.store_token);
       auto v = store.get(key, env.join_timeout_ms);
       if (!v) throw CollectiveError(CollectiveFailure::kRendezvousTimeout,
                                     "nccl: rank 0 did not publish its unique id within " +
