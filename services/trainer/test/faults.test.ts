@@ -86,7 +86,10 @@ describe('faults', () => {
     const chunks: Buffer[] = [];
     for await (const c of uploaded) chunks.push(c as Buffer);
     expect(Buffer.compare(Buffer.concat(chunks), await weights(killed))).toBe(0);
+    for (let i = 0; i < 100 && !h.events('fw.trainer.run.completed').some((e) => e.data.runId === killed); i++) await new Promise((res) => setTimeout(res, 50));
     expect(h.events('fw.trainer.run.completed').some((e) => e.data.runId === killed && e.data.restarts === 1)).toBe(true);
+    // The rendezvous stores of both attempts are gone.
+    for (const attempt of [0, 1]) await expect(h.store.authorize(killed, attempt, 'x')).rejects.toMatchObject({ status: 410 });
   }, 120_000);
 
   it('faults - a corrupt latest checkpoint is refused, set aside, and the run falls back to the one before and still ends bit-identical', async () => {
