@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# run_gpu_checks.sh: everything about the CUDA backend that needs a GPU, in one
+# command, on a machine with an NVIDIA GPU, the CUDA toolkit and PyTorch:
+#
+#   native/cuda/run_gpu_checks.sh [build-dir]      (default native/build-cuda)
+#
+#  1. configure native/ with CUDA (cuBLAS from the toolkit, or from the
+#     nvidia-cublas pip wheel that comes with PyTorch), build the GPU tests
+#     and the kernel benchmark;
+#  2. run the parity tests (every op vs the CPU backend, fp32 and bf16;
+#     attention fwd/bwd; KV-cache decode vs full forward; cuBLAS; NCCL);
+#  3. compute-sanitizer memcheck and racecheck on the same tiny shapes;
+#  4. the benchmark: PyTorch eager and torch.compile side by side for the
+#     124M Llama-style config at seq 1024, plus per-kernel engine times.
+# Logs go to $OUT (or <build-dir>/gpu-checks). Exit status: non-zero when a
+# build, test or sanitizer step failed (the benchmark is informational).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${1:-$ROOT/native/build-cuda}
+LOGS=${OUT:-$BUILD/gpu-checks}
+PY=${PYTHON:-python3}
+mkdir -p "$LOGS"
+failed=0
+passed=0
+step() { echo; echo "=== $*"; }
+record() {  # record NAME STATUS
+  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "--- $1: OK"; else failed=$((failed + 1)); echo "--- $1: FAILED ($2)"; fi
+}
+
+step "device"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+command -v nvcc >/dev/null || { echo "nvcc not found: put the CUDA toolkit's bin/ on PATH"; exit 2; }
+nvcc --version | tail -1
+
+# cuBLAS / NCCL from PyTorch's pip wheels when the toolkit lacks them.
+EXTRA=()
+if ! ls "$(dirname "$(dirname "$(command -v nvcc)")")"/lib64/libcublas.so* >/dev/null 2>&1 &&
+   ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so'; then
+  WHEEL=$("$PY" - <<'PYEOF' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit
+for base in nvidia.__path__:
+    for inc in glob.glob(os.path.join(base, "*", "include", "cublas_v2.h")):
+        root = os.path.dirname(os.path.dirname(inc))
+        libs = sorted(glob.glob(os.path.join(root, "lib", "libcublas.so*")))
+        lts = sorted(glob.glob(os.path.join(root, "lib", "libcublasLt.so*")))
+        if libs and lts:
+            print(root, libs[0], lts[0])
+            raise SystemExit
+PYEOF
+)
+  if [ -n "$WHEEL" ]; then
+    read -r WROOT WLIB WLT <<<"$WHEEL"
+    echo "cuBLAS from the pip wheel at $WROOT"
+    EXTRA+=("-DCUDA_cublas_LIBRARY=$WLIB" "-DCUDA_cublasLt_LIBRARY=$WLT" "-DCMAKE_CXX_FLAGS=-I$WROOT/include")
+    export LD_LIBRARY_PATH="$WROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
+if [ -z "${FW_NCCL_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2'; then
+  NCCL=$("$PY" -c "import glob,nvidia,os;print(next(iter(sum([glob.glob(os.path.join(b,'nccl','lib','libnccl.so.2')) for b in nvidia.__path__],[])),''))" 2>/dev/null)
+  [ -n "$NCCL" ] && export FW_NCCL_LIBRARY=$NCCL && echo "NCCL from $NCCL"
+fi
+
+step "configure + build ($BUILD)"
+cmake -S "$ROOT/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "${EXTRA[@]}" 2>&1 | tee "$LOGS/configure.log" | grep -i "flywheel\|error"
+if ! grep -q "GPU tests enabled" "$LOGS/configure.log"; then
+  echo "cuBLAS was not found: no GPU tests to build (see $LOGS/configure.log)"; exit 2
+fi
+TESTS=(cuda_ops_test cuda_attention_test cuda_linear_test cuda_collective_test)
+cmake --build "$BUILD" --target "${TESTS[@]}" fw_cuda_kernel_bench 2>&1 | tail -5
+record build "${PIPESTATUS[0]}"
+BIN=$BUILD/cuda/tests
+
+step "parity tests"
+for t in "${TESTS[@]}"; do
+  "$BIN/$t" 2>&1 | tee "$LOGS/$t.log" | grep -E "^(OK|NOT OK)|\[  (FAILED|SKIPPED) \]|PASSED"
+  record "$t" "${PIPESTATUS[0]}"
+done
+
+step "compute-sanitizer (tiny shapes)"
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    for t in cuda_ops_test cuda_attention_test; do
+      compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 "$BIN/$t" >"$LOGS/sanitizer-$tool-$t.log" 2>&1
+      s=$?
+      tail -3 "$LOGS/sanitizer-$tool-$t.log"
+      record "$tool $t" "$s"
+    done
+  done
+else
+  echo "compute-sanitizer not on PATH (it ships in the toolkit's bin/)"; record compute-sanitizer 1
+fi
+
+step "benchmark (PyTorch eager / torch.compile, engine kernels)"
+"$PY" "$ROOT/bench/engine/cuda/bench.py" --kernel-bench "$BIN/fw_cuda_kernel_bench" --json "$LOGS/bench.json" 2>&1 |
+  tee "$LOGS/bench.log" | grep -v "^W[0-9]"
+
+echo
+echo "gpu-checks: $passed passed, $failed failed"
+echo "logs: $LOGS"
+[ "$failed" -eq 0 ]
