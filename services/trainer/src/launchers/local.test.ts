@@ -49,6 +49,21 @@ describe('local launcher', () => {
     expect(exits.every((e) => e.signal === 'SIGKILL')).toBe(true);
   });
 
+  it('local - lines a rank writes before the callback is set are delivered, in order', async () => {
+    const early = join(dir, 'early_worker');
+    await writeFile(early, '#!/bin/sh\necho one\necho two\nexec sleep 60\n');
+    await chmod(early, 0o755);
+    const attempt = await createLocalLauncher({ maxRanks: 1 }).launch({
+      runId: 'r2', attempt: 0, worldSize: 1, workerBin: early, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1,
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const got: string[] = [];
+    attempt.ranks[0]!.onLine((l) => got.push(l));
+    expect(got).toEqual(['one', 'two']);
+    attempt.signal('SIGKILL');
+    expect((await attempt.ranks[0]!.exited).signal).toBe('SIGKILL');
+  });
+
   it('local - a missing or non-executable worker binary is a LaunchError naming it', async () => {
     const launcher = createLocalLauncher({ maxRanks: 1 });
     const req = { runId: 'r', attempt: 0, worldSize: 1, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1 };

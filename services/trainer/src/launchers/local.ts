@@ -64,7 +64,11 @@ export function createLocalLauncher(opts: LocalLauncherOptions): Launcher {
           child.once('error', () => resolve({ code: null, signal: 'SPAWN_FAILED' }));
           child.once('exit', (code, signal) => resolve({ code, signal }));
         });
+        // Lines written before the supervisor listens (it records the ranks first) are kept, not dropped.
         const lines = createInterface({ input: child.stdout! });
+        const early: string[] = [];
+        let listener: ((line: string) => void) | undefined;
+        lines.on('line', (l) => (listener ? listener(l) : early.push(l)));
         const stderr: string[] = [];
         child.stderr!.on('data', (b: Buffer) => {
           stderr.push(b.toString('utf8'));
@@ -74,7 +78,10 @@ export function createLocalLauncher(opts: LocalLauncherOptions): Launcher {
           rank,
           pid: child.pid ?? null,
           host: hostname(),
-          onLine: (cb) => lines.on('line', cb),
+          onLine: (cb) => {
+            listener = cb;
+            for (const l of early.splice(0)) cb(l);
+          },
           stderrTail: () => stderr.join('').split('\n').filter(Boolean).slice(-5).join(' | '),
           exited,
         });

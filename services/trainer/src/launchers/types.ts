@@ -22,7 +22,7 @@ export interface RankHandle {
   rank: number;
   pid: number | null;
   host: string | null;
-  /** Called for every stdout line of the rank. */
+  /** Sets the one callback for every stdout line of the rank (lines written before it was set included). */
   onLine(cb: (line: string) => void): void;
   /** The last lines the rank wrote to stderr (empty when not collected). */
   stderrTail(): string;
