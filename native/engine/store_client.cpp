@@ -194,16 +194,17 @@ StoreClient::Response StoreClient::request_once(const char* method, const std::s
 
 StoreClient::Response StoreClient::request(const char* method, const std::string& path, const std::vector<char>& body,
                                            int64_t read_timeout_ms) {
-  // A refused connection is retried (the trainer may be restarting, a pod's
-  // DNS may lag); anything the server answered is final.
+  // A refused connection or a 503 is retried (the trainer may be restarting,
+  // a pod's DNS may lag); any other answer is final.
   auto t0 = Clock::now();
   int64_t backoff = 50;
   while (true) {
     bool refused = false;
     Response r = request_once(method, path, body, read_timeout_ms, &refused);
-    if (!refused) return r;
+    // 503: the trainer's store is briefly unavailable and asks for a retry.
+    if (!refused && r.status != 503) return r;
     if (ms_since(t0) >= connect_retry_ms)
-      store_fail("cannot connect to " + host_ + ":" + std::to_string(port_) + " (" + url_ + ") for " +
+      store_fail("cannot connect to (or got only 503 from) " + host_ + ":" + std::to_string(port_) + " (" + url_ + ") for " +
                  std::to_string(connect_retry_ms) + " ms");
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
     backoff = std::min<int64_t>(backoff * 2, 1000);
