@@ -36,7 +36,9 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * z + r + 1.0f;
-  int32_t bits = ((int32_t)n + 127) << 23;  // 2^n
+  // 2^n from its exponent bits; unsigned so a NaN input (whose n is
+  // garbage) cannot make a signed shift; p is NaN then anyway.
+  uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;

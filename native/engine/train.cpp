@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "collective.h"
+
 namespace fw {
 
 template <typename T>
@@ -52,6 +54,14 @@ StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int 
   size_t mbn = (size_t)mb * T_;
   StepResult r;
   for (size_t i = 0; i < (size_t)B * T_; i++) r.tokens += targets[i] != kIgnoreIndex;
+  bool dp = coll_ && coll_->world_size() > 1;
+  if (dp) {
+    // The global target count, so that summing the ranks' gradients gives
+    // the gradient of the mean over the global batch.
+    double count = (double)r.tokens;
+    coll_->allreduce_sum(&count, 1);
+    r.tokens = (int64_t)count;
+  }
   double norm = (double)std::max<int64_t>(r.tokens, 1);
   model_.zero_grad();
   model_.set_training(true);
@@ -77,6 +87,15 @@ StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int 
     model_.backward(dlogits_.data());
   }
   T* g = trainable_grads();
+  if (dp) {
+    allreduce_sum_bucketed(*coll_, g, trainable_layout().numel);
+    double parts[3] = {r.loss, last_distill_.ce, last_distill_.kl};
+    coll_->allreduce_sum(parts, 3);
+    r.loss = parts[0];
+    last_distill_.total = parts[0];
+    last_distill_.ce = parts[1];
+    last_distill_.kl = parts[2];
+  }
   r.grad_norm = grad_global_norm(g, trainable_layout().numel);
   r.lr = sched_.at(step_);
   if (!std::isfinite(r.grad_norm)) {

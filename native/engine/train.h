@@ -33,6 +33,8 @@
 
 namespace fw {
 
+class Collective;  // collective.h
+
 struct TrainConfig {
   double lr = 3e-4;             // peak learning rate
   double min_lr = 3e-5;         // floor of the cosine decay
@@ -70,6 +72,14 @@ class TrainerT {
   // Mean loss without updating anything (no dropout). Cross-entropy only.
   double eval_loss(const int32_t* tokens, const int32_t* targets, int B, int T_);
 
+  // Data parallelism: with a collective of world_size > 1, every rank calls
+  // step() with its own shard of the global batch (same B, T). The loss is
+  // normalised by the non-ignored target count summed over ALL ranks, the
+  // gradients are summed across ranks (bucketed allreduce) before clipping,
+  // and the returned loss / tokens are the global ones, so every rank applies
+  // the same update and the weights stay identical. nullptr or world_size 1:
+  // single process. Not owned.
+  void set_collective(Collective* c) { coll_ = c; }
   const TrainConfig& config() const { return cfg_; }
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }
@@ -88,6 +98,7 @@ class TrainerT {
   TrainConfig cfg_;
   LoraT<T>* lora_;
   ModelT<T>* teacher_;
+  Collective* coll_ = nullptr;
   AdamWT<T> adam_;
   LrSchedule sched_;
   Rng rng_;

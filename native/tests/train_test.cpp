@@ -8,6 +8,7 @@
 #include "engine_test_util.h"
 #include "lora.h"
 #include "optim.h"
+#include "collective.h"
 #include "train.h"
 
 using fwtest::expect_grad_matches;
@@ -321,4 +322,59 @@ TEST(train, non_finite_gradients_skip_the_update) {
   EXPECT_EQ(tr.step_count(), 0);
   EXPECT_EQ(0, std::memcmp(before.data(), m.params.data(), before.size() * sizeof(float))) << "weights untouched";
   for (float v : tr.adam().m) ASSERT_EQ(v, 0.0f) << "moments untouched";
+}
+
+// A test double for collective.h standing in for N ranks that all hold the
+// same data: allreduce_sum multiplies by N (what summing N identical buffers
+// gives). Data parallelism over N identical shards must then equal one
+// process training on the batch repeated N times. The real multi-process
+// backends have their own tests (collective_*_test).
+namespace {
+class IdenticalRanks : public fw::Collective {
+ public:
+  explicit IdenticalRanks(int n) : n_(n) {}
+  const char* name() const override { return "identical-ranks"; }
+  fw::CollectiveCaps caps() const override { return {}; }
+  int rank() const override { return 0; }
+  int world_size() const override { return n_; }
+  void allreduce_sum(float* x, size_t n) override {
+    for (size_t i = 0; i < n; i++) x[i] *= (float)n_;
+  }
+  void allreduce_sum(double* x, size_t n) override {
+    for (size_t i = 0; i < n; i++) x[i] *= n_;
+  }
+  void broadcast(void*, size_t, int) override {}
+  void barrier() override {}
+
+ private:
+  int n_;
+};
+}  // namespace
+
+TEST(train, data_parallel_step_equals_the_global_batch) {
+  std::vector<int32_t> tok, tgt;
+  fwtest::random_batch(tok, tgt, 2, 5, 11, 31);
+  std::vector<int32_t> tok3, tgt3;  // the global batch: 3 copies
+  for (int i = 0; i < 3; i++) {
+    tok3.insert(tok3.end(), tok.begin(), tok.end());
+    tgt3.insert(tgt3.end(), tgt.begin(), tgt.end());
+  }
+  fw::TrainConfig tc;
+  tc.lr = 1e-2;
+  fw::ModelT<double> a(fwtest::tiny_config()), b(fwtest::tiny_config());
+  a.init_random(32, 0.2);
+  b.init_random(32, 0.2);
+  fw::TrainerT<double> ta(a, tc), tb(b, tc);
+  IdenticalRanks ranks(3);
+  ta.set_collective(&ranks);
+  for (int s = 0; s < 2; s++) {
+    fw::StepResult ra = ta.step(tok.data(), tgt.data(), 2, 5);
+    fw::StepResult rb = tb.step(tok3.data(), tgt3.data(), 6, 5);
+    EXPECT_NEAR(ra.loss, rb.loss, 1e-12);
+    EXPECT_EQ(ra.tokens, rb.tokens);
+    EXPECT_NEAR(ra.grad_norm, rb.grad_norm, 1e-12 * rb.grad_norm);
+  }
+  double md = 0;
+  for (size_t i = 0; i < a.params.size(); i++) md = std::max(md, std::fabs(a.params[i] - b.params[i]));
+  EXPECT_LT(md, 1e-12);
 }
