@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -39,8 +40,15 @@ inline bool have_gpu() {
   return n > 0;
 }
 
-#define FW_REQUIRE_GPU() \
-  if (!::fwcuda_test::have_gpu()) GTEST_SKIP() << "no CUDA device"
+// No device: skip, or fail when FW_CUDA_TESTS_REQUIRE_GPU is set (as
+// run_gpu_checks.sh does, so a GPU run can never pass by skipping).
+#define FW_REQUIRE_GPU()                                                       \
+  do {                                                                         \
+    if (!::fwcuda_test::have_gpu()) {                                          \
+      if (std::getenv("FW_CUDA_TESTS_REQUIRE_GPU")) GTEST_FAIL() << "no CUDA device"; \
+      GTEST_SKIP() << "no CUDA device";                                        \
+    }                                                                          \
+  } while (0)
 
 template <typename T>
 constexpr double tol() {
