@@ -50,3 +50,69 @@ describe('kubernetes launcher', () => {
     expect(n.length).toBeLessThanOrEqual(63);
   });
 });
+
+/**
+ * The launcher's API calls through the real @kubernetes/client-node, against
+ * a local HTTP listener that answers like the API server for the few paths
+ * used (no cluster runs on this machine).
+ */
+describe('kubernetes launcher API calls', () => {
+  it('kubernetes - creates the Secret and the Job, follows the Job status to success, and deletes both when stopped', async () => {
+    const { createServer } = await import('node:http');
+    const k8s = await import('@kubernetes/client-node');
+    const { createKubernetesLauncher } = await import('./kubernetes.ts');
+    const calls: { method: string; url: string; body: unknown }[] = [];
+    let succeeded = 0;
+    const server = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (c: Buffer) => (raw += c.toString()));
+      req.on('end', () => {
+        calls.push({ method: req.method!, url: req.url!, body: raw ? JSON.parse(raw) : undefined });
+        res.setHeader('content-type', 'application/json');
+        if (req.method === 'GET' && /\/jobs\/[^/]+\/status$/.test(req.url!)) {
+          res.end(JSON.stringify({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name: 'x' }, status: { succeeded } }));
+        } else if (req.method === 'POST' || req.method === 'DELETE') {
+          res.end(raw || JSON.stringify({ apiVersion: 'v1', kind: 'Status', status: 'Success' }));
+        } else {
+          res.statusCode = 404;
+          res.end(JSON.stringify({ kind: 'Status', code: 404 }));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const kc = new k8s.KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+      users: [{ name: 'u', token: 'api-token' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    try {
+      const launcher = createKubernetesLauncher({ ...opts, pollMs: 50 }, kc);
+      expect(launcher.maxWorldSize()).toBe(8);
+      const a = await launcher.launch(req);
+      const name = jobName(req.runId, req.attempt);
+      expect(calls.map((c) => `${c.method} ${c.url.split('?')[0]}`).slice(0, 2)).toEqual([
+        'POST /api/v1/namespaces/ml/secrets',
+        'POST /apis/batch/v1/namespaces/ml/jobs',
+      ]);
+      expect(calls[1]!.body).toMatchObject({ kind: 'Job', metadata: { name }, spec: { completionMode: 'Indexed', completions: 4 } });
+      expect(() => new Job(calls[1]!.body as never).validate()).not.toThrow();
+      succeeded = 4;
+      const exits = await Promise.all(a.ranks.map((r) => r.exited));
+      expect(exits.every((e) => e.code === 0)).toBe(true);
+
+      // A second attempt, stopped by the trainer: Job and Secret are deleted.
+      succeeded = 0;
+      const b = await launcher.launch({ ...req, attempt: 3 });
+      b.signal('SIGTERM');
+      const stopped = await b.ranks[0]!.exited;
+      expect(stopped.signal).toBe('SIGTERM');
+      const deletes = calls.filter((c) => c.method === 'DELETE').map((c) => c.url.split('?')[0]);
+      expect(deletes).toEqual([`/apis/batch/v1/namespaces/ml/jobs/${jobName(req.runId, 3)}`, `/api/v1/namespaces/ml/secrets/${jobName(req.runId, 3)}`]);
+    } finally {
+      server.close();
+    }
+  });
+});
