@@ -75,7 +75,7 @@ if ! grep -q "GPU tests enabled" "$LOGS/configure.log"; then
   echo "cuBLAS was not found, or configuring failed: no GPU tests to build (see $LOGS/configure.log;"
   echo "the CPU build needs cmake, ninja, libopenblas-dev, nlohmann-json3-dev, libgtest-dev)"; exit 2
 fi
-TESTS=(cuda_ops_test cuda_attention_test cuda_linear_test cuda_collective_test)
+TESTS=(cuda_ops_test cuda_attention_test cuda_linear_test cuda_lora_test cuda_collective_test)
 cmake --build "$BUILD" --target "${TESTS[@]}" fw_cuda_kernel_bench 2>&1 | tail -5
 record build "${PIPESTATUS[0]}"
 BIN=$BUILD/cuda/tests
