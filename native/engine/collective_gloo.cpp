@@ -28,6 +28,8 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <map>
 
@@ -86,6 +88,11 @@ class GlooCollective : public Collective {
   explicit GlooCollective(const CollectiveEnv& env)
       : env_(env), timeout_(std::chrono::milliseconds(env.collective_timeout_ms)) {
     auto deadline = Clock::now() + std::chrono::milliseconds(env.join_timeout_ms);
+    // Gloo's TCP transport writes with plain write(): a peer that died would
+    // kill this rank with SIGPIPE instead of an error it can report (exit 7).
+    // Ignore SIGPIPE unless the host process already chose a handler.
+    struct sigaction old {};
+    if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
     gloo::transport::tcp::attr attr;
     attr.hostname = env.bind_addr;
     try {

@@ -118,7 +118,7 @@ StoreClient::Response StoreClient::request_once(const char* method, const std::s
   }
   Fd s;
   for (addrinfo* a = res; a; a = a->ai_next) {
-    s.fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    s.fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (s.fd < 0) continue;
     set_timeout(s.fd, SO_SNDTIMEO, 10000);  // bounds connect() too
     if (::connect(s.fd, a->ai_addr, a->ai_addrlen) == 0) break;
@@ -168,6 +168,11 @@ StoreClient::Response StoreClient::request_once(const char* method, const std::s
         std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return (char)std::tolower(c); });
         size_t cl = h.find("\r\ncontent-length:");
         if (cl != std::string::npos) content_length = std::atoll(h.c_str() + cl + 17);
+        // 204 and 304 have no body: done at the blank line, whether or not
+        // the server (or a process that inherited its socket) closes soon.
+        if (content_length < 0 && (h.compare(0, 13, "http/1.1 204 ") == 0 || h.compare(0, 13, "http/1.1 304 ") == 0 ||
+                                   h.compare(0, 13, "http/1.0 204 ") == 0))
+          content_length = 0;
       }
     }
     if (header_end != std::string::npos && content_length >= 0 &&

@@ -32,7 +32,9 @@ namespace fw_test {
 class TestStore {
  public:
   explicit TestStore(std::string token = "") : token_(std::move(token)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    // CLOEXEC everywhere: the tests fork rank processes, which must not
+    // inherit (and so hold open) the store's sockets.
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     sockaddr_in a{};
@@ -71,7 +73,7 @@ class TestStore {
     while (!stop_) {
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, 50) <= 0) continue;
-      int c = ::accept(fd_, nullptr, nullptr);
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0) continue;
       std::lock_guard<std::mutex> l(conns_mu_);
       conns_.emplace_back([this, c] { serve(c); });
