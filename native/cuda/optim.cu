@@ -5,7 +5,8 @@
 // all in one kernel: the rounding to bf16 happens once per step from the fp32
 // master, so small updates are never lost to bf16's 8-bit mantissa.
 // The norm uses a fixed grid (kNormBlocks) and a fixed order, so clipping is
-// deterministic, unlike an atomicAdd reduction.
+// deterministic, unlike an atomicAdd reduction. grad_unscale_check is the
+// per-step half of fp16 dynamic loss scaling (LossScaler holds the policy).
 #include "cuda_common.cuh"
 #include "optim.cuh"
 
@@ -53,6 +54,38 @@ __global__ void sum_final_kernel(float* out, const float* partial, int n) {
   if (threadIdx.x == 0) *out = s;
 }
 
+__device__ __forceinline__ float to_f32_any(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32_any(float x) { return x; }
+__device__ __forceinline__ float to_f32_any(bf16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_f32_any(float x);
+template <>
+__device__ __forceinline__ float from_f32_any<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ bf16 from_f32_any<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ __half from_f32_any<__half>(float x) { return __float2half_rn(x); }
+
+template <typename TG>
+__global__ void grad_unscale_check_kernel(TG* grads, size_t n, float inv_scale, int* found_inf) {
+  bool bad = false;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const float g = to_f32_any(grads[i]);
+    bad |= !isfinite(g);
+    grads[i] = from_f32_any<TG>(g * inv_scale);
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1;  // benign race: every writer writes 1
+}
+
+template <typename TG>
+void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cudaStream_t stream) {
+  if (n == 0) return;
+  unsigned grid = ceil_div(n, 256);
+  if (grid > 4096) grid = 4096;
+  grad_unscale_check_kernel<TG><<<grid, 256, 0, stream>>>(grads, n, inv_scale, found_inf);
+  FW_CUDA_CHECK_LAUNCH();
+}
+
 template <typename TG>
 void adamw_update(float* master, bf16* params_bf16, float* m, float* v, const TG* grads, size_t n,
                   const AdamWStep& s, cudaStream_t stream) {
@@ -82,6 +115,9 @@ template void adamw_update<float>(float*, bf16*, float*, float*, const float*, s
                                   cudaStream_t);
 template void adamw_update<bf16>(float*, bf16*, float*, float*, const bf16*, size_t, const AdamWStep&,
                                  cudaStream_t);
+template void grad_unscale_check<float>(float*, size_t, float, int*, cudaStream_t);
+template void grad_unscale_check<bf16>(bf16*, size_t, float, int*, cudaStream_t);
+template void grad_unscale_check<__half>(__half*, size_t, float, int*, cudaStream_t);
 template void grad_sumsq<float>(float*, float*, const float*, size_t, cudaStream_t);
 template void grad_sumsq<bf16>(float*, float*, const bf16*, size_t, cudaStream_t);
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -36,6 +37,40 @@ void adamw_update(float* master, __nv_bfloat16* params_bf16, float* m, float* v,
 template <typename TG>
 void grad_sumsq(float* out, float* scratch, const TG* grads, size_t n, cudaStream_t stream);
 size_t global_norm_scratch_floats();
+
+// Dynamic loss scaling for fp16 training (the loss is multiplied by scale
+// before backward so small gradients survive fp16's range):
+//   grads *= inv_scale over n elements, and *found_inf (one int on the
+//   device, zeroed by the caller once per step) is set to 1 if any element
+//   is inf or NaN. TG: float, bf16 or fp16 (__half).
+template <typename TG>
+void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cudaStream_t stream);
+
+// The scale's policy (host side, as torch.cuda.amp.GradScaler): on overflow
+// skip the step and multiply the scale by backoff; after growth_interval
+// steps in a row without overflow multiply it by growth.
+struct LossScaler {
+  float scale = 65536.0f;
+  float growth = 2.0f;
+  float backoff = 0.5f;
+  int growth_interval = 2000;
+  int good_steps = 0;  // steps since the last overflow or growth
+  // Call once per step with the step's found_inf; returns true when the
+  // optimizer step should be applied (no overflow).
+  bool update(bool found_inf) {
+    if (found_inf) {
+      scale *= backoff;
+      if (scale < 1.0f) scale = 1.0f;
+      good_steps = 0;
+      return false;
+    }
+    if (++good_steps >= growth_interval) {
+      scale *= growth;
+      good_steps = 0;
+    }
+    return true;
+  }
+};
 
 }  // namespace cuda
 }  // namespace fw

@@ -277,3 +277,40 @@ TEST(cuda_ops, casts_round_trip) {
   expect_parity("cast f32 -> bf16 -> f32 vs host rounding", d_back.f32(), rounded<bf16>(x), 0.0);
   expect_parity("cast f32 -> bf16 -> f32 vs input", d_back.f32(), x, 1e-2);
 }
+
+TEST(cuda_ops, grad_unscale_check_finds_overflow) {
+  FW_REQUIRE_GPU();
+  const size_t n = 100000;
+  const float scale = 1024.0f;
+  std::vector<float> g = randn(n, 20);
+  std::vector<float> scaled(n);
+  for (size_t i = 0; i < n; i++) scaled[i] = g[i] * scale;
+  Dev<float> d_g(scaled);
+  Dev<int> d_found(1);
+  fw::cuda::grad_unscale_check(d_g.get(), n, 1.0f / scale, d_found.get(), 0);
+  expect_parity("grad_unscale_check fp32", d_g.f32(), g, 1e-6);
+  EXPECT_EQ(d_found.host()[0], 0);
+
+  // fp16 grads: one inf in the middle must be found.
+  std::vector<__half> h(n);
+  for (size_t i = 0; i < n; i++) h[i] = __float2half_rn(scaled[i]);
+  h[n / 2] = __float2half_rn(INFINITY);
+  Dev<__half> d_h(h);
+  fw::cuda::grad_unscale_check(d_h.get(), n, 1.0f / scale, d_found.get(), 0);
+  EXPECT_EQ(d_found.host()[0], 1);
+}
+
+TEST(cuda_ops, loss_scaler_backs_off_and_grows) {
+  fw::cuda::LossScaler s;
+  s.scale = 1024.0f;
+  s.growth_interval = 3;
+  EXPECT_FALSE(s.update(true));  // overflow: skip the step, halve the scale
+  EXPECT_EQ(s.scale, 512.0f);
+  EXPECT_TRUE(s.update(false));
+  EXPECT_TRUE(s.update(false));
+  EXPECT_EQ(s.scale, 512.0f);
+  EXPECT_TRUE(s.update(false));  // third good step in a row: grow
+  EXPECT_EQ(s.scale, 1024.0f);
+  for (int i = 0; i < 20; i++) s.update(true);
+  EXPECT_EQ(s.scale, 1.0f);  // never below 1
+}
