@@ -121,6 +121,22 @@ class NcclCollectiveImpl : public NcclCollective {
     FW_NCCL_CHECK(api_, api_.AllReduce(x, x, n, dtype, NcclOp::kSum, comm_, stream_));
   }
 
+  void reduce_scatter_async(const void* send, void* recv, size_t count, int dtype, cudaStream_t after) override {
+    FW_CHECK(api_.ReduceScatter, kUnsupported, "nccl: this libnccl has no ncclReduceScatter");
+    if (count == 0) return;
+    FW_CUDA_CHECK(cudaEventRecord(ready_, after));
+    FW_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
+    FW_NCCL_CHECK(api_, api_.ReduceScatter(send, recv, count, dtype, NcclOp::kSum, comm_, stream_));
+  }
+
+  void all_gather_async(const void* send, void* recv, size_t count, int dtype, cudaStream_t after) override {
+    FW_CHECK(api_.AllGather, kUnsupported, "nccl: this libnccl has no ncclAllGather");
+    if (count == 0) return;
+    FW_CUDA_CHECK(cudaEventRecord(ready_, after));
+    FW_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
+    FW_NCCL_CHECK(api_, api_.AllGather(send, recv, count, dtype, comm_, stream_));
+  }
+
   void wait_all(cudaStream_t stream) override {
     check_async("wait_all");
     FW_CUDA_CHECK(cudaEventRecord(done_, stream_));

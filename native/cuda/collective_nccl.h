@@ -36,7 +36,14 @@ class NcclCollective : public Collective {
   // Enqueue x (n elements of dtype, device memory) <- sum over ranks, after
   // the work already queued on `after`. Returns at once.
   virtual void allreduce_async(void* x, size_t n, int dtype, cudaStream_t after) = 0;
-  // Make `stream` wait for every all-reduce enqueued so far; checks the
+  // ZeRO-1 building blocks, enqueued like allreduce_async: each rank gets
+  // the sum of its shard, shard r = elements [r*count, (r+1)*count) of send
+  // (count * world_size elements) into recv (count); and the inverse, every
+  // rank's shard (count) gathered into recv (count * world_size) in rank
+  // order. Throw kUnsupported if the loaded NCCL lacks them.
+  virtual void reduce_scatter_async(const void* send, void* recv, size_t count, int dtype, cudaStream_t after) = 0;
+  virtual void all_gather_async(const void* send, void* recv, size_t count, int dtype, cudaStream_t after) = 0;
+  // Make `stream` wait for every collective enqueued so far; checks the
   // communicator for asynchronous errors.
   virtual void wait_all(cudaStream_t stream) = 0;
 };

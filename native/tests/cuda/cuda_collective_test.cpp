@@ -49,3 +49,18 @@ TEST(cuda_collective, missing_library_is_unsupported) {
     EXPECT_NE(std::string(e.what()).find("FW_NCCL_LIBRARY"), std::string::npos) << e.what();
   }
 }
+
+TEST(cuda_collective, nccl_single_rank_reduce_scatter_all_gather) {
+  FW_REQUIRE_GPU();
+  if (!fw::cuda::nccl_available()) GTEST_SKIP() << "libnccl.so.2 not found (set FW_NCCL_LIBRARY)";
+  fw::CollectiveEnv env;
+  auto c = fw::cuda::make_nccl_collective(env);
+  std::vector<float> x = randn(777, 51);
+  Dev<float> send(x), shard(x.size()), gathered(x.size());
+  // One rank: its shard is everything, and gathering it gives it back.
+  c->reduce_scatter_async(send.get(), shard.get(), x.size(), fw::cuda::NcclType::kFloat32, 0);
+  c->all_gather_async(shard.get(), gathered.get(), x.size(), fw::cuda::NcclType::kFloat32, 0);
+  c->wait_all(0);
+  expect_parity("nccl reduce_scatter (1 rank)", shard.f32(), x, 0.0);
+  expect_parity("nccl all_gather (1 rank)", gathered.f32(), x, 0.0);
+}
