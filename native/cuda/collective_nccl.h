@@ -48,6 +48,20 @@ class NcclCollective : public Collective {
   virtual void wait_all(cudaStream_t stream) = 0;
 };
 
+// allreduce_sum_bucketed (collective.h) on the communication stream: x (n
+// elements of dtype, elem_bytes each) in consecutive buckets of bucket_bytes,
+// each enqueued after the work queued on `after` so far. Backward calls it
+// per bucket as soon as that bucket's gradients are complete; wait_all
+// before the optimizer step.
+inline void allreduce_bucketed_async(NcclCollective& c, void* x, size_t n, size_t elem_bytes, int dtype,
+                                     cudaStream_t after, size_t bucket_bytes = kDefaultBucketBytes) {
+  if (c.world_size() == 1 || n == 0) return;
+  size_t per = bucket_bytes / elem_bytes;
+  if (per == 0) per = 1;
+  for (size_t off = 0; off < n; off += per)
+    c.allreduce_async(static_cast<char*>(x) + off * elem_bytes, n - off < per ? n - off : per, dtype, after);
+}
+
 // Join the other ranks (cudaSetDevice(env.local_rank) first). Throws
 // CollectiveError(kRendezvousTimeout) when the unique id does not arrive in
 // time, kStore when the store fails, kUnsupported when NCCL is missing.
