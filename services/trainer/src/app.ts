@@ -130,6 +130,7 @@ export async function buildTrainerService(deps: TrainerServiceDeps): Promise<Tra
     hub,
     kick: () => void scheduler.kick(),
     cancelActive: (id) => supervisor.cancel(id),
+    announce: (id) => supervisor.announce(id),
     ssePollMs: deps.ssePollMs,
   });
   await app.register(policyRoutes, { catalog });

@@ -61,7 +61,7 @@ describe('reconcile', () => {
     await new Promise((r) => setTimeout(r, 500)); // let it train and checkpoint a little
 
     const result = await h.scheduler.reconcile();
-    expect(result).toEqual({ requeued: [id], orphansKilled: 1 });
+    expect(result).toEqual({ requeued: [id], orphansKilled: 1, announced: 0 });
     expect(alive(orphan.pid!)).toBe(false);
     expect(alive(stranger.pid!)).toBe(true);
     stranger.kill('SIGKILL');
@@ -74,6 +74,29 @@ describe('reconcile', () => {
     const attempts = await h.runs.attempts(id);
     expect(attempts[1]!.resumed_from_step).toBeGreaterThan(0);
   }, 120_000);
+
+  it('reconcile - a final event the bus never acked (trainer died in between) is published at the next start', async () => {
+    const id = randomUUID();
+    const spec: RunSpec = {
+      manifestUri: 'file:///x/manifest.json',
+      method: 'full',
+      hyperparameters: { maxSteps: 5, learningRate: 1e-3, batchSize: 4, seqLen: 32 },
+      worldSize: 1,
+      checkpointInterval: 0,
+      restartBudget: 0,
+      seed: 1,
+      launcher: 'local',
+    };
+    await h.runs.insert({ id, trigger: 'manual', spec, datasetName: null, datasetVersion: null });
+    await h.runs.claim(id, 'a-trainer-that-died');
+    await h.runs.finish(id, 'failed', { reason: 'rank 0 exited with code 2', stage: 'train', event: { runId: id, reason: 'rank 0 exited with code 2', stage: 'train', restarts: 0 } });
+    const result = await h.scheduler.reconcile();
+    expect(result.announced).toBe(1);
+    for (let i = 0; i < 100 && !h.events('fw.trainer.run.failed').some((e) => e.data.runId === id); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(h.events('fw.trainer.run.failed').find((e) => e.data.runId === id)?.data).toMatchObject({ reason: 'rank 0 exited with code 2', stage: 'train' });
+    expect((await h.runs.get(id))!.announced).toBe(true);
+    expect((await h.scheduler.reconcile()).announced).toBe(0);
+  });
 
   it('reconcile - a missing worker binary fails the run with the reason', async () => {
     const other = await startHarness({ workerBin: '/nonexistent/fw_worker' });

@@ -34,9 +34,12 @@ describe('runs repository', () => {
     await runs.endAttempt('r1', 0, 'failed', 'rank 1 killed by SIGKILL');
     await runs.beginAttempt('r1', 1, 5);
     expect((await runs.get('r1'))!).toMatchObject({ attempt: 1, restarts: 1, world_size: 2, max_steps: 10 });
-    expect(await runs.finish('r1', 'completed', { modelUri: 'file:///m/' })).toBe(true);
-    expect(await runs.finish('r1', 'failed', { reason: 'late' })).toBe(false);
-    expect((await runs.get('r1'))!).toMatchObject({ status: 'completed', model_uri: 'file:///m/', reason: null });
+    expect(await runs.finish('r1', 'completed', { modelUri: 'file:///m/', event: { runId: 'r1' } })).toBe(true);
+    expect(await runs.finish('r1', 'failed', { reason: 'late', event: { runId: 'r1', reason: 'late' } })).toBe(false);
+    expect((await runs.get('r1'))!).toMatchObject({ status: 'completed', model_uri: 'file:///m/', reason: null, announced: false, final_event: { runId: 'r1' } });
+    expect((await runs.unannounced()).map((r) => r.id)).toEqual(['r1']);
+    await runs.markAnnounced('r1');
+    expect(await runs.unannounced()).toEqual([]);
   });
 
   it('runs repository - a step and its eval in one batch merge, and a re-run step replaces its row', async () => {

@@ -24,6 +24,9 @@ export interface RunRow {
   stage: string | null;
   owner: string | null;
   cancel_requested: boolean;
+  /** The fw.trainer.run.completed / .failed payload, stored with the final state. */
+  final_event: Record<string, unknown> | null;
+  announced: boolean;
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
@@ -105,7 +108,7 @@ export interface NewRun {
 
 const RUN_COLUMNS = `id, status, trigger, spec, dataset_name, dataset_version, manifest_uri, world_size, max_steps,
   restart_budget, restarts, attempt, last_step, last_loss, model_uri, reason, stage, owner, cancel_requested,
-  created_at, started_at, finished_at`;
+  final_event, announced, created_at, started_at, finished_at`;
 
 export function createRunsRepository(db: Queryable) {
   return {
@@ -312,18 +315,32 @@ export function createRunsRepository(db: Queryable) {
       return r.rows[0];
     },
 
-    /** Moves an unfinished run to a final state; false when it had already finished. */
+    /**
+     * Moves an unfinished run to a final state with the event that announces it
+     * (published later, see `unannounced`); false when it had already finished.
+     */
     async finish(
       id: string,
       status: 'completed' | 'failed' | 'cancelled',
-      fields: { reason?: string | null; stage?: string | null; modelUri?: string | null },
+      fields: { reason?: string | null; stage?: string | null; modelUri?: string | null; event: object },
     ): Promise<boolean> {
       const r = await db.query(
-        `UPDATE runs SET status = $2, reason = $3, stage = $4, model_uri = $5, finished_at = now(), updated_at = now()
+        `UPDATE runs SET status = $2, reason = $3, stage = $4, model_uri = $5, final_event = $6, announced = false,
+           finished_at = now(), updated_at = now()
          WHERE id = $1 AND status IN ('queued', 'running')`,
-        [id, status, fields.reason ?? null, fields.stage ?? null, fields.modelUri ?? null],
+        [id, status, fields.reason ?? null, fields.stage ?? null, fields.modelUri ?? null, JSON.stringify(fields.event)],
       );
       return r.rowCount === 1;
+    },
+
+    /** Finished runs whose final event has not been acked by the bus yet. */
+    async unannounced(): Promise<RunRow[]> {
+      const r = await db.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM runs WHERE NOT announced AND final_event IS NOT NULL ORDER BY finished_at`);
+      return r.rows;
+    },
+
+    async markAnnounced(id: string): Promise<void> {
+      await db.query(`UPDATE runs SET announced = true WHERE id = $1`, [id]);
     },
   };
 }

@@ -14,6 +14,8 @@ export interface RunRouteDeps extends RequestDeps {
   hub: RunHub;
   /** Looks at the queue (a run was created). */
   kick(): void;
+  /** Publishes a finished run's stored final event. */
+  announce(runId: string): Promise<void>;
   /** Signals the ranks of a run this process supervises. */
   cancelActive(runId: string): boolean;
   /** How often an SSE stream re-reads the run from Postgres (runs of another replica). */
@@ -61,8 +63,11 @@ export const runRoutes: FastifyPluginAsyncTypebox<RunRouteDeps> = async (app, de
     if (FINAL.has(r.status)) throw new ProblemError(trainerProblems.runFinished, `run ${r.id} is already ${r.status}`);
     await deps.runs.requestCancel(r.id);
     if (r.status === 'queued') {
-      await deps.runs.finish(r.id, 'cancelled', { reason: 'cancelled on request' });
-      deps.hub.emitStatus(r.id, { status: 'cancelled', attempt: r.attempt });
+      const event = { runId: r.id, reason: 'cancelled on request', stage: 'cancelled', restarts: r.restarts, lastStep: r.last_step };
+      if (await deps.runs.finish(r.id, 'cancelled', { reason: 'cancelled on request', event })) {
+        deps.hub.emitStatus(r.id, { status: 'cancelled', attempt: r.attempt });
+        await deps.announce(r.id);
+      }
     } else deps.cancelActive(r.id);
     reply.code(202);
     return fullView(r.id);

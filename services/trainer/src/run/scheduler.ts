@@ -104,7 +104,8 @@ export function createScheduler(deps: SchedulerDeps) {
   return {
     kick,
     /** Settles runs an earlier process left running; call once before the first kick. */
-    async reconcile(): Promise<{ requeued: string[]; orphansKilled: number }> {
+    async reconcile(): Promise<{ requeued: string[]; orphansKilled: number; announced: number }> {
+      const announced = await deps.supervisor.announcePending();
       const requeued: string[] = [];
       let orphansKilled = 0;
       for (const run of await deps.runs.running()) {
@@ -115,7 +116,7 @@ export function createScheduler(deps: SchedulerDeps) {
         requeued.push(run.id);
         deps.log.info({ runId: run.id }, 'run found running after a restart: orphans stopped, requeued');
       }
-      return { requeued, orphansKilled };
+      return { requeued, orphansKilled, announced };
     },
     usedRanks: () => [...running.values()].reduce((n, r) => n + r.ranks, 0),
     /** Stops taking runs; the supervised ones are asked to checkpoint and stop, and awaited. */

@@ -94,20 +94,29 @@ export function createSupervisor(deps: SupervisorDeps) {
   const grace = deps.killGraceMs ?? 10_000;
   let shuttingDown = false;
 
+  /** Publishes the stored final event of a finished run, then marks it announced (at least once). */
+  async function announce(runId: string): Promise<void> {
+    const r = await deps.runs.get(runId);
+    if (!r || r.announced || !r.final_event) return;
+    if (r.status === 'completed') await deps.publish.completed(r.final_event as unknown as RunCompleted);
+    else await deps.publish.failed(r.final_event as unknown as RunFailed);
+    await deps.runs.markAnnounced(runId);
+  }
+
   async function fail(run: RunRow, reason: string, stage: string, lastStep: number): Promise<void> {
     const fresh = await deps.runs.get(run.id);
-    if (!(await deps.runs.finish(run.id, 'failed', { reason, stage }))) return;
-    deps.hub.emitStatus(run.id, { status: 'failed', attempt: fresh?.attempt ?? 0, reason });
-    const cks = await deps.runs.checkpoints(run.id);
-    const last = cks.at(-1);
-    await deps.publish.failed({
+    const last = (await deps.runs.checkpoints(run.id)).at(-1);
+    const event: RunFailed = {
       runId: run.id,
       reason,
       stage,
       restarts: fresh?.restarts ?? 0,
       lastStep,
       ...(last ? { lastCheckpointUri: `file://${last.path}` } : {}),
-    });
+    };
+    if (!(await deps.runs.finish(run.id, 'failed', { reason, stage, event }))) return;
+    deps.hub.emitStatus(run.id, { status: 'failed', attempt: fresh?.attempt ?? 0, reason });
+    await announce(run.id);
   }
 
   async function upload(run: RunRow, workDir: string): Promise<string> {
@@ -296,9 +305,10 @@ export function createSupervisor(deps: SupervisorDeps) {
         const fresh = await deps.runs.get(run.id);
         if (!fresh || fresh.status !== 'running') return;
         if (fresh.cancel_requested || a.cancelled) {
-          if (await deps.runs.finish(run.id, 'cancelled', { reason: 'cancelled on request' })) {
+          const event: RunFailed = { runId: run.id, reason: 'cancelled on request', stage: 'cancelled', restarts: fresh.restarts, lastStep: fresh.last_step };
+          if (await deps.runs.finish(run.id, 'cancelled', { reason: 'cancelled on request', event })) {
             deps.hub.emitStatus(run.id, { status: 'cancelled', attempt: fresh.attempt });
-            await deps.publish.failed({ runId: run.id, reason: 'cancelled on request', stage: 'cancelled', restarts: fresh.restarts, lastStep: fresh.last_step });
+            await announce(run.id);
           }
           return;
         }
@@ -332,9 +342,7 @@ export function createSupervisor(deps: SupervisorDeps) {
           const spec = fresh.spec;
           const isLora = spec.method === 'lora';
           const finalUri = isLora ? (spec.lora?.merge ? `${modelUri}merged/` : (spec.baseModelUri ?? modelUri)) : modelUri;
-          if (!(await deps.runs.finish(run.id, 'completed', { modelUri: finalUri }))) return;
-          deps.hub.emitStatus(run.id, { status: 'completed', attempt });
-          await deps.publish.completed({
+          const event: RunCompleted = {
             runId: run.id,
             ...(spec.baseModelUri ? { baseModelUri: spec.baseModelUri } : {}),
             modelUri: finalUri,
@@ -344,7 +352,10 @@ export function createSupervisor(deps: SupervisorDeps) {
             finalLoss: done?.last_loss ?? 0,
             durationSeconds: fresh.started_at ? (Date.now() - fresh.started_at.getTime()) / 1000 : 0,
             restarts: done?.restarts ?? 0,
-          });
+          };
+          if (!(await deps.runs.finish(run.id, 'completed', { modelUri: finalUri, event }))) return;
+          deps.hub.emitStatus(run.id, { status: 'completed', attempt });
+          await announce(run.id);
           return;
         }
         // Shutting down: leave the run `running`; the next trainer process reconciles and resumes it.
@@ -380,6 +391,16 @@ export function createSupervisor(deps: SupervisorDeps) {
 
   return {
     run: runToEnd,
+    announce,
+    /** Announces every finished run whose final event the bus never acked (a trainer died in between). */
+    async announcePending(): Promise<number> {
+      let n = 0;
+      for (const r of await deps.runs.unannounced()) {
+        await announce(r.id);
+        n++;
+      }
+      return n;
+    },
     /** Ranks in use by the runs this process supervises. */
     activeRuns: () => [...active.keys()],
     /** Asks the ranks of a supervised run to checkpoint and stop; false when this process does not run it. */
