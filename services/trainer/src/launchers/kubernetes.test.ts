@@ -57,7 +57,7 @@ describe('kubernetes launcher', () => {
  * used (no cluster runs on this machine).
  */
 describe('kubernetes launcher API calls', () => {
-  it('kubernetes - creates the Secret and the Job, follows the Job status to success, and deletes both when stopped', async () => {
+  it('kubernetes - creates the Secret and the Job, follows each pod log and exit, and deletes both when stopped', async () => {
     const { createServer } = await import('node:http');
     const k8s = await import('@kubernetes/client-node');
     const { createKubernetesLauncher } = await import('./kubernetes.ts');
@@ -69,7 +69,20 @@ describe('kubernetes launcher API calls', () => {
       req.on('end', () => {
         calls.push({ method: req.method!, url: req.url!, body: raw ? JSON.parse(raw) : undefined });
         res.setHeader('content-type', 'application/json');
-        if (req.method === 'GET' && /\/jobs\/[^/]+\/status$/.test(req.url!)) {
+        const path = req.url!.split('?')[0]!;
+        if (req.method === 'GET' && path === '/api/v1/namespaces/ml/pods') {
+          const items = Array.from({ length: 4 }, (_, i) => ({
+            metadata: { name: `pod-${i}`, annotations: { 'batch.kubernetes.io/job-completion-index': String(i) } },
+            status: {
+              phase: succeeded ? 'Succeeded' : 'Running',
+              containerStatuses: succeeded ? [{ name: 'worker', state: { terminated: { exitCode: 0 } } }] : [{ name: 'worker', state: { running: {} } }],
+            },
+          }));
+          res.end(JSON.stringify({ apiVersion: 'v1', kind: 'PodList', metadata: {}, items }));
+        } else if (req.method === 'GET' && /^\/api\/v1\/namespaces\/ml\/pods\/pod-\d\/log$/.test(path)) {
+          res.setHeader('content-type', 'text/plain');
+          res.end(`{"event":"step","step":1,"loss":4.5,"pod":"${path.split('/')[6]}"}\n`);
+        } else if (req.method === 'GET' && /\/jobs\/[^/]+\/status$/.test(req.url!)) {
           res.end(JSON.stringify({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name: 'x' }, status: { succeeded } }));
         } else if (req.method === 'POST' || req.method === 'DELETE') {
           res.end(raw || JSON.stringify({ apiVersion: 'v1', kind: 'Status', status: 'Success' }));
@@ -99,9 +112,13 @@ describe('kubernetes launcher API calls', () => {
       ]);
       expect(calls[1]!.body).toMatchObject({ kind: 'Job', metadata: { name }, spec: { completionMode: 'Indexed', completions: 4 } });
       expect(() => new Job(calls[1]!.body as never).validate()).not.toThrow();
+      // Every rank's stdout comes from its pod's log.
+      const lines = await Promise.all(a.ranks.map((r) => new Promise<string>((res) => r.onLine(res))));
+      expect(lines.map((l) => (JSON.parse(l) as { pod: string }).pod)).toEqual(['pod-0', 'pod-1', 'pod-2', 'pod-3']);
       succeeded = 4;
       const exits = await Promise.all(a.ranks.map((r) => r.exited));
       expect(exits.every((e) => e.code === 0)).toBe(true);
+      expect(calls.some((c) => c.url.startsWith('/api/v1/namespaces/ml/pods?') && c.url.includes('labelSelector=job-name'))).toBe(true);
 
       // A second attempt, stopped by the trainer: Job and Secret are deleted.
       succeeded = 0;

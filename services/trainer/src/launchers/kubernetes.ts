@@ -5,7 +5,11 @@
  * also RANK. The attempt's store token travels in a Secret owned by nothing
  * but deleted with the Job. The run work folder is a shared volume (PVC)
  * mounted at the same path as on the trainer, so the job spec paths hold.
+ * Each rank's stdout (the worker's JSON lines) is followed through the pod
+ * log API and its exit read from the pod's container status.
  */
+import { PassThrough } from 'node:stream';
+import { createInterface } from 'node:readline';
 import * as k8s from '@kubernetes/client-node';
 import { LaunchError, type LaunchedAttempt, type Launcher, type LaunchRequest, type RankExit, type RankHandle } from './types.ts';
 
@@ -99,6 +103,7 @@ export function buildManifests(req: LaunchRequest, o: KubernetesLauncherOptions)
 export function createKubernetesLauncher(o: KubernetesLauncherOptions, kc: k8s.KubeConfig = defaultKubeConfig()): Launcher {
   const batch = kc.makeApiClient(k8s.BatchV1Api);
   const core = kc.makeApiClient(k8s.CoreV1Api);
+  const logs = new k8s.Log(kc);
   return {
     name: 'kubernetes',
     maxWorldSize: () => o.maxNodes,
@@ -111,41 +116,82 @@ export function createKubernetesLauncher(o: KubernetesLauncherOptions, kc: k8s.K
       } catch (e) {
         throw new LaunchError(`kubernetes: cannot create job ${name}: ${(e as Error).message}`);
       }
-      let stopped = false;
+      let stopped: string | undefined;
       const remove = async () => {
         await batch.deleteNamespacedJob({ name, namespace: o.namespace, propagationPolicy: 'Foreground' }).catch(() => undefined);
         await core.deleteNamespacedSecret({ name, namespace: o.namespace }).catch(() => undefined);
       };
-      // The Job as a whole: succeeded when every index completed, failed otherwise.
-      const done = new Promise<RankExit>((resolve) => {
-        const poll = async () => {
-          try {
-            const j = await batch.readNamespacedJobStatus({ name, namespace: o.namespace });
-            const s = j.status ?? {};
-            if ((s.succeeded ?? 0) >= req.worldSize) return resolve({ code: 0, signal: null });
-            if ((s.failed ?? 0) > 0 || stopped) {
-              await remove();
-              return resolve({ code: null, signal: stopped ? 'SIGTERM' : 'POD_FAILED' });
-            }
-          } catch (e) {
-            if ((e as { code?: number }).code === 404) return resolve({ code: null, signal: 'JOB_DELETED' });
-          }
-          setTimeout(() => void poll(), o.pollMs ?? 2000);
+
+      // Per rank (= completion index): its pod's log lines (metrics, checkpoints, errors) and its exit.
+      const ranks = Array.from({ length: req.worldSize }, (_, rank) => {
+        const early: string[] = [];
+        let listener: ((l: string) => void) | undefined;
+        let resolveExit!: (e: RankExit) => void;
+        const exited = new Promise<RankExit>((r) => (resolveExit = r));
+        return {
+          following: false,
+          settled: false,
+          aborts: [] as AbortController[],
+          push: (l: string) => (listener ? listener(l) : early.push(l)),
+          exit(e: RankExit) {
+            if (this.settled) return;
+            this.settled = true;
+            resolveExit(e);
+          },
+          handle: {
+            rank,
+            pid: null,
+            host: null,
+            onLine: (cb: (l: string) => void) => {
+              listener = cb;
+              for (const l of early.splice(0)) cb(l);
+            },
+            stderrTail: () => '',
+            exited,
+          } satisfies RankHandle,
         };
-        void poll();
       });
-      const ranks: RankHandle[] = Array.from({ length: req.worldSize }, (_, rank) => ({
-        rank,
-        pid: null,
-        host: null,
-        onLine: () => undefined,
-        stderrTail: () => '',
-        exited: done,
-      }));
+
+      const follow = async (rank: (typeof ranks)[number], pod: string) => {
+        rank.following = true;
+        const out = new PassThrough();
+        createInterface({ input: out }).on('line', rank.push);
+        rank.aborts.push(await logs.log(o.namespace, pod, 'worker', out, () => out.end(), { follow: true }));
+      };
+
+      const poll = async () => {
+        try {
+          const pods = await core.listNamespacedPod({ namespace: o.namespace, labelSelector: `job-name=${name}` });
+          for (const pod of pods.items) {
+            const index = Number(pod.metadata?.annotations?.['batch.kubernetes.io/job-completion-index']);
+            const rank = ranks[index];
+            if (!rank || !pod.metadata?.name) continue;
+            const phase = pod.status?.phase;
+            if (!rank.following && (phase === 'Running' || phase === 'Succeeded' || phase === 'Failed')) await follow(rank, pod.metadata.name);
+            const term = pod.status?.containerStatuses?.find((c) => c.name === 'worker')?.state?.terminated;
+            if (term) rank.exit({ code: term.exitCode, signal: term.signal ? `SIG${term.signal}` : null });
+          }
+          const j = await batch.readNamespacedJobStatus({ name, namespace: o.namespace });
+          if ((j.status?.succeeded ?? 0) >= req.worldSize) for (const r of ranks) r.exit({ code: 0, signal: null });
+          const failed = (j.status?.failed ?? 0) > 0;
+          if (stopped || failed) {
+            await remove();
+            for (const r of ranks) r.exit({ code: null, signal: stopped ?? 'POD_FAILED' });
+          }
+        } catch (e) {
+          if ((e as { code?: number }).code === 404) for (const r of ranks) r.exit({ code: null, signal: 'JOB_DELETED' });
+        }
+        if (ranks.every((r) => r.settled)) {
+          for (const r of ranks) for (const a of r.aborts) a.abort();
+          return;
+        }
+        setTimeout(() => void poll(), o.pollMs ?? 2000);
+      };
+      void poll();
       return {
-        ranks,
-        signal() {
-          stopped = true;
+        ranks: ranks.map((r) => r.handle),
+        signal(sig) {
+          stopped ??= sig;
         },
       };
     },
