@@ -9,7 +9,12 @@
 // (plus the PEFT adapter folder for LoRA). Progress goes to stdout as one JSON
 // object per line; human-readable errors also go to stderr.
 //
+// Data parallel (world_size > 1): the ranks join through the trainer's store
+// (collective.h), each reads its slice of the shards, gradients are summed;
+// rank 0 alone writes checkpoints and the output folder.
+//
 // Exit codes: 0 ok, 2 bad spec/config, 3 I/O, 4 corrupt input, 5 unsupported,
+// 6 rendezvous timeout, 7 collective timeout or lost peer, 8 store failure,
 // 10 internal error, 143 stopped by SIGTERM/SIGINT after writing a checkpoint.
 #include <omp.h>
 #include <signal.h>
@@ -25,6 +30,7 @@
 #include <string>
 
 #include "checkpoint.h"
+#include "collective.h"
 #include "common.h"
 #include "fileio.h"
 #include "hf_io.h"
@@ -127,8 +133,13 @@ int run(const std::string& spec_text) {
   if (!spec.source.contains("world_size")) spec.world_size = env_int("WORLD_SIZE", spec.world_size);
   if (!spec.source.contains("rank")) spec.rank = env_int("RANK", spec.rank);
   FW_CHECK(spec.rank < spec.world_size, kInvalidArgument, "rank " << spec.rank << " must be < world_size " << spec.world_size);
-  FW_CHECK_HINT(spec.world_size == 1, kUnsupported, "world_size " << spec.world_size << " > 1 needs the collectives backend",
-                "run one rank per job until distributed training lands");
+  // Join the other ranks first: a missing rank fails fast (exit 6) before
+  // anyone loads a model.
+  fw::CollectiveEnv cenv = fw::collective_env();
+  cenv.rank = spec.rank;
+  cenv.world_size = spec.world_size;
+  std::unique_ptr<fw::Collective> coll = fw::make_collective(cenv);
+  const bool lead = spec.rank == 0;  // writes checkpoints and the output folder
 
   // model
   std::unique_ptr<fw::Model> model;
@@ -156,6 +167,7 @@ int run(const std::string& spec_text) {
   if (!spec.teacher_path.empty()) teacher = fw::model_load_hf(spec.teacher_path);
 
   fw::Trainer tr(*model, spec.train, lora.get(), teacher.get());
+  tr.set_collective(coll.get());
   const int B = spec.batch_size, T = spec.seq_len;
   fw::ShardLoader loader(spec.train_shards, B, T, spec.rank, spec.world_size, spec.seed, spec.shuffle, cfg.vocab_size);
   std::unique_ptr<fw::ShardLoader> val;
@@ -190,18 +202,24 @@ int run(const std::string& spec_text) {
         {"train_tokens", loader.total_tokens()},
         {"resumed_from", resumed_from.empty() ? ojson(nullptr) : ojson(resumed_from)},
         {"threads", omp_get_max_threads()},
+        {"rank", spec.rank},
+        {"world_size", spec.world_size},
+        {"collective", coll->name()},
         {"engine_version", fw::engine_version()}});
 
   auto save_checkpoint = [&](const char* reason) {
-    if (spec.checkpoint_dir.empty()) return;
+    if (spec.checkpoint_dir.empty() || !lead) return;
     double t0 = now_s();
     std::string dir = fw::checkpoint_save_trainer(spec.checkpoint_dir, tr, identity, loader.position(), spec.keep_last);
     emit({{"event", "checkpoint"}, {"step", tr.step_count()}, {"path", dir}, {"reason", reason}, {"seconds", now_s() - t0}});
   };
   auto stop_requested = [&]() -> bool {
-    if (!g_stop_signal) return false;
+    double any = g_stop_signal ? 1 : 0;
+    coll->allreduce_sum(&any, 1);  // ranks stop together, at the same step
+    if (any == 0) return false;
     save_checkpoint("signal");
-    emit({{"event", "stopped"}, {"step", tr.step_count()}, {"signal", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM"},
+    emit({{"event", "stopped"}, {"step", tr.step_count()},
+          {"signal", g_stop_signal == SIGINT ? "SIGINT" : g_stop_signal ? "SIGTERM" : "peer"},
           {"checkpointed", !spec.checkpoint_dir.empty()}});
     return true;
   };
@@ -238,6 +256,11 @@ int run(const std::string& spec_text) {
     emit({{"event", "eval"}, {"step", tr.step_count()}, {"val_loss", val_loss}});
   }
 
+  if (!lead) {  // rank 0 holds the same weights and writes them
+    emit({{"event", "completed"}, {"step", tr.step_count()}, {"loss", last_loss}, {"val_loss", nullptr},
+          {"output_dir", nullptr}, {"kind", lora ? "lora" : "full"}, {"merged", false}});
+    return 0;
+  }
   // output: written into a staging folder, then renamed into place
   const std::string staging = spec.output_dir + ".tmp-" + std::to_string(::getpid());
   fw::remove_all(staging);
@@ -293,6 +316,11 @@ int main(int argc, char** argv) {
       text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     return run(text);
+  } catch (const fw::CollectiveError& e) {
+    int code = fw::collective_exit_code(e);
+    emit({{"event", "error"}, {"code", code}, {"kind", "collective"}, {"message", e.what()}});
+    std::fprintf(stderr, "fw_worker: %s\n", e.what());
+    return code;
   } catch (const fw::Error& e) {
     int code = exit_code(e.kind());
     emit({{"event", "error"}, {"code", code}, {"kind", kind_name(e.kind())}, {"message", e.what()}});

@@ -1,0 +1,303 @@
+// collective_worker_test.cpp: fw_worker ranks as child processes, joined
+// through the in-test rendezvous store: a 2-rank run against a 1-rank run of
+// twice the batch, a rank that never comes (exit 6), a rank stopped with
+// SIGSTOP mid-training (exit 7 for the others). Every child is reaped.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <thread>
+
+#include "collective_test_proc.h"
+#include "collective_test_store.h"
+#include "hf_io.h"
+#include "io_testutil.h"
+#include "model.h"
+#include "shards.h"
+#include "train_rng.h"
+
+namespace {
+
+using json = nlohmann::json;
+using fwtest::TempDir;
+using Clock = std::chrono::steady_clock;
+
+double secs_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string worker_path() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  std::string self(buf, n > 0 ? (size_t)n : 0);
+  return self.substr(0, self.find_last_of('/')) + "/fw_worker";
+}
+
+// One fw_worker rank; stdout (JSON lines) and stderr go to files.
+struct Rank {
+  pid_t pid = -1;
+  std::string out, err;
+  int status = 0;
+  bool exited = false;
+};
+
+Rank spawn_worker(const TempDir& d, const std::string& spec, int rank, int world, const std::string& url,
+                  int64_t join_ms, int64_t coll_ms) {
+  Rank r;
+  r.out = d / ("rank" + std::to_string(rank) + "-" + std::to_string(::getpid()) + ".out");
+  r.err = r.out + ".err";
+  std::string bin = worker_path();
+  if (!fw::path_exists(bin)) throw std::runtime_error("fw_worker not built next to the tests: " + bin);
+  int o = ::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int e = ::open(r.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  r.pid = fw_test::spawn_process(bin, {spec},
+                                 {{"RANK", std::to_string(rank)},
+                                  {"LOCAL_RANK", std::to_string(rank)},
+                                  {"WORLD_SIZE", std::to_string(world)},
+                                  {"FW_STORE_URL", url},
+                                  {"FW_JOIN_TIMEOUT_MS", std::to_string(join_ms)},
+                                  {"FW_COLLECTIVE_TIMEOUT_MS", std::to_string(coll_ms)},
+                                  {"OMP_NUM_THREADS", "1"}},
+                                 o, e);
+  ::close(o);
+  ::close(e);
+  return r;
+}
+
+bool wait_exit(Rank& r, double secs) {
+  auto t0 = Clock::now();
+  while (!r.exited && secs_since(t0) < secs) {
+    if (waitpid(r.pid, &r.status, WNOHANG) == r.pid) r.exited = true;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return r.exited;
+}
+
+void reap(std::vector<Rank>& rs);
+// Reaps at scope exit too, so a failed ASSERT leaves no rank behind.
+struct ReapGuard {
+  std::vector<Rank>& rs;
+  ~ReapGuard() { reap(rs); }
+};
+void reap(std::vector<Rank>& rs) {
+  for (Rank& r : rs)
+    if (!r.exited) {
+      kill(r.pid, SIGKILL);
+      kill(r.pid, SIGCONT);
+      waitpid(r.pid, &r.status, 0);
+      r.exited = true;
+    }
+}
+
+int code_of(const Rank& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status); }
+
+std::vector<json> events(const Rank& r) {
+  std::vector<json> evs;
+  std::string text = fw::path_exists(r.out) ? fw::read_file_text(r.out) : "";
+  size_t p = 0;
+  while (p < text.size()) {
+    size_t e = text.find('\n', p);
+    if (e == std::string::npos) break;  // a line still being written
+    evs.push_back(json::parse(text.substr(p, e - p)));
+    p = e + 1;
+  }
+  return evs;
+}
+
+json tiny_config() {
+  return {{"model_type", "llama"},   {"vocab_size", 64},       {"hidden_size", 32},
+          {"intermediate_size", 64}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+          {"num_key_value_heads", 2}, {"max_position_embeddings", 64}, {"eos_token_id", 1}};
+}
+
+void write_shard(const TempDir& d) {
+  fw::Rng rng(3);
+  std::vector<std::vector<uint32_t>> docs;
+  std::vector<uint32_t> prompts;
+  for (int i = 0; i < 200; i++) {
+    std::vector<uint32_t> doc;
+    uint32_t x = 2 + (uint32_t)(rng.next_u64() % 62);
+    int len = 8 + (int)(rng.next_u64() % 24);
+    for (int t = 0; t + 1 < len; t++) {
+      doc.push_back(x);
+      x = 2 + (x * 5 + 3) % 62;
+    }
+    doc.push_back(1);
+    docs.push_back(doc);
+    prompts.push_back(i % 3 == 0 ? 3 : 0);
+  }
+  fw::shard_write(d / "train.bin", docs, 64, prompts);
+}
+
+std::string write_spec(const TempDir& d, const std::string& tag, int batch, int steps) {
+  json spec = {{"model", {{"config", tiny_config()}}},
+               {"data", {{"train", {d / "train.bin"}}}},
+               {"train", {{"lr", 5e-3}, {"warmup_steps", 2}, {"total_steps", steps}, {"batch_size", batch}, {"seq_len", 16}}},
+               {"checkpoint", {{"dir", d / ("ck-" + tag)}, {"interval", 4}, {"keep_last", 2}}},
+               {"output_dir", d / ("out-" + tag)},
+               {"seed", 42}};
+  fwtest::write_bytes(d / (tag + ".json"), spec.dump(2));
+  return d / (tag + ".json");
+}
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// Rank r of 2 with batch B reads permutation positions r, r+2, ... in groups
+// of B (shards.h), so step i of the two ranks together covers exactly the
+// windows of step i of one rank with batch 2B, in another row order. AdamW
+// then agrees up to float32 reordering noise (collective_dp_test measures it
+// at ~1e-7 relative; 1e-4 leaves room for 8 steps of amplification).
+TEST(collective_worker, two_ranks_write_the_model_one_rank_of_twice_the_batch_writes) {
+  TempDir d;
+  write_shard(d);
+  fw_test::TestStore srv;
+  std::vector<Rank> one = {spawn_worker(d, write_spec(d, "w1", 8, 8), 0, 1, "", 5000, 5000)};
+  ReapGuard guard1{one};
+  ASSERT_TRUE(wait_exit(one[0], 120));
+  ASSERT_EQ(code_of(one[0]), 0) << fw::read_file_text(one[0].err);
+  std::string spec2 = write_spec(d, "w2", 4, 8);
+  std::vector<Rank> two = {spawn_worker(d, spec2, 0, 2, srv.url("w2/0"), 30000, 30000),
+                           spawn_worker(d, spec2, 1, 2, srv.url("w2/0"), 30000, 30000)};
+  ReapGuard guard{two};
+  for (Rank& r : two) EXPECT_TRUE(wait_exit(r, 120));
+  reap(two);
+  ASSERT_EQ(code_of(two[0]), 0) << fw::read_file_text(two[0].err);
+  ASSERT_EQ(code_of(two[1]), 0) << fw::read_file_text(two[1].err);
+  // Both ranks report the same global loss each step.
+  std::vector<double> l0, l1;
+  for (const json& e : events(two[0]))
+    if (e["event"] == "step") l0.push_back(e["loss"].get<double>());
+  for (const json& e : events(two[1]))
+    if (e["event"] == "step") l1.push_back(e["loss"].get<double>());
+  EXPECT_EQ(l0.size(), 8u);
+  EXPECT_EQ(l0, l1);
+  json started = events(two[1]).front();
+  EXPECT_EQ(started["world_size"], 2);
+  EXPECT_EQ(started["collective"], "gloo");
+  // Only rank 0 wrote checkpoints and the model.
+  int ck_events = 0;
+  for (const json& e : events(two[1])) ck_events += e["event"] == "checkpoint";
+  EXPECT_EQ(ck_events, 0);
+  auto m1 = fw::model_load_hf(d / "out-w1");
+  auto m2 = fw::model_load_hf(d / "out-w2");
+  fw::Model m0(fw::config_from_json(tiny_config()));
+  m0.init_random(42);
+  double rel = rel_l2(m2->params, m1->params);
+  printf("collective_worker: relative L2 two ranks (B=4) vs one rank (B=8) after 8 steps: %.3g\n", rel);
+  EXPECT_LE(rel, 1e-4);
+  EXPECT_GT(rel_l2(m0.params, m1->params), 1e-3);  // training moved the weights
+}
+
+TEST(collective_worker, a_missing_rank_ends_the_others_with_rendezvous_timeout_exit_6) {
+  TempDir d;
+  write_shard(d);
+  fw_test::TestStore srv;
+  std::string spec = write_spec(d, "miss", 4, 4);
+  const int64_t join_ms = 2000;
+  auto t0 = Clock::now();
+  std::vector<Rank> rs = {spawn_worker(d, spec, 0, 3, srv.url("miss/0"), join_ms, 5000),
+                          spawn_worker(d, spec, 1, 3, srv.url("miss/0"), join_ms, 5000)};
+  ReapGuard guard{rs};
+  for (Rank& r : rs) EXPECT_TRUE(wait_exit(r, join_ms / 1000.0 + 10));
+  double took = secs_since(t0);
+  reap(rs);
+  for (Rank& r : rs) {
+    EXPECT_EQ(code_of(r), 6);
+    std::vector<json> evs = events(r);
+    ASSERT_FALSE(evs.empty());
+    EXPECT_EQ(evs.back()["event"], "error");
+    EXPECT_EQ(evs.back()["code"], 6);
+    EXPECT_NE(evs.back()["message"].get<std::string>().find("rendezvous timeout"), std::string::npos);
+  }
+  EXPECT_LT(took, join_ms / 1000.0 + 10);
+}
+
+TEST(collective_worker, a_stopped_rank_ends_the_others_with_collective_timeout_exit_7) {
+  TempDir d;
+  write_shard(d);
+  fw_test::TestStore srv;
+  std::string spec = write_spec(d, "stop", 4, 100000);
+  const int64_t coll_ms = 2000;
+  std::vector<Rank> rs = {spawn_worker(d, spec, 0, 2, srv.url("stop/0"), 30000, coll_ms),
+                          spawn_worker(d, spec, 1, 2, srv.url("stop/0"), 30000, coll_ms)};
+  ReapGuard guard{rs};
+  auto steps_of = [&](const Rank& r) {
+    int n = 0;
+    for (const json& e : events(r)) n += e["event"] == "step";
+    return n;
+  };
+  auto t0 = Clock::now();
+  while (steps_of(rs[0]) < 3 && secs_since(t0) < 60 && !wait_exit(rs[0], 0.05)) {
+  }
+  ASSERT_GE(steps_of(rs[0]), 3) << fw::read_file_text(rs[0].err);
+  kill(rs[1].pid, SIGSTOP);
+  auto t1 = Clock::now();
+  EXPECT_TRUE(wait_exit(rs[0], coll_ms / 1000.0 + 10));
+  double took = secs_since(t1);
+  reap(rs);
+  EXPECT_EQ(code_of(rs[0]), 7);
+  std::vector<json> evs = events(rs[0]);
+  ASSERT_FALSE(evs.empty());
+  EXPECT_EQ(evs.back()["event"], "error");
+  EXPECT_NE(evs.back()["message"].get<std::string>().find("collective timeout"), std::string::npos)
+      << evs.back().dump();
+  EXPECT_LT(took, coll_ms / 1000.0 + 10);
+  EXPECT_EQ(code_of(rs[1]), 128 + SIGKILL);  // the stopped rank was reaped by the test
+}
+
+// SIGTERM to rank 1 only: both ranks stop at the same step (the stop flag is
+// summed), rank 0 checkpoints, both exit 143; started again with the same
+// spec they resume and finish with the bytes an uninterrupted run writes.
+TEST(collective_worker, sigterm_on_one_rank_stops_both_and_the_resumed_run_is_bit_identical) {
+  TempDir d;
+  write_shard(d);
+  fw_test::TestStore srv;
+  auto run2 = [&](const std::string& spec, const std::string& attempt, bool sigterm_rank1) {
+    std::vector<Rank> rs = {spawn_worker(d, spec, 0, 2, srv.url(attempt), 30000, 30000),
+                            spawn_worker(d, spec, 1, 2, srv.url(attempt), 30000, 30000)};
+    ReapGuard guard{rs};
+    if (sigterm_rank1) {
+      auto t0 = Clock::now();
+      auto steps = [&] {
+        int n = 0;
+        for (const json& e : events(rs[0])) n += e["event"] == "step";
+        return n;
+      };
+      while (steps() < 3 && secs_since(t0) < 60 && !wait_exit(rs[0], 0.01)) {
+      }
+      kill(rs[1].pid, SIGTERM);
+    }
+    for (Rank& r : rs) EXPECT_TRUE(wait_exit(r, 120));
+    reap(rs);
+    return rs;
+  };
+  std::string a = write_spec(d, "a", 4, 40), b = write_spec(d, "b", 4, 40);
+  std::vector<Rank> ra = run2(a, "a/0", false);
+  ASSERT_EQ(code_of(ra[0]), 0) << fw::read_file_text(ra[0].err);
+  std::vector<Rank> rb = run2(b, "b/0", true);
+  ASSERT_EQ(code_of(rb[0]), 143) << fw::read_file_text(rb[0].err);
+  ASSERT_EQ(code_of(rb[1]), 143) << fw::read_file_text(rb[1].err);
+  json stop0 = events(rb[0]).back(), stop1 = events(rb[1]).back();
+  EXPECT_EQ(stop0["event"], "stopped");
+  EXPECT_EQ(stop0["signal"], "peer");
+  EXPECT_EQ(stop1["signal"], "SIGTERM");
+  EXPECT_EQ(stop0["step"], stop1["step"]);
+  EXPECT_LT(stop0["step"].get<int>(), 40);
+  std::vector<Rank> rb2 = run2(b, "b/1", false);
+  ASSERT_EQ(code_of(rb2[0]), 0) << fw::read_file_text(rb2[0].err);
+  ASSERT_EQ(code_of(rb2[1]), 0) << fw::read_file_text(rb2[1].err);
+  EXPECT_EQ(events(rb2[0]).front()["step"], stop0["step"]);  // resumed where it stopped
+  EXPECT_EQ(fw::read_file_text(d / "out-a/model.safetensors"), fw::read_file_text(d / "out-b/model.safetensors"));
+}
+
+}  // namespace
