@@ -5,7 +5,7 @@
  * rank is SIGKILLed mid-run, the run restarts from its checkpoint and
  * completes, and the model folder it registers in `fw.trainer.run.completed`
  * holds the weights of an uninterrupted run of the same request, with the
- * dataset's tokenizer. (World size 1 until the native collectives land.)
+ * dataset's tokenizer. Two ranks (Gloo over loopback), either one killed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -78,13 +78,14 @@ afterAll(async () => {
 });
 
 describe('e2e', () => {
-  it('e2e - a ready dataset triggers a run by policy; a rank SIGKILLed mid-run; the registered model matches an uninterrupted run', async () => {
+  it('e2e - a ready dataset triggers a 2-rank run by policy; a rank SIGKILLed mid-run; the registered model matches an uninterrupted run', async () => {
     const template = {
       model: { config: TINY_CONFIG },
       hyperparameters: { maxSteps: 150, learningRate: 1e-3, batchSize: 4, seqLen: 32 },
       checkpointInterval: 5,
       restartBudget: 2,
       seed: 11,
+      worldSize: 2,
     };
     const put = await h.app.inject({ method: 'PUT', url: '/v1/policies/e2e-books', headers: h.auth, payload: { template } });
     expect(put.statusCode, put.body).toBe(200);
@@ -106,13 +107,14 @@ describe('e2e', () => {
     const run = (await h.runs.get(runId!))!;
     expect(run.dataset_name).toBe('e2e-books');
 
-    // Kill rank 0 once it is past its first checkpoints.
+    // Kill one of the two ranks once they are past their first checkpoints.
+    const victim = Math.random() < 0.5 ? 0 : 1;
     let killedAt = 0;
     const off = h.hub.subscribe(runId!, {
       metric: (m) => {
         if (killedAt || m.rank !== 0 || m.step < 30) return;
         killedAt = m.step;
-        void h.runs.ranks(runId!, m.attempt).then((ranks) => process.kill(ranks[0]!.pid!, 'SIGKILL'));
+        void h.runs.ranks(runId!, m.attempt).then((ranks) => process.kill(ranks.find((k) => k.rank === victim)!.pid!, 'SIGKILL'));
       },
       status: () => undefined,
     });
