@@ -112,8 +112,13 @@ TEST(io_checkpoint, failed_write_leaves_previous_checkpoint_intact) {
   const int64_t mb = (int64_t)fwtest::read_bytes(first + "/model.safetensors").size();
   const int64_t ob = (int64_t)fwtest::read_bytes(first + "/optim.safetensors").size();
   const int64_t sb = (int64_t)fwtest::read_bytes(first + "/state.json").size();
-  // fail inside model, optim, state, manifest
-  for (int64_t fail_at : {(int64_t)0, (int64_t)100, mb + 10, mb + ob + 5, mb + ob + sb + 5}) {
+  // A crash injected after N bytes, N swept over the whole write: every file
+  // boundary and its neighbours, 48 points spread over the bytes, and one
+  // inside the manifest (written last).
+  const int64_t body = mb + ob + sb;
+  std::vector<int64_t> sweep = {0, 1, mb - 1, mb, mb + 1, mb + ob - 1, mb + ob, mb + ob + 1, body - 1, body, body + 5};
+  for (int i = 1; i < 48; ++i) sweep.push_back(body * i / 48);
+  for (int64_t fail_at : sweep) {
     SCOPED_TRACE(fail_at);
     fw::io_set_fail_after_bytes(fail_at);
     expect_error([&] { fw::checkpoint_save_trainer(d / "ck", *run.tr, run.identity, run.loader.position()); }, ErrorKind::kIo,
