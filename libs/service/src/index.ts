@@ -23,3 +23,5 @@ export { handleShutdownSignals } from './shutdown.ts';
 export type { ShutdownReport, SignalOptions } from './shutdown.ts';
 export { Type } from '@sinclair/typebox';
 export type { Static, TSchema } from '@sinclair/typebox';
+export { ConfigError, envInt, envUrl, isConfigError, loadPlatformConfig } from './env.ts';
+export type { Env, PlatformConfig } from './env.ts';
