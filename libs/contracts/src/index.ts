@@ -11,3 +11,4 @@ export * from './events/evaluation.ts';
 export * from './events/serving.ts';
 export * from './http/data.ts';
 export * from './http/trainer.ts';
+export * from './ids.ts';

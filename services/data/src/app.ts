@@ -4,6 +4,7 @@
  * builds the clients from the environment; tests build them against the real
  * NATS and Postgres with unique names.
  */
+import { stableUuid } from '@flywheel/contracts';
 import { fileURLToPath } from 'node:url';
 import { subjects } from '@flywheel/contracts';
 import type { ArtifactStore } from '@flywheel/artifacts';
@@ -12,7 +13,6 @@ import type { Db } from '@flywheel/db';
 import { migrate } from '@flywheel/db';
 import { createApp, type App } from '@flywheel/service';
 import type { Logger } from '@flywheel/telemetry';
-import { stableUuid } from './ids.ts';
 import { createIngestJob, type IngestJob } from './jobs/ingest-job.ts';
 import { createDatasetsRepository } from './repositories/datasets.repository.ts';
 import { createJobsRepository } from './repositories/jobs.repository.ts';

@@ -4,6 +4,7 @@
  * listener, the run supervisor and the queue. main.ts builds the clients
  * from the environment; tests build them against the real NATS and Postgres.
  */
+import { stableUuid } from '@flywheel/contracts';
 import { fileURLToPath } from 'node:url';
 import { subjects } from '@flywheel/contracts';
 import type { ArtifactStore } from '@flywheel/artifacts';
@@ -12,7 +13,6 @@ import type { Db } from '@flywheel/db';
 import { migrate } from '@flywheel/db';
 import { createApp, type App } from '@flywheel/service';
 import type { Logger } from '@flywheel/telemetry';
-import { stableUuid } from './ids.ts';
 import type { Launcher } from './launchers/types.ts';
 import { startStoreServer, type StoreServer } from './rendezvous/server.ts';
 import { createRendezvousStore, type RendezvousStore } from './rendezvous/store.ts';

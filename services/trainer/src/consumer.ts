@@ -5,10 +5,10 @@
  * policy's template. Run ids derive from the event id, so a redelivered
  * event finds its run instead of creating a second one.
  */
+import { stableUuid } from '@flywheel/contracts';
 import { subjects, type CreateRunBody, type RunFailed } from '@flywheel/contracts';
 import type { Bus, Subscription } from '@flywheel/bus';
 import { isProblemError } from '@flywheel/service';
-import { stableUuid } from './ids.ts';
 import type { CatalogRepository } from './repositories/catalog.repository.ts';
 import type { RunsRepository } from './repositories/runs.repository.ts';
 import { resolveRunRequest, type RequestDeps } from './run/requests.ts';

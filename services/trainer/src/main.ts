@@ -5,6 +5,7 @@
  * queue until SIGTERM (then the ranks checkpoint and stop; the next start
  * resumes them).
  */
+import { stableUuid } from '@flywheel/contracts';
 import { mkdir } from 'node:fs/promises';
 import { createArtifactStore } from '@flywheel/artifacts';
 import { connectBus } from '@flywheel/bus';
@@ -17,7 +18,6 @@ import { startTrainerConsumers } from './consumer.ts';
 import { createKubernetesLauncher } from './launchers/kubernetes.ts';
 import { createLocalLauncher } from './launchers/local.ts';
 import type { Launcher } from './launchers/types.ts';
-import { stableUuid } from './ids.ts';
 import { subjects } from '@flywheel/contracts';
 
 async function main(): Promise<void> {

@@ -9,6 +9,7 @@
  * simply run again when its message comes back, and one killed after the
  * commit only re-announces.
  */
+import { stableUuid } from '@flywheel/contracts';
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
@@ -19,7 +20,6 @@ import { trace } from '@opentelemetry/api';
 import type { ArtifactStore } from '@flywheel/artifacts';
 import type { Db } from '@flywheel/db';
 import type { DatasetFailed, DatasetReady } from '@flywheel/contracts';
-import { stableUuid } from '../ids.ts';
 import { detectFormat, parseInput } from '../ingest/parse.ts';
 import { INPUT_FORMATS, InputError, type InputFormat, type QuarantineEntry, type SourceRecord } from '../ingest/types.ts';
 import {

@@ -1,4 +1,4 @@
-/** Stable event ids: the same name always gives the same UUID, so a re-publish dedups. */
+/** Stable event ids: the same name always gives the same UUID, so a re-publish deduplicates (Nats-Msg-Id). */
 import { createHash } from 'node:crypto';
 
 /** A name-based UUID (version 8 layout, sha256 of the name). */
