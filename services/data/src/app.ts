@@ -11,7 +11,7 @@ import type { ArtifactStore } from '@flywheel/artifacts';
 import type { Bus } from '@flywheel/bus';
 import type { Db } from '@flywheel/db';
 import { migrate } from '@flywheel/db';
-import { createApp, type App } from '@flywheel/service';
+import { createApp, platformReadiness, type App } from '@flywheel/service';
 import type { Logger } from '@flywheel/telemetry';
 import { createIngestJob, type IngestJob } from './jobs/ingest-job.ts';
 import { createDatasetsRepository } from './repositories/datasets.repository.ts';
@@ -74,11 +74,7 @@ export async function buildDataService(deps: DataServiceDeps): Promise<DataServi
     description: 'Ingests raw text, cleans it and turns it into versioned, tokenised datasets.',
     auth: { tokens: deps.apiTokens },
     logger: deps.logger ?? false,
-    readiness: [
-      { name: 'postgres', check: () => deps.db.ping() },
-      { name: 'nats', check: () => deps.bus.nc.flush() },
-      { name: 'artifacts', check: () => deps.artifacts.ping() },
-    ],
+    readiness: platformReadiness(deps),
   });
   await app.register(ingestRoutes, {
     artifacts: deps.artifacts,

@@ -11,7 +11,7 @@ import type { ArtifactStore } from '@flywheel/artifacts';
 import { openKv, type Bus } from '@flywheel/bus';
 import type { Db } from '@flywheel/db';
 import { migrate } from '@flywheel/db';
-import { createApp, type App } from '@flywheel/service';
+import { createApp, platformReadiness, type App } from '@flywheel/service';
 import type { Logger } from '@flywheel/telemetry';
 import type { Launcher } from './launchers/types.ts';
 import { startStoreServer, type StoreServer } from './rendezvous/server.ts';
@@ -110,11 +110,7 @@ export async function buildTrainerService(deps: TrainerServiceDeps): Promise<Tra
     description: 'Turns ready datasets into trained models: queued, supervised, restartable data-parallel runs.',
     auth: { tokens: deps.apiTokens },
     logger: deps.logger ?? false,
-    readiness: [
-      { name: 'postgres', check: () => deps.db.ping() },
-      { name: 'nats', check: () => deps.bus.nc.flush() },
-      { name: 'artifacts', check: () => deps.artifacts.ping() },
-    ],
+    readiness: platformReadiness(deps),
   });
   const requestDeps = {
     catalog,

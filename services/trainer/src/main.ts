@@ -6,14 +6,9 @@
  * resumes them).
  */
 import { stableUuid } from '@flywheel/contracts';
-import { mkdir } from 'node:fs/promises';
-import { createArtifactStore } from '@flywheel/artifacts';
-import { connectBus } from '@flywheel/bus';
-import { createDb } from '@flywheel/db';
-import { handleShutdownSignals } from '@flywheel/service';
-import { createLogger, startTelemetry } from '@flywheel/telemetry';
+import { addPlatformResources, connectPlatform, handleShutdownSignals, loadConfigOrExit } from '@flywheel/service';
 import { buildTrainerService, migrateTrainerSchema, SERVICE_NAME, SERVICE_VERSION } from './app.ts';
-import { ConfigError, loadConfig } from './config.ts';
+import { loadConfig } from './config.ts';
 import { startTrainerConsumers } from './consumer.ts';
 import { createKubernetesLauncher } from './launchers/kubernetes.ts';
 import { createLocalLauncher } from './launchers/local.ts';
@@ -21,31 +16,14 @@ import type { Launcher } from './launchers/types.ts';
 import { subjects } from '@flywheel/contracts';
 
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`trainer service: configuration error: ${e.message}`);
-      process.exit(2);
-    }
-    throw e;
-  }
-  const telemetry = startTelemetry({ serviceName: `flywheel-${SERVICE_NAME}`, serviceVersion: SERVICE_VERSION });
-  const logger = createLogger({ name: SERVICE_NAME, level: config.logLevel });
-  const db = createDb({ url: config.databaseUrl, schema: config.dbSchema, applicationName: `flywheel-${SERVICE_NAME}` });
-  await migrateTrainerSchema(db);
-  const artifacts = createArtifactStore(config.artifactRoot);
-  await artifacts.ping();
-  await mkdir(config.workRoot, { recursive: true });
-  const bus = await connectBus({
-    servers: config.natsUrl,
-    name: `${SERVICE_NAME}-${config.instanceId}`,
-    source: SERVICE_NAME,
-    namespace: config.busNamespace,
-    user: config.natsUser,
-    pass: config.natsPass,
+  const config = loadConfigOrExit('trainer service', loadConfig);
+  const platform = await connectPlatform({
+    serviceName: SERVICE_NAME,
+    serviceVersion: SERVICE_VERSION,
+    config,
+    migrate: migrateTrainerSchema,
   });
+  const { db, bus, artifacts, logger } = platform;
   const launchers: Record<string, Launcher> = { local: createLocalLauncher({ maxRanks: config.maxRanks }) };
   if (config.launcher === 'kubernetes')
     launchers['kubernetes'] = createKubernetesLauncher({
@@ -92,9 +70,7 @@ async function main(): Promise<void> {
     for (const c of consumers) await c.stop();
   });
   svc.app.addDrainer('runs', () => svc.scheduler.stop());
-  svc.app.addResource('telemetry', () => telemetry.shutdown());
-  svc.app.addResource('postgres', () => db.close());
-  svc.app.addResource('bus', () => bus.close());
+  addPlatformResources(svc.app, platform);
   svc.app.addResource('rendezvous-store', () => svc.storeServer.close());
   handleShutdownSignals(svc.app);
   await svc.app.listen({ host: config.host, port: config.port });
