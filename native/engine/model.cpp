@@ -324,28 +324,7 @@ void ModelT<T>::zero_grad() {
 
 template <typename T>
 LayerParams<T> ModelT<T>::layer_ptrs(T* base, int l) {
-  LayerParams<T> p{};
-  if (!base) return p;  // all nullptr: no gradients
-  std::string pre = "model.layers." + std::to_string(l) + ".";
-  auto at = [&](const char* n) { return base + layout.at(pre + n).offset; };
-  auto opt = [&](const char* n) {
-    const TensorInfo* t = layout.find(pre + n);
-    return t ? base + t->offset : nullptr;
-  };
-  p.ln1 = at("input_layernorm.weight");
-  p.wq = at("self_attn.q_proj.weight");
-  p.bq = opt("self_attn.q_proj.bias");
-  p.wk = at("self_attn.k_proj.weight");
-  p.bk = opt("self_attn.k_proj.bias");
-  p.wv = at("self_attn.v_proj.weight");
-  p.bv = opt("self_attn.v_proj.bias");
-  p.wo = at("self_attn.o_proj.weight");
-  p.bo = opt("self_attn.o_proj.bias");
-  p.ln2 = at("post_attention_layernorm.weight");
-  p.wgate = at("mlp.gate_proj.weight");
-  p.wup = at("mlp.up_proj.weight");
-  p.wdown = at("mlp.down_proj.weight");
-  return p;
+  return layer_param_ptrs(layout, base, l);
 }
 
 template <typename T>
@@ -406,8 +385,7 @@ void ModelT<T>::lin_backward(int l, int m, T* dinp, T* dw, T* db, const T* dout,
   if (lora_ && lora_->targets(l, m)) lora_->backward(l, m, dinp, dout, inp, N, IC, OC, dropout_key());
 }
 
-template <typename T>
-void ModelT<T>::check_tokens(const int32_t* tokens, const int32_t* targets, int B, int T_) const {
+void check_batch(const Config& cfg, const int32_t* tokens, const int32_t* targets, int B, int T_) {
   FW_CHECK(B > 0 && T_ > 0, kInvalidArgument, "batch shape must be positive, got B=" << B << " T=" << T_);
   FW_CHECK_HINT(T_ <= cfg.max_position_embeddings, kInvalidArgument,
                 "sequence length " << T_ << " exceeds max_position_embeddings " << cfg.max_position_embeddings,
@@ -423,6 +401,11 @@ void ModelT<T>::check_tokens(const int32_t* tokens, const int32_t* targets, int 
                "target id " << targets[i] << " at index " << i << " outside [0, " << cfg.vocab_size
                             << ") and not -100");
   }
+}
+
+template <typename T>
+void ModelT<T>::check_tokens(const int32_t* tokens, const int32_t* targets, int B, int T_) const {
+  check_batch(cfg, tokens, targets, B, T_);
 }
 
 // Forward of layer l from resid(l) into resid(l+1), saving activations in s.

@@ -135,6 +135,41 @@ struct LayerParams {
   T* wdown;  // (C, I)         mlp.down_proj.weight
 };
 
+// Pointers to layer l's tensors inside a flat buffer laid out by `layout`
+// (parameters or gradients, CPU or GPU memory); all nullptr when base is.
+template <typename T>
+LayerParams<T> layer_param_ptrs(const ParamLayout& layout, T* base, int l) {
+  LayerParams<T> p{};
+  if (!base) return p;
+  const std::string pre = "model.layers." + std::to_string(l) + ".";
+  auto at = [&](const char* n) { return base + layout.at(pre + n).offset; };
+  auto opt = [&](const char* n) {
+    const TensorInfo* t = layout.find(pre + n);
+    return t ? base + t->offset : nullptr;
+  };
+  p.ln1 = at("input_layernorm.weight");
+  p.wq = at("self_attn.q_proj.weight");
+  p.bq = opt("self_attn.q_proj.bias");
+  p.wk = at("self_attn.k_proj.weight");
+  p.bk = opt("self_attn.k_proj.bias");
+  p.wv = at("self_attn.v_proj.weight");
+  p.bv = opt("self_attn.v_proj.bias");
+  p.wo = at("self_attn.o_proj.weight");
+  p.bo = opt("self_attn.o_proj.bias");
+  p.ln2 = at("post_attention_layernorm.weight");
+  p.wgate = at("mlp.gate_proj.weight");
+  p.wup = at("mlp.up_proj.weight");
+  p.wdown = at("mlp.down_proj.weight");
+  return p;
+}
+
+// The checks forward() makes on a batch (tokens, targets: (B, T) host ids,
+// targets may be nullptr): a positive shape, T within max_position_embeddings
+// (kInvalidArgument) and the sliding window (kUnsupported), every id in
+// [0, V) and every target in [0, V) or -100 (kInvalidArgument). Shared by
+// the CPU and CUDA models.
+void check_batch(const Config& cfg, const int32_t* tokens, const int32_t* targets, int B, int T);
+
 // Caller-owned key/value cache for forward_cached(). k and v are
 // (L, B, KVH, S, HS) with S = capacity (max positions); positions [0, len)
 // are filled. Post-RoPE keys are stored.

@@ -9,13 +9,36 @@
 
 namespace fw {
 
-template <typename T>
-TrainerT<T>::TrainerT(ModelT<T>& model, const TrainConfig& cfg, LoraT<T>* lora, ModelT<T>* teacher)
-    : model_(model), cfg_(cfg), lora_(lora), teacher_(teacher), rng_(cfg.seed) {
+void check_train_config(const TrainConfig& cfg) {
   FW_CHECK(cfg.lr >= 0 && cfg.min_lr >= 0, kInvalidArgument, "learning rates must be >= 0");
   FW_CHECK(cfg.grad_accum >= 1, kInvalidArgument, "grad_accum must be >= 1, got " << cfg.grad_accum);
   FW_CHECK(cfg.warmup_steps >= 0 && cfg.total_steps >= 1, kInvalidArgument,
            "need warmup_steps >= 0 and total_steps >= 1");
+}
+
+LrSchedule lr_schedule(const TrainConfig& cfg) {
+  LrSchedule s;
+  s.lr = cfg.lr;
+  s.min_lr = cfg.min_lr;
+  s.warmup = cfg.warmup_steps;
+  s.total = cfg.total_steps;
+  return s;
+}
+
+int64_t check_step_batch(const TrainConfig& cfg, const int32_t* targets, int B, int T) {
+  FW_CHECK(targets, kInvalidArgument, "step() needs targets");
+  FW_CHECK_HINT(B > 0 && B % cfg.grad_accum == 0, kInvalidArgument,
+                "batch size " << B << " is not a multiple of grad_accum " << cfg.grad_accum,
+                "make batch_size divisible by grad_accum");
+  int64_t n = 0;
+  for (size_t i = 0; i < (size_t)B * T; i++) n += targets[i] != kIgnoreIndex;
+  return n;
+}
+
+template <typename T>
+TrainerT<T>::TrainerT(ModelT<T>& model, const TrainConfig& cfg, LoraT<T>* lora, ModelT<T>* teacher)
+    : model_(model), cfg_(cfg), lora_(lora), teacher_(teacher), rng_(cfg.seed) {
+  check_train_config(cfg);
   if (lora) {
     FW_CHECK_HINT(!model.has_grads(), kInvalidArgument, "LoRA training needs a frozen base model",
                   "do not call enable_grads() on the base model");
@@ -38,22 +61,15 @@ TrainerT<T>::TrainerT(ModelT<T>& model, const TrainConfig& cfg, LoraT<T>* lora, 
   ac.weight_decay = cfg.weight_decay;
   ac.decay_norms_and_biases = cfg.decay_norms_and_biases;
   adam_.init(ac, trainable_layout());
-  sched_.lr = cfg.lr;
-  sched_.min_lr = cfg.min_lr;
-  sched_.warmup = cfg.warmup_steps;
-  sched_.total = cfg.total_steps;
+  sched_ = lr_schedule(cfg);
 }
 
 template <typename T>
 StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int B, int T_) {
-  FW_CHECK(targets, kInvalidArgument, "step() needs targets");
-  FW_CHECK_HINT(B > 0 && B % cfg_.grad_accum == 0, kInvalidArgument,
-                "batch size " << B << " is not a multiple of grad_accum " << cfg_.grad_accum,
-                "make batch_size divisible by grad_accum");
+  StepResult r;
+  r.tokens = check_step_batch(cfg_, targets, B, T_);
   int k = cfg_.grad_accum, mb = B / k, V = model_.cfg.vocab_size;
   size_t mbn = (size_t)mb * T_;
-  StepResult r;
-  for (size_t i = 0; i < (size_t)B * T_; i++) r.tokens += targets[i] != kIgnoreIndex;
   bool dp = coll_ && coll_->world_size() > 1;
   if (dp) {
     // The global target count, so that summing the ranks' gradients gives
@@ -103,9 +119,7 @@ StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int 
     return r;
   }
   // Clipping is applied inside the AdamW pass (grads * clip / norm).
-  double clip = 1.0;
-  if (cfg_.grad_clip > 0 && r.grad_norm > cfg_.grad_clip) clip = cfg_.grad_clip / (r.grad_norm + 1e-6);
-  adam_.step(trainable_params(), g, trainable_layout(), r.lr, step_ + 1, clip);
+  adam_.step(trainable_params(), g, trainable_layout(), r.lr, step_ + 1, clip_scale(cfg_.grad_clip, r.grad_norm));
   step_++;
   return r;
 }

@@ -51,6 +51,21 @@ struct TrainConfig {
   uint64_t seed = 1337;         // rng() key
 };
 
+// Throws kInvalidArgument for learning rates < 0, grad_accum < 1, a
+// negative warmup or total_steps < 1. Shared by the CPU and CUDA trainers.
+void check_train_config(const TrainConfig& cfg);
+// The warmup + cosine schedule the config describes.
+LrSchedule lr_schedule(const TrainConfig& cfg);
+// step()'s checks on a batch: targets given, B > 0 and a multiple of
+// grad_accum (kInvalidArgument). Returns the count of non-ignored targets.
+int64_t check_step_batch(const TrainConfig& cfg, const int32_t* targets, int B, int T);
+
+// The factor gradients are multiplied by to clip their global norm to
+// grad_clip (1 when clipping is off or the norm is already within it).
+inline double clip_scale(double grad_clip, double grad_norm) {
+  return grad_clip > 0 && grad_norm > grad_clip ? grad_clip / (grad_norm + 1e-6) : 1.0;
+}
+
 struct StepResult {
   double loss = 0;       // mean over the batch's non-ignored targets (mixed loss when distilling)
   double grad_norm = 0;  // before clipping

@@ -21,55 +21,16 @@
 #include "distill.h"
 #include "engine_test_util.h"
 #include "lora.h"
+#include "ref_bundle.h"
 
 namespace {
 
-struct Named {
-  std::string name;
-  std::vector<int64_t> shape;
-  const float* data;
-};
+using fwref::Named;
+using fwref::read_bundle;
+using fwref::write_bundle;
 
-void write_bundle(const std::string& prefix, const nlohmann::json& meta, const std::vector<Named>& ts) {
-  nlohmann::json idx = nlohmann::json::object();
-  std::ofstream bin(prefix + ".bin", std::ios::binary);
-  size_t off = 0;
-  for (const Named& t : ts) {
-    size_t n = 1;
-    for (int64_t d : t.shape) n *= (size_t)d;
-    idx[t.name] = {{"shape", t.shape}, {"offset", off}};
-    bin.write((const char*)t.data, (std::streamsize)(n * sizeof(float)));
-    off += n;
-  }
-  std::ofstream(prefix + ".json") << nlohmann::json{{"meta", meta}, {"tensors", idx}}.dump();
-}
-
-std::map<std::string, std::vector<float>> read_bundle(const std::string& prefix) {
-  nlohmann::json j;
-  std::ifstream(prefix + ".json") >> j;
-  std::ifstream bin(prefix + ".bin", std::ios::binary);
-  std::vector<char> raw((std::istreambuf_iterator<char>(bin)), std::istreambuf_iterator<char>());
-  const float* f = (const float*)raw.data();
-  std::map<std::string, std::vector<float>> out;
-  for (auto& [name, t] : j["tensors"].items()) {
-    size_t n = 1;
-    for (auto& d : t["shape"]) n *= d.get<size_t>();
-    size_t off = t["offset"].get<size_t>();
-    out[name] = std::vector<float>(f + off, f + off + n);
-  }
-  return out;
-}
-
-std::string python() {
-  const char* p = std::getenv("FW_REF_PYTHON");
-  return p && *p ? p : "/usr/bin/python3";
-}
-
-std::string ref_script() {
-  const char* root = std::getenv("FW_NATIVE_ROOT");
-  std::string base = root ? std::string(root) + "/tests" : std::string(__FILE__).substr(0, std::string(__FILE__).rfind('/'));
-  return base + "/ref/llama_ref.py";
-}
+std::string python() { return fwref::ref_python("/usr/bin/python3"); }
+using fwref::ref_script;
 
 bool have_torch() {
   static int ok = -1;

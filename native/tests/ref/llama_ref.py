@@ -7,17 +7,20 @@ grouped-query causal attention, SwiGLU MLP, optional q/k/v(/o) biases, tied or
 untied LM head, cross-entropy with ignore_index=-100, LoRA (scale alpha/r,
 no dropout) and distillation ((1-a) CE + a T^2 KL(teacher || student)).
 
-Usage: llama_ref.py IN_PREFIX OUT_PREFIX
+Usage: llama_ref.py [--device cpu|cuda] IN_PREFIX OUT_PREFIX
   IN_PREFIX.json/.bin: the bundle the C++ test wrote (weights, batch, options)
   OUT_PREFIX.json/.bin: logits, loss and a gradient for every trainable tensor
+  --device cuda: the same computation on the GPU, in true fp32 (TF32 off for
+  matmuls and cuDNN), for the CUDA backend's parity test
+  (native/tests/cuda/cuda_ref_test.cpp); default cpu
 
 A bundle is a JSON index {"meta": {...}, "tensors": {name: {"shape": [...],
 "offset": element offset}}} plus a raw little-endian float32 .bin file.
 Also importable (bench/engine/bench.py builds its PyTorch side from it).
 """
+import argparse
 import json
 import math
-import sys
 
 import numpy as np
 import torch
@@ -41,7 +44,7 @@ def read_bundle(prefix):
 def write_bundle(prefix, meta, tensors):
     index, chunks, off = {}, [], 0
     for name, t in tensors.items():
-        a = t.detach().to(torch.float32).contiguous().numpy().reshape(-1)
+        a = t.detach().to(torch.float32).cpu().contiguous().numpy().reshape(-1)
         index[name] = {"shape": list(t.shape), "offset": off}
         chunks.append(a)
         off += a.size
@@ -67,11 +70,11 @@ def rmsnorm(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def rope_cos_sin(T, HS, theta):
+def rope_cos_sin(T, HS, theta, device="cpu"):
     inv_freq = 1.0 / (theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS))
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, HS)
-    return emb.cos().float(), emb.sin().float()
+    return emb.cos().float().to(device), emb.sin().float().to(device)
 
 
 def rotate_half(x):
@@ -96,8 +99,8 @@ def forward(p, d, tokens, lora=None):
     """tokens (B, T) int64 -> logits (B, T, V)."""
     B, T = tokens.shape
     x = p["model.embed_tokens.weight"][tokens]  # (B, T, C)
-    cos, sin = rope_cos_sin(T, d.HS, d.theta)
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    cos, sin = rope_cos_sin(T, d.HS, d.theta, tokens.device)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool, device=tokens.device), diagonal=1)
     G = d.NH // d.KVH
     for l in range(d.L):
         pre = f"model.layers.{l}."
@@ -122,13 +125,20 @@ def forward(p, d, tokens, lora=None):
     return x @ w.t()
 
 
-def main(inp, out):
+def main(inp, out, device="cpu"):
     torch.set_num_threads(1)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # True fp32 products: the parity bound is 1e-4, which TF32 (10-bit
+        # mantissa) would not meet.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     meta, t = read_bundle(inp)
+    t = {k: v.to(dev) for k, v in t.items()}
     d = Dims(meta["config"])
     B, T = meta["B"], meta["T"]
-    tokens = torch.tensor(meta["tokens"], dtype=torch.int64).view(B, T)
-    targets = torch.tensor(meta["targets"], dtype=torch.int64).view(B, T)
+    tokens = torch.tensor(meta["tokens"], dtype=torch.int64, device=dev).view(B, T)
+    targets = torch.tensor(meta["targets"], dtype=torch.int64, device=dev).view(B, T)
     params = {k: v for k, v in t.items() if k.startswith("model.") or k == "lm_head.weight"}
     lora = None
     if meta.get("lora"):
@@ -164,4 +174,9 @@ def main(inp, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser(description="plain-PyTorch Llama reference (see the module docstring)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("inp", help="input bundle prefix")
+    ap.add_argument("out", help="output bundle prefix")
+    a = ap.parse_args()
+    main(a.inp, a.out, a.device)
