@@ -15,9 +15,13 @@
 // kernel also runs decode against the KV cache layout (B, KVH, S, HS), with
 // query row t at absolute position offset + t seeing keys 0..offset+t.
 // Not tensor-core code: this is the correct, sanitizer-clean baseline the
-// parity tests pin; an mma/wgmma version replaces the inner products later.
+// parity tests pin (and the fp32 path). bf16 training attention with HS 64 or
+// 128 dispatches to the tensor-core kernels of ops_attention_tc.cu instead.
+#include <type_traits>
+
 #include "cuda_common.cuh"
 #include "ops_attention.cuh"
+#include "ops_attention_tc.cuh"
 
 namespace fw {
 namespace cuda {
@@ -361,6 +365,12 @@ template <typename T>
 void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, int B, int T_, int NH, int KVH,
                        int HS, cudaStream_t stream) {
   check_dims(NH, KVH, HS, "attention_forward");
+  if constexpr (std::is_same<T, bf16>::value) {
+    if (attention_tc_supported(HS, out, q, k, v)) {
+      attention_forward_tc(out, lse, q, k, v, B, T_, NH, KVH, HS, stream);
+      return;
+    }
+  }
   forward_launch(out, lse, q, k, v, training_dims(B, T_, NH, KVH, HS), stream);
 }
 
@@ -374,6 +384,13 @@ void attention_backward(T* dq, T* dk, T* dv, float* scratch, const T* dout, cons
   const long long rows = (long long)B * T_ * NH;
   attention_backward_dot_kernel<T><<<ceil_div(rows, 8), 256, 0, stream>>>(scratch, dout, out, d);
   FW_CUDA_CHECK_LAUNCH();
+
+  if constexpr (std::is_same<T, bf16>::value) {
+    if (attention_tc_supported(HS, dq, dk, dv, dout, q, k, v)) {
+      attention_backward_tc(dq, dk, dv, scratch, dout, lse, q, k, v, B, T_, NH, KVH, HS, stream);
+      return;
+    }
+  }
 
   const size_t smem_q = rows_smem_floats(HS, true) * sizeof(float);
   set_smem(attention_backward_dq_kernel<T>, smem_q);

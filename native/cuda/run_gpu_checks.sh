@@ -42,8 +42,24 @@ if [ -z "${FW_NCCL_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl
   [ -n "$NCCL" ] && export FW_NCCL_LIBRARY=$NCCL && echo "NCCL from $NCCL"
 fi
 
+# The CPU engine's build dependencies (OpenBLAS, nlohmann-json, GoogleTest)
+# on a GPU machine that has no package registry: Debian packages fetched
+# elsewhere with `apt-get download` into FW_GPU_DEBS, unpacked under /tmp
+# (never over /) and pointed to.
+CMAKE_EXTRA=(-DCMAKE_CUDA_ARCHITECTURES="${FW_CUDA_ARCHS:-90}")
+if [ -n "${FW_GPU_DEBS:-}" ] && ls "$FW_GPU_DEBS"/*.deb >/dev/null 2>&1; then
+  P=/tmp/fw-gpu-deps
+  mkdir -p "$P"
+  for f in "$FW_GPU_DEBS"/*.deb; do dpkg -x "$f" "$P"; done
+  ML=$P/usr/lib/x86_64-linux-gnu
+  export LD_LIBRARY_PATH="$ML/openblas-pthread:$ML${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  CMAKE_EXTRA+=("-DCMAKE_PREFIX_PATH=$P/usr" "-DCBLAS_INCLUDE_DIR=$P/usr/include/x86_64-linux-gnu/openblas-pthread"
+    "-DGTest_DIR=$ML/cmake/GTest" "-Dnlohmann_json_DIR=$P/usr/share/cmake/nlohmann_json")
+  echo "build dependencies unpacked from $FW_GPU_DEBS into $P"
+fi
+
 step "configure + build ($BUILD)"
-cmake -S "$ROOT/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$LOGS/configure.log" 2>&1
+cmake -S "$ROOT/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "${CMAKE_EXTRA[@]}" >"$LOGS/configure.log" 2>&1
 if ! grep -q "GPU tests enabled" "$LOGS/configure.log"; then
   # The toolkit has no cuBLAS: take it from PyTorch's nvidia-cublas wheel.
   WHEEL=$("$PY" - <<'PYEOF' 2>/dev/null
@@ -66,7 +82,7 @@ PYEOF
     read -r WROOT WLIB WLT <<<"$WHEEL"
     echo "cuBLAS from the pip wheel at $WROOT"
     export LD_LIBRARY_PATH="$WROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    cmake -S "$ROOT/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCUDA_cublas_LIBRARY=$WLIB" \
+    cmake -S "$ROOT/native" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "${CMAKE_EXTRA[@]}" "-DCUDA_cublas_LIBRARY=$WLIB" \
       "-DCUDA_cublasLt_LIBRARY=$WLT" "-DCMAKE_CXX_FLAGS=-I$WROOT/include" >"$LOGS/configure.log" 2>&1
   fi
 fi
@@ -75,13 +91,19 @@ if ! grep -q "GPU tests enabled" "$LOGS/configure.log"; then
   echo "cuBLAS was not found, or configuring failed: no GPU tests to build (see $LOGS/configure.log;"
   echo "the CPU build needs cmake, ninja, libopenblas-dev, nlohmann-json3-dev, libgtest-dev)"; exit 2
 fi
-TESTS=(cuda_ops_test cuda_attention_test cuda_linear_test cuda_lora_test cuda_collective_test)
-cmake --build "$BUILD" --target "${TESTS[@]}" fw_cuda_kernel_bench 2>&1 | tail -5
-record build "${PIPESTATUS[0]}"
+# every GPU test binary (native/tests/cuda/*_test.cpp) and the two benchmarks
+TESTS=()
+for f in "$ROOT"/native/tests/cuda/*_test.cpp; do TESTS+=("$(basename "$f" .cpp)"); done
+cmake --build "$BUILD" --target fw_cuda 2>&1 | tail -5
+record "build fw_cuda" "${PIPESTATUS[0]}"
+for t in "${TESTS[@]}" fw_cuda_kernel_bench fw_cuda_model_bench; do  # one broken target spoils no other
+  cmake --build "$BUILD" --target "$t" >"$LOGS/build-$t.log" 2>&1 || { tail -20 "$LOGS/build-$t.log"; record "build $t" 1; }
+done
 BIN=$BUILD/cuda/tests
 
 step "parity tests"
 for t in "${TESTS[@]}"; do
+  [ -x "$BIN/$t" ] || continue  # its build failure is counted above
   "$BIN/$t" 2>&1 | tee "$LOGS/$t.log" | grep -E "^(OK|NOT OK)|\[  (FAILED|SKIPPED) \]|PASSED"
   record "$t" "${PIPESTATUS[0]}"
 done
@@ -91,10 +113,22 @@ SAN=$(command -v compute-sanitizer)
 for c in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" "${CUDA_HOME:-/usr/local/cuda}/compute-sanitizer/compute-sanitizer"; do
   [ -z "$SAN" ] && [ -x "$c" ] && SAN=$c
 done
-if [ -n "$SAN" ]; then
+if [ -n "${FW_GPU_SKIP_SANITIZER:-}" ]; then
+  echo "skipped (FW_GPU_SKIP_SANITIZER)"
+elif [ -n "$SAN" ]; then
+  # the kernels' own tests, and the whole model on its tiny configs: all of
+  # it under memcheck (seconds); under racecheck, which is slow on cuBLAS's
+  # kernels (about 5 minutes for the forward/backward and KV-cache cases on
+  # an H100), only the bf16 forward/backward (tensor-core attention)
   for tool in memcheck racecheck; do
-    for t in cuda_ops_test cuda_attention_test; do
-      "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 20 "$BIN/$t" >"$LOGS/sanitizer-$tool-$t.log" 2>&1
+    SAN_RUNS=("cuda_ops_test:*" "cuda_attention_test:*" "cuda_decode_test:*")
+    if [ "$tool" = memcheck ]; then SAN_RUNS+=("cuda_model_test:*")
+    else SAN_RUNS+=("cuda_model_test:cuda_model.forward_backward_match_cpu_bf16"); fi
+    for run in "${SAN_RUNS[@]}"; do
+      t=${run%%:*} filter=${run#*:}
+      [ -x "$BIN/$t" ] || continue
+      "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 20 "$BIN/$t" --gtest_filter="$filter" \
+        >"$LOGS/sanitizer-$tool-$t.log" 2>&1
       s=$?
       tail -3 "$LOGS/sanitizer-$tool-$t.log"
       record "$tool $t" "$s"
@@ -105,7 +139,9 @@ else
 fi
 
 step "benchmark (PyTorch eager / torch.compile, engine kernels)"
-"$PY" "$ROOT/bench/engine/cuda/bench.py" --kernel-bench "$BIN/fw_cuda_kernel_bench" --json "$LOGS/bench.json" 2>&1 |
+[ -n "${FW_GPU_SKIP_BENCH:-}" ] && { echo "skipped (FW_GPU_SKIP_BENCH)"; echo; echo "gpu-checks: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
+"$PY" "$ROOT/bench/engine/cuda/bench.py" --engine-graph --kernel-bench "$BIN/fw_cuda_kernel_bench" \
+  --model-bench "$BIN/fw_cuda_model_bench" --json "$LOGS/bench.json" 2>&1 |
   tee "$LOGS/bench.log" | grep -v "^W[0-9]"
 
 echo

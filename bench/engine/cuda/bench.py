@@ -10,12 +10,27 @@ PyTorch eager and torch.compile it measures
     against the memory-bandwidth bound (bf16 weights + the KV cache read
     once per token),
   - peak memory of each phase.
-The engine column comes from fw_cuda_kernel_bench (per-kernel times at the
-same shapes, with PyTorch's time for the same op next to it): the engine has
-no CUDA model loop yet, so there is no engine training or decode tokens/s.
+The engine column comes from fw_cuda_model_bench (--model-bench: the CUDA
+model loop at the same config, batch and sequence: CudaTrainer steps, greedy
+KV-cache decode with the argmax on the device); below the table,
+fw_cuda_kernel_bench's per-kernel times (--kernel-bench) next to PyTorch's for
+the same ops.
 
-  python3 bench/engine/cuda/bench.py --kernel-bench native/build-cuda/cuda/tests/fw_cuda_kernel_bench
-  python3 bench/engine/cuda/bench.py --tiny --device cpu   # smoke test of the script itself
+PyTorch decode (the baseline the engine is compared with): prefill, then one
+token per step through a fixed-shape step: static KV cache (B, KVH, S, HS) per
+layer written with index_copy_ at a position held in a device tensor, attention
+over the whole capacity S with a mask built from that position, greedy argmax
+on the device, no .item() or host sync per token. Every step has the same
+shapes, so torch.compile compiles it once; it uses mode="reduce-overhead"
+(CUDA graphs): a 124M-parameter step at batch 1 is a few hundred small kernels
+and launch-bound without them; the cache tensors are marked static
+(torch._dynamo.mark_static_address, as Hugging Face's StaticCache does) so that
+mutating them does not make the CUDA-graph backend skip the graph.
+--decode-compile-mode picks another mode (e.g. max-autotune-no-cudagraphs).
+
+  python3 bench/engine/cuda/bench.py --model-bench native/build-cuda/cuda/tests/fw_cuda_model_bench \
+      --kernel-bench native/build-cuda/cuda/tests/fw_cuda_kernel_bench [--json out.json]
+  python3 bench/engine/cuda/bench.py --tiny --device cpu --no-compile   # smoke test of the script itself
 """
 import argparse
 import json
@@ -23,6 +38,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -198,39 +214,87 @@ def bench_train(model, dev, B, T, steps, warmup, compiled):
     return dict(tokens_per_s=B * T / dt, step_ms=dt * 1e3, peak_bytes=peak, loss=float(loss))
 
 
+def cached_forward(m, kv, causal, tok, pos):
+    """Fixed-shape KV-cache forward of `m` (a Llama): tok (B, T) at the absolute
+    positions pos (T,) (an int64 device tensor); kv: per layer (k, v) static
+    caches (B, KVH, S, HS), written with index_copy_; attention runs over the
+    whole capacity S with a mask from pos (key j is visible to the query at
+    position p iff j <= p, causal = tril(ones(S, S))). The shapes do not
+    depend on the position, so one compiled graph serves every step. Returns
+    the greedy next token (B, 1), argmax on the device."""
+    B, T = tok.shape
+    x = m.embed_tokens(tok)
+    cos, sin = m.cos[pos].to(x.dtype), m.sin[pos].to(x.dtype)  # (T, HS)
+    mask = causal[pos].view(1, 1, T, -1)  # (1, 1, T, S)
+    for layer, (kc, vc) in zip(m.layers, kv):
+        a = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = a.q_proj(h).view(B, T, a.nh, a.hs).transpose(1, 2)
+        k = a.k_proj(h).view(B, T, a.kvh, a.hs).transpose(1, 2)
+        v = a.v_proj(h).view(B, T, a.kvh, a.hs).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        kc.index_copy_(2, pos, k)
+        vc.index_copy_(2, pos, v)
+        k, v = kc, vc
+        if a.nh != a.kvh:
+            k = k.repeat_interleave(a.nh // a.kvh, dim=1)
+            v = v.repeat_interleave(a.nh // a.kvh, dim=1)
+        y = sdpa(q, k, v, attn_mask=mask)
+        x = x + a.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        h = layer.post_attention_layernorm(x)
+        x = x + layer.down_proj(F.silu(layer.gate_proj(h)) * layer.up_proj(h))
+    logits = F.linear(m.norm(x[:, -1]), m.embed_tokens.weight)  # (B, V): last position only, tied lm_head
+    return logits.argmax(-1, keepdim=True)
+
+
 @torch.no_grad()
-def bench_decode(model, dev, B, prompt, gen, compiled):
+def bench_decode(model, dev, B, prompt, gen, compiled, compile_mode="reduce-overhead"):
     cfg = model.cfg
     hs = cfg["hidden_size"] // cfg["num_attention_heads"]
     S = prompt + gen
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     m = model.to(dtype)
-    caches = [(torch.zeros(B, cfg["num_key_value_heads"], S, hs, device=dev, dtype=dtype),
-               torch.zeros(B, cfg["num_key_value_heads"], S, hs, device=dev, dtype=dtype))
-              for _ in range(cfg["num_hidden_layers"])]
+    kv = [(torch.zeros(B, cfg["num_key_value_heads"], S, hs, device=dev, dtype=dtype),
+           torch.zeros(B, cfg["num_key_value_heads"], S, hs, device=dev, dtype=dtype))
+          for _ in range(cfg["num_hidden_layers"])]
+    causal = torch.ones(S, S, dtype=torch.bool, device=dev).tril()
+    if compiled and hasattr(torch, "_dynamo") and hasattr(torch._dynamo, "mark_static_address"):
+        for kc, vc in kv:  # mutated in place by the graph: fixed addresses for CUDA graphs
+            torch._dynamo.mark_static_address(kc)
+            torch._dynamo.mark_static_address(vc)
     tokens = torch.randint(0, cfg["vocab_size"], (B, prompt), device=dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     def one(tok, pos):
-        return m(tok, caches=caches, pos=pos)
+        return cached_forward(m, kv, causal, tok, pos)
 
-    # pos is a Python int, so a compiled step specialises per position; mark it
-    # dynamic to keep one graph.
-    step = torch.compile(one, dynamic=True) if compiled else one
-    logits = m(tokens, caches=caches, pos=0)  # prefill (not timed)
-    nxt = logits[:, -1:].argmax(-1)
-    for i in range(3):  # warm-up / compile, positions reused below
-        step(nxt, prompt + i)
+    step = torch.compile(one, mode=compile_mode, fullgraph=True) if compiled else one
+    mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None) if compiled else None
+    nxt = one(tokens, torch.arange(prompt, device=dev))  # prefill (eager, not timed)
+    pos = torch.full((1,), prompt, dtype=torch.long, device=dev)
+    for i in range(5):  # warm-up / compile / CUDA-graph recording; these positions are rewritten below
+        if mark:
+            mark()
+        pos.fill_(prompt + min(i, gen - 1))
+        step(nxt, pos).clone()
+    pos.fill_(prompt)
     sync(dev)
     t0 = time.perf_counter()
-    for i in range(gen):
-        nxt = step(nxt, prompt + i)[:, -1:].argmax(-1)
+    for _ in range(gen):
+        if mark:
+            mark()
+        nxt = step(nxt, pos).clone()  # clone: a CUDA-graph output is overwritten by the next replay
+        pos += 1
     sync(dev)
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else 0
     model.float()
-    return dict(tokens_per_s=B * gen / dt, ms_per_token=dt / gen * 1e3, peak_bytes=peak)
+    res = dict(tokens_per_s=B * gen / dt, ms_per_token=dt / gen * 1e3, peak_bytes=peak)
+    if compiled:
+        res["compile_mode"] = compile_mode
+    return res
 
 
 def torch_op_times(dev, B, T, cfg):
@@ -286,6 +350,26 @@ def run_kernel_bench(path, B, T):
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
+def run_model_bench(path, args):
+    """fw_cuda_model_bench with `args`; its JSON (bench.py's keys), or {}."""
+    if not path:
+        return {}
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "engine.json")
+        cmd = [path] + args + ["--json", out]
+        print("engine: " + " ".join(cmd), flush=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stdout.write(r.stdout)
+        if r.returncode != 0:
+            print(f"model bench failed (exit {r.returncode}): {r.stderr.strip()}", file=sys.stderr)
+        elif r.stderr.strip():
+            print(r.stderr.strip(), file=sys.stderr)
+        if not os.path.exists(out):
+            return {}
+        with open(out) as f:
+            return json.load(f)
+
+
 def gib(b):
     return f"{b / 2**30:.2f} GiB" if b else "-"
 
@@ -301,6 +385,11 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns")
     ap.add_argument("--kernel-bench", default="", help="path to fw_cuda_kernel_bench")
+    ap.add_argument("--model-bench", default="", help="path to fw_cuda_model_bench (fills the engine column)")
+    ap.add_argument("--engine-graph", action="store_true",
+                    help="also time the engine's decode steps captured in one CUDA graph (fw_cuda_model_bench --graph)")
+    ap.add_argument("--decode-compile-mode", default="reduce-overhead",
+                    help="torch.compile mode of the decode step (default reduce-overhead: CUDA graphs)")
     ap.add_argument("--tiny", action="store_true", help="a tiny config (smoke test)")
     ap.add_argument("--json", default="", help="also write the results here")
     a = ap.parse_args()
@@ -314,25 +403,42 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     peak, bw = device_peaks(name)
-    model = Llama(cfg, max(T, a.prompt + a.gen) + 8).to(dev)
+    model = Llama(cfg, max(T, a.prompt + a.gen) + 8)
     n_params = sum(p.numel() for p in model.parameters())
+    del model
     L, C = cfg["num_hidden_layers"], cfg["hidden_size"]
     flops_per_token = 6 * n_params + 12 * L * T * C
+    steps, warmup = (2, 1) if a.tiny else (a.steps, a.warmup)
+    prompt, gen = (min(a.prompt, 8), 4) if a.tiny else (a.prompt, a.gen)
+    db64 = 2 if a.tiny else 64
 
     modes = ["eager"] + ([] if a.no_compile or not hasattr(torch, "compile") else ["compile"])
     res = {"device": name, "params": n_params, "batch": B, "seq": T, "flops_per_token": flops_per_token}
+
+    # The engine first, while this process holds (almost) no GPU memory.
+    eng = run_model_bench(a.model_bench, [
+        "--config", "tiny" if a.tiny else "124m", "--batch", str(B), "--seq", str(T), "--steps", str(steps),
+        "--warmup", str(warmup), "--precision", "bf16", "--decode-batches", f"1,{db64}", "--prompt", str(prompt),
+        "--gen", str(gen), "--peak-tflops", str(peak / 1e12 if peak else 0), "--hbm-tbps", str(bw / 1e12 if bw else 0)] + (["--graph"] if a.engine_graph else []))
+    if eng:
+        if eng.get("params") != n_params:
+            print(f"warning: engine model has {eng.get('params')} parameters, torch {n_params}", file=sys.stderr)
+        res["engine"] = {k: v for k, v in eng.items() if not k.endswith("_engine") and k != "decode"}
+        for key, src in (("train_engine", "train_engine"), ("decode1_engine", "decode1_engine"),
+                         ("decode64_engine", f"decode{db64}_engine")):
+            if src in eng:
+                res[key] = eng[src]
     for mode in modes:
         m = Llama(cfg, max(T, a.prompt + a.gen) + 8).to(dev)
-        tr = bench_train(m, dev, B, T, 2 if a.tiny else a.steps, 1 if a.tiny else a.warmup, mode == "compile")
+        tr = bench_train(m, dev, B, T, steps, warmup, mode == "compile")
         tr["mfu"] = tr["tokens_per_s"] * flops_per_token / peak if peak else None
         res[f"train_{mode}"] = tr
         for db in (1, 64):
-            d = bench_decode(m, dev, 2 if a.tiny and db == 64 else db, min(a.prompt, 8) if a.tiny else a.prompt,
-                             4 if a.tiny else a.gen, mode == "compile")
+            d = bench_decode(m, dev, db64 if db == 64 else db, prompt, gen, mode == "compile", a.decode_compile_mode)
             if db == 1 and bw:
                 # bf16 weights once per token + the KV cache at mid-generation
                 hs = C // cfg["num_attention_heads"]
-                kv = 2 * L * cfg["num_key_value_heads"] * hs * (a.prompt + a.gen / 2) * 2
+                kv = 2 * L * cfg["num_key_value_heads"] * hs * (prompt + gen / 2) * 2
                 d["bound_tokens_per_s"] = bw / (2 * n_params + kv)
                 d["fraction_of_bound"] = d["tokens_per_s"] / d["bound_tokens_per_s"]
             res[f"decode{db}_{mode}"] = d
@@ -348,13 +454,17 @@ def main():
     print(f"| {'metric':34} | {'engine':>12} | {'torch eager':>12} | {'torch.compile':>13} |")
     print(f"|{'-' * 36}|{'-' * 14}|{'-' * 14}|{'-' * 15}|")
 
+    have_engine = any(k.endswith("_engine") for k in res)
+
     def row(label, key, fmt):
         vals = []
-        for mode in modes:
-            v = res.get(f"{key[0]}_{mode}", {}).get(key[1])
+        for mode in ["engine"] + modes:
+            v = (res.get(f"{key[0]}_{mode}") or {}).get(key[1])
             vals.append(fmt(v) if v is not None else "-")
-        vals += ["-"] * (2 - len(vals))
-        print(f"| {label:34} | {'n/a':>12} | {vals[0]:>12} | {vals[1]:>13} |")
+        vals += ["-"] * (3 - len(vals))
+        if not have_engine:
+            vals[0] = "n/a"
+        print(f"| {label:34} | {vals[0]:>12} | {vals[1]:>12} | {vals[2]:>13} |")
 
     row("train tokens/s", ("train", "tokens_per_s"), lambda v: f"{v:,.0f}")
     row("train MFU", ("train", "mfu"), lambda v: f"{100 * v:.1f}%")
@@ -363,7 +473,12 @@ def main():
     row("decode batch 1, share of BW bound", ("decode1", "fraction_of_bound"), lambda v: f"{100 * v:.1f}%")
     row("decode tokens/s, batch 64", ("decode64", "tokens_per_s"), lambda v: f"{v:,.0f}")
     row("decode peak memory, batch 64", ("decode64", "peak_bytes"), gib)
-    print("engine: n/a = no CUDA model loop in the engine yet (docs/cuda.md); per-kernel times below.")
+    if have_engine:
+        print("engine: fw_cuda_model_bench, bf16 (CudaTrainer step with grad-norm clip 1.0, fp32 master + AdamW; greedy "
+              "decode on device); its peak memory is cudaMemGetInfo-based (device memory in use, incl. cuBLAS "
+              "workspace), torch's is max_memory_allocated.")
+    else:
+        print("engine: n/a = no --model-bench given (fw_cuda_model_bench); per-kernel times below.")
     if res["kernels"]:
         print(f"\n| {'kernel':40} | {'shape':22} | {'engine ms':>10} | {'torch ms':>10} |")
         print(f"|{'-' * 42}|{'-' * 24}|{'-' * 12}|{'-' * 12}|")

@@ -1,0 +1,803 @@
+// model_cuda.cpp: CudaModel (forward, backward, KV-cache decode) and
+// CudaTrainer (the optimizer step) on the GPU. The layer code follows
+// engine/model.cpp line for line, with two GPU-side changes:
+//  - residual adds are folded into the output projections: the residual is
+//    copied into the output and the GEMM accumulates onto it (beta = 1), so
+//    there is no separate add kernel and the sum is rounded once;
+//  - attention keeps only lse (B, NH, T) per layer, never the (T, T) scores.
+// Host C++ against the CUDA runtime only (cuBLAS stays behind gemm_cublas.h),
+// so this file compiles wherever nvcc's headers are, like the kernels.
+#include "model_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "cast.cuh"
+#include "collective_nccl.h"
+#include "cuda_check.h"
+#include "decode.cuh"
+#include "nccl_shim.h"
+#include "ops_attention.cuh"
+#include "ops_embedding.cuh"
+#include "ops_linear.cuh"
+#include "ops_loss.cuh"
+#include "ops_rmsnorm.cuh"
+#include "ops_rope.cuh"
+#include "ops_swiglu.cuh"
+#include "optim.cuh"
+
+namespace fw {
+namespace cuda {
+
+namespace {
+
+// Extra zeroed elements after the flat parameter / gradient buffers, so that
+// ZeRO-1 can split them into world_size equal shards (world_size <= 1024).
+constexpr size_t kShardSlack = 1024;
+
+template <typename T>
+constexpr bool is_bf16() {
+  return std::is_same<T, bf16>::value;
+}
+
+template <typename T>
+void upload_f32(T* dst, const float* src, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  if constexpr (std::is_same<T, float>::value) {
+    FW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  } else {
+    float* tmp = nullptr;
+    FW_CUDA_CHECK(cudaMallocAsync(&tmp, n * sizeof(float), s));
+    FW_CUDA_CHECK(cudaMemcpyAsync(tmp, src, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    cast_f32_to_bf16(dst, tmp, n, s);
+    FW_CUDA_CHECK(cudaFreeAsync(tmp, s));
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+}
+
+template <typename T>
+void download_f32(float* dst, const T* src, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  if constexpr (std::is_same<T, float>::value) {
+    FW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  } else {
+    float* tmp = nullptr;
+    FW_CUDA_CHECK(cudaMallocAsync(&tmp, n * sizeof(float), s));
+    cast_bf16_to_f32(tmp, src, n, s);
+    FW_CUDA_CHECK(cudaMemcpyAsync(dst, tmp, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    FW_CUDA_CHECK(cudaFreeAsync(tmp, s));
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+}
+
+// Carves consecutive 256-byte aligned arrays out of one allocation; a first
+// pass with base == nullptr measures the size.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename U>
+  U* take(size_t n) {
+    U* p = base_ ? reinterpret_cast<U*>(base_ + off_) : nullptr;
+    off_ += (n * sizeof(U) + 255) / 256 * 256;
+    return p;
+  }
+  size_t bytes() const { return off_; }
+
+ private:
+  char* base_;
+  size_t off_ = 0;
+};
+
+// One layer's saved activations within its slot.
+template <typename T>
+struct LayerActs {
+  T *ln1, *q, *k, *v, *atty, *xmid, *ln2, *gate, *up, *h;
+  float *rstd1, *rstd2, *lse;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- KV cache
+
+template <typename T>
+CudaKVCache<T>::CudaKVCache(const Config& cfg, int batch, int capacity)
+    : L(cfg.num_hidden_layers), B(batch), KVH(cfg.num_key_value_heads), S(capacity), HS(cfg.head_dim) {
+  FW_CHECK(batch > 0 && capacity > 0, kInvalidArgument, "KV cache needs batch > 0 and capacity > 0");
+  FW_CHECK(capacity <= cfg.max_position_embeddings, kInvalidArgument,
+           "KV cache capacity " << capacity << " exceeds max_position_embeddings " << cfg.max_position_embeddings);
+  FW_CUDA_CHECK(cudaMalloc(&k, bytes() / 2));
+  FW_CUDA_CHECK(cudaMalloc(&v, bytes() / 2));
+  FW_CUDA_CHECK(cudaMemset(k, 0, bytes() / 2));
+  FW_CUDA_CHECK(cudaMemset(v, 0, bytes() / 2));
+  FW_CUDA_CHECK(cudaMalloc(&d_len, sizeof(int)));
+  FW_CUDA_CHECK(cudaMemset(d_len, 0, sizeof(int)));
+}
+
+template <typename T>
+CudaKVCache<T>::~CudaKVCache() {
+  cudaFree(k);
+  cudaFree(v);
+  cudaFree(d_len);
+}
+
+template <typename T>
+void CudaKVCache<T>::reset() {
+  len = 0;
+  if (d_len) {
+    FW_CUDA_CHECK(cudaMemset(d_len, 0, sizeof(int)));
+    FW_CUDA_CHECK(cudaDeviceSynchronize());  // ordered before work on any stream
+  }
+}
+
+CudaDecodeGraph::~CudaDecodeGraph() {
+  if (exec) cudaGraphExecDestroy(exec);
+}
+
+template <typename TC>
+void CudaDecodeGraph::launch(CudaKVCache<TC>& cache, cudaStream_t stream) {
+  FW_CHECK(exec, kInvalidArgument, "no captured decode step");
+  FW_CHECK(cache.len + T <= cache.S, kInvalidArgument,
+           "decode past the KV cache capacity: " << cache.len << " + " << T << " > " << cache.S);
+  FW_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  cache.len += T;
+}
+template void CudaDecodeGraph::launch<float>(CudaKVCache<float>&, cudaStream_t);
+template void CudaDecodeGraph::launch<bf16>(CudaKVCache<bf16>&, cudaStream_t);
+
+// ---------------------------------------------------------------- model
+
+template <typename T>
+CudaModel<T>::CudaModel(const Config& c, Blas& blas, cudaStream_t stream) : cfg(c), blas_(blas), stream_(stream) {
+  cfg.validate();
+  FW_CHECK(cfg.head_dim <= kAttentionMaxHS, kUnsupported,
+           "head_dim " << cfg.head_dim << " exceeds the CUDA attention's limit " << kAttentionMaxHS);
+  FW_CHECK(cfg.sliding_window <= 0, kUnsupported, "sliding-window attention is not implemented on CUDA");
+  layout = llama_param_layout(cfg);
+  const size_t n = layout.numel + kShardSlack;
+  FW_CUDA_CHECK(cudaMalloc(&params_, n * sizeof(T)));
+  FW_CUDA_CHECK(cudaMemset(params_, 0, n * sizeof(T)));
+  const size_t half = (size_t)cfg.max_position_embeddings * (cfg.head_dim / 2);
+  FW_CUDA_CHECK(cudaMalloc(&rope_cos_, half * sizeof(float)));
+  FW_CUDA_CHECK(cudaMalloc(&rope_sin_, half * sizeof(float)));
+  rope_tables(rope_cos_, rope_sin_, cfg.max_position_embeddings, cfg.head_dim, cfg.rope_theta, stream_);
+  lp_.resize(cfg.num_hidden_layers);
+  lg_.assign(cfg.num_hidden_layers, LayerParams<T>{});
+  for (int l = 0; l < cfg.num_hidden_layers; l++) lp_[l] = layer_ptrs(params_, l);
+  FW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+template <typename T>
+CudaModel<T>::~CudaModel() {
+  free_acts();
+  cudaFree(dec_block_);
+  cudaFree(params_);
+  cudaFree(grads_);
+  cudaFree(rope_cos_);
+  cudaFree(rope_sin_);
+}
+
+template <typename T>
+LayerParams<T> CudaModel<T>::layer_ptrs(T* base, int l) const {
+  return layer_param_ptrs(layout, base, l);
+}
+
+template <typename T>
+void CudaModel<T>::load_params(const float* host) {
+  upload_f32(params_, host, layout.numel, stream_);
+}
+
+template <typename T>
+void CudaModel<T>::download_params(float* host) const {
+  download_f32(host, params_, layout.numel, stream_);
+}
+
+template <typename T>
+void CudaModel<T>::download_grads(float* host) const {
+  FW_CHECK(grads_, kInvalidArgument, "the model has no gradients (enable_grads)");
+  download_f32(host, grads_, layout.numel, stream_);
+}
+
+template <typename T>
+void CudaModel<T>::enable_grads() {
+  if (grads_) return;
+  const size_t n = layout.numel + kShardSlack;
+  FW_CUDA_CHECK(cudaMalloc(&grads_, n * sizeof(T)));
+  FW_CUDA_CHECK(cudaMemset(grads_, 0, n * sizeof(T)));
+  for (int l = 0; l < cfg.num_hidden_layers; l++) lg_[l] = layer_ptrs(grads_, l);
+}
+
+template <typename T>
+void CudaModel<T>::zero_grad() {
+  if (grads_) FW_CUDA_CHECK(cudaMemsetAsync(grads_, 0, (layout.numel + kShardSlack) * sizeof(T), stream_));
+}
+
+template <typename T>
+void CudaModel<T>::free_acts() {
+  cudaFree(act_block_);
+  act_block_ = nullptr;
+  act_bytes_ = 0;
+  B_ = T_ = 0;
+}
+
+// Per-layer slot: ln1, q, k, v, atty, xmid, ln2, gate, up, h (T), then
+// rstd1, rstd2 (N) and lse (NH*N) fp32.
+template <typename T>
+static LayerActs<T> carve_layer(const Config& c, size_t N, void* base, size_t* bytes) {
+  const size_t C = c.hidden_size, I = c.intermediate_size, QD = (size_t)c.num_attention_heads * c.head_dim,
+               KD = (size_t)c.num_key_value_heads * c.head_dim;
+  Carver cv(base);
+  LayerActs<T> a;
+  a.ln1 = cv.take<T>(N * C);
+  a.q = cv.take<T>(N * QD);
+  a.k = cv.take<T>(N * KD);
+  a.v = cv.take<T>(N * KD);
+  a.atty = cv.take<T>(N * QD);
+  a.xmid = cv.take<T>(N * C);
+  a.ln2 = cv.take<T>(N * C);
+  a.gate = cv.take<T>(N * I);
+  a.up = cv.take<T>(N * I);
+  a.h = cv.take<T>(N * I);
+  a.rstd1 = cv.take<float>(N);
+  a.rstd2 = cv.take<float>(N);
+  a.lse = cv.take<float>(N * c.num_attention_heads);
+  if (bytes) *bytes = cv.bytes();
+  return a;
+}
+
+template <typename T>
+void CudaModel<T>::ensure_acts(int B, int T_len) {
+  if (B == B_ && T_len == T_ && act_block_) return;
+  free_acts();
+  const Config& c = cfg;
+  const size_t N = (size_t)B * T_len, C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
+               L = c.num_hidden_layers, QD = (size_t)c.num_attention_heads * c.head_dim,
+               KD = (size_t)c.num_key_value_heads * c.head_dim;
+  carve_layer<T>(c, N, nullptr, &slot_bytes_);
+  auto carve_all = [&](void* base) {
+    Carver cv(base);
+    resid_ = cv.take<T>((L + 1) * N * C);
+    acts_ = reinterpret_cast<T*>(cv.take<char>(L * slot_bytes_));
+    lnf_ = cv.take<T>(N * C);
+    rstdf_ = cv.take<float>(N);
+    logits_ = cv.take<T>(N * V);
+    losses_ = cv.take<float>(N);
+    lse_ = cv.take<float>(N);
+    // backward scratch: dh, dgate, dup (N, I); dln (N, C); datty, dq (N, QD); dk, dv (N, KD); dres (N, C)
+    scratch_ = cv.take<T>(3 * N * I + N * C + 2 * N * QD + 2 * N * KD + N * C);
+    att_scratch_ = cv.take<float>(N * c.num_attention_heads);
+    tokens_ = cv.take<int32_t>(N);
+    targets_ = cv.take<int32_t>(N);
+    return cv.bytes();
+  };
+  const size_t bytes = carve_all(nullptr);
+  FW_CUDA_CHECK(cudaMalloc(&act_block_, bytes));
+  carve_all(act_block_);
+  act_bytes_ = bytes;
+  B_ = B;
+  T_ = T_len;
+}
+
+template <typename T>
+void CudaModel<T>::check_tokens(const int32_t* tokens, const int32_t* targets, int B, int T_len) const {
+  check_batch(cfg, tokens, targets, B, T_len);
+}
+
+template <typename T>
+void CudaModel<T>::layer_forward(int l, int B, int T_len) {
+  const Config& c = cfg;
+  const int N = B * T_len, C = c.hidden_size, I = c.intermediate_size, NH = c.num_attention_heads,
+            KVH = c.num_key_value_heads, HS = c.head_dim, QD = NH * HS, KD = KVH * HS;
+  LayerActs<T> a = carve_layer<T>(c, N, reinterpret_cast<char*>(acts_) + (size_t)l * slot_bytes_, nullptr);
+  const LayerParams<T>& p = lp_[l];
+  const T* x = resid_ + (size_t)l * N * C;
+  T* out = resid_ + (size_t)(l + 1) * N * C;
+  cudaStream_t s = stream_;
+  rmsnorm_forward(a.ln1, a.rstd1, x, p.ln1, N, C, c.rms_norm_eps, s);
+  linear_forward(blas_, a.q, a.ln1, p.wq, p.bq, N, C, QD, s);
+  linear_forward(blas_, a.k, a.ln1, p.wk, p.bk, N, C, KD, s);
+  linear_forward(blas_, a.v, a.ln1, p.wv, p.bv, N, C, KD, s);
+  rope_forward(a.q, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
+  rope_forward(a.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
+  attention_forward(a.atty, a.lse, a.q, a.k, a.v, B, T_len, NH, KVH, HS, s);
+  // xmid = x + atty @ wo^T (+ bo)
+  FW_CUDA_CHECK(cudaMemcpyAsync(a.xmid, x, (size_t)N * C * sizeof(T), cudaMemcpyDeviceToDevice, s));
+  gemm(blas_, false, true, N, C, QD, 1.0f, a.atty, QD, p.wo, QD, 1.0f, a.xmid, C, s);
+  if (p.bo) bias_add_forward(a.xmid, p.bo, N, C, s);
+  rmsnorm_forward(a.ln2, a.rstd2, a.xmid, p.ln2, N, C, c.rms_norm_eps, s);
+  linear_forward(blas_, a.gate, a.ln2, p.wgate, (const T*)nullptr, N, C, I, s);
+  linear_forward(blas_, a.up, a.ln2, p.wup, (const T*)nullptr, N, C, I, s);
+  swiglu_forward(a.h, a.gate, a.up, (size_t)N * I, s);
+  // out = xmid + h @ wdown^T
+  FW_CUDA_CHECK(cudaMemcpyAsync(out, a.xmid, (size_t)N * C * sizeof(T), cudaMemcpyDeviceToDevice, s));
+  gemm(blas_, false, true, N, C, I, 1.0f, a.h, I, p.wdown, I, 1.0f, out, C, s);
+}
+
+template <typename T>
+float CudaModel<T>::forward(const int32_t* tokens, const int32_t* targets, int B, int T_len, double loss_normalizer) {
+  check_tokens(tokens, targets, B, T_len);
+  ensure_acts(B, T_len);
+  const Config& c = cfg;
+  const int N = B * T_len, C = c.hidden_size, V = c.vocab_size, L = c.num_hidden_layers;
+  cudaStream_t s = stream_;
+  FW_CUDA_CHECK(cudaMemcpyAsync(tokens_, tokens, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  embedding_forward(resid_, tokens_, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
+  for (int l = 0; l < L; l++) layer_forward(l, B, T_len);
+  rmsnorm_forward(lnf_, rstdf_, resid_ + (size_t)L * N * C, params_ + layout.at("model.norm.weight").offset, N, C,
+                  c.rms_norm_eps, s);
+  const T* wlm = params_ + layout.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
+  linear_forward(blas_, logits_, lnf_, wlm, (const T*)nullptr, N, C, V, s);
+  have_targets_ = targets != nullptr;
+  if (!targets) {
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+    return 0.0f;
+  }
+  int64_t count = 0;
+  for (int i = 0; i < N; i++) count += targets[i] != kIgnoreIndex;
+  normalizer_ = loss_normalizer > 0 ? loss_normalizer : (double)std::max<int64_t>(count, 1);
+  FW_CUDA_CHECK(cudaMemcpyAsync(targets_, targets, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  if (fused_loss_) {
+    // losses and dlogits in one pass; logits are gone after this
+    crossentropy_forward_backward(logits_, losses_, lse_, targets_, N, V, (float)(1.0 / normalizer_), s);
+    dlogits_ready_ = true;
+  } else {
+    crossentropy_forward(losses_, lse_, logits_, targets_, N, V, s);
+    dlogits_ready_ = false;
+  }
+  std::vector<float> losses(N);
+  FW_CUDA_CHECK(cudaMemcpyAsync(losses.data(), losses_, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, s));
+  FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  double sum = 0;  // serial sum in double, as the CPU model does
+  for (int i = 0; i < N; i++) sum += losses[i];
+  return (float)(sum / normalizer_);
+}
+
+template <typename T>
+void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
+  const Config& c = cfg;
+  const int N = B * T_len, C = c.hidden_size, I = c.intermediate_size, NH = c.num_attention_heads,
+            KVH = c.num_key_value_heads, HS = c.head_dim, QD = NH * HS, KD = KVH * HS;
+  LayerActs<T> a = carve_layer<T>(c, N, reinterpret_cast<char*>(acts_) + (size_t)l * slot_bytes_, nullptr);
+  const LayerParams<T>& p = lp_[l];
+  const LayerParams<T>& g = lg_[l];
+  const T* x = resid_ + (size_t)l * N * C;
+  const size_t n = N;
+  T* dh = scratch_;
+  T* dgate = dh + n * I;
+  T* dup = dgate + n * I;
+  T* dln = dup + n * I;
+  T* datty = dln + n * C;
+  T* dq = datty + n * QD;
+  T* dk = dq + n * QD;
+  T* dv = dk + n * KD;
+  cudaStream_t s = stream_;
+  linear_backward(blas_, dh, g.wdown, (T*)nullptr, dx, a.h, p.wdown, N, I, C, false, s);
+  swiglu_backward(dgate, dup, dh, a.gate, a.up, n * I, s);
+  linear_backward(blas_, dln, g.wgate, (T*)nullptr, dgate, a.ln2, p.wgate, N, C, I, false, s);
+  linear_backward(blas_, dln, g.wup, (T*)nullptr, dup, a.ln2, p.wup, N, C, I, true, s);
+  rmsnorm_backward(dx, g.ln2, dln, a.xmid, p.ln2, a.rstd2, N, C, s);  // dx is now d xmid
+  linear_backward(blas_, datty, g.wo, g.bo, dx, a.atty, p.wo, N, QD, C, false, s);
+  attention_backward(dq, dk, dv, att_scratch_, datty, a.atty, a.lse, a.q, a.k, a.v, B, T_len, NH, KVH, HS, s);
+  rope_backward(dq, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
+  rope_backward(dk, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
+  linear_backward(blas_, dln, g.wq, g.bq, dq, a.ln1, p.wq, N, C, QD, false, s);
+  linear_backward(blas_, dln, g.wk, g.bk, dk, a.ln1, p.wk, N, C, KD, true, s);
+  linear_backward(blas_, dln, g.wv, g.bv, dv, a.ln1, p.wv, N, C, KD, true, s);
+  rmsnorm_backward(dx, g.ln1, dln, x, p.ln1, a.rstd1, N, C, s);  // dx is now d x
+}
+
+template <typename T>
+void CudaModel<T>::backward() {
+  FW_CHECK(have_targets_ && act_block_, kInvalidArgument, "backward() needs a forward() with targets first");
+  const Config& c = cfg;
+  const int B = B_, T_len = T_, N = B * T_len, C = c.hidden_size, V = c.vocab_size, L = c.num_hidden_layers,
+            I = c.intermediate_size, QD = c.num_attention_heads * c.head_dim,
+            KD = c.num_key_value_heads * c.head_dim;
+  cudaStream_t s = stream_;
+  T* dres = scratch_ + 3 * (size_t)N * I + (size_t)N * C + 2 * (size_t)N * QD + 2 * (size_t)N * KD;
+  T* dlnf = scratch_ + 3 * (size_t)N * I;  // dln's space, free until the first layer
+  auto grad_of = [&](const char* name) -> T* { return grads_ ? grads_ + layout.at(name).offset : nullptr; };
+  const char* lm_name = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const T* wlm = params_ + layout.at(lm_name).offset;
+  // dlogits over logits, in place
+  if (!dlogits_ready_) crossentropy_backward(logits_, logits_, lse_, targets_, N, V, (float)(1.0 / normalizer_), s);
+  dlogits_ready_ = false;
+  linear_backward(blas_, dlnf, grad_of(lm_name), (T*)nullptr, logits_, lnf_, wlm, N, C, V, false, s);
+  FW_CUDA_CHECK(cudaMemsetAsync(dres, 0, (size_t)N * C * sizeof(T), s));
+  rmsnorm_backward(dres, grad_of("model.norm.weight"), dlnf, resid_ + (size_t)L * N * C,
+                   params_ + layout.at("model.norm.weight").offset, rstdf_, N, C, s);
+  if (on_grads_ready) on_grads_ready(layout.at("model.norm.weight").offset);
+  for (int l = L - 1; l >= 0; l--) {
+    layer_backward(l, B, T_len, dres);
+    if (on_grads_ready && l > 0)
+      on_grads_ready(layout.at("model.layers." + std::to_string(l) + ".input_layernorm.weight").offset);
+  }
+  if (grads_) embedding_backward(grad_of("model.embed_tokens.weight"), dres, tokens_, N, C, V, s);
+  if (on_grads_ready) on_grads_ready(0);
+  have_targets_ = false;  // logits now hold dlogits
+  FW_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+std::vector<float> CudaModel<T>::logits_host() const {
+  FW_CHECK(act_block_, kInvalidArgument, "no forward() yet");
+  std::vector<float> out((size_t)B_ * T_ * cfg.vocab_size);
+  download_f32(out.data(), logits_, out.size(), stream_);
+  return out;
+}
+
+// ---------------------------------------------------------------- decode
+
+// Decode scratch for (B, T) tokens against caches of capacity S, carved in
+// this order by ensure_decode and forward_cached_device.
+template <typename T>
+struct DecodeBufs {
+  T *x, *ln, *q, *k, *v, *atty, *gate, *up, *last;
+  float *rstd, *lse, *ws;
+  int32_t* tokens;
+};
+
+template <typename T>
+static DecodeBufs<T> carve_decode(const Config& c, int B, int T_len, int S, void* base, size_t* bytes) {
+  const size_t N = (size_t)B * T_len, C = c.hidden_size, I = c.intermediate_size,
+               QD = (size_t)c.num_attention_heads * c.head_dim, KD = (size_t)c.num_key_value_heads * c.head_dim;
+  Carver cv(base);
+  DecodeBufs<T> d;
+  d.x = cv.take<T>(N * C);
+  d.ln = cv.take<T>(N * C);
+  d.q = cv.take<T>(N * QD);
+  d.k = cv.take<T>(N * KD);
+  d.v = cv.take<T>(N * KD);
+  d.atty = cv.take<T>(N * QD);
+  d.gate = cv.take<T>(N * I);
+  d.up = cv.take<T>(N * I);
+  d.last = cv.take<T>((size_t)B * C);
+  d.rstd = cv.take<float>(N);
+  d.lse = cv.take<float>(N * c.num_attention_heads);
+  d.ws = cv.take<float>(attention_decode_workspace_floats(B, T_len, c.num_attention_heads, S, c.head_dim));
+  d.tokens = cv.take<int32_t>(N);
+  if (bytes) *bytes = cv.bytes();
+  return d;
+}
+
+template <typename T>
+void CudaModel<T>::ensure_decode(int B, int T_len, int S) {
+  if (B == dec_B_ && T_len == dec_T_ && S == dec_S_ && dec_block_) return;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  FW_CUDA_CHECK(cudaStreamIsCapturing(stream_, &cs));
+  FW_CHECK(cs == cudaStreamCaptureStatusNone, kInvalidArgument,
+           "decode scratch for a new shape cannot be allocated during graph capture (run one step first)");
+  FW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
+  cudaFree(dec_block_);
+  dec_block_ = nullptr;
+  size_t bytes = 0;
+  carve_decode<T>(cfg, B, T_len, S, nullptr, &bytes);
+  FW_CUDA_CHECK(cudaMalloc(&dec_block_, bytes));
+  dec_B_ = B;
+  dec_T_ = T_len;
+  dec_S_ = S;
+}
+
+template <typename T>
+void CudaModel<T>::forward_cached(const int32_t* tokens, int B, int T_len, CudaKVCache<T>& cache, T* logits_out,
+                                  bool all_logits) {
+  check_tokens(tokens, nullptr, B, T_len);
+  ensure_decode(B, T_len, cache.S);
+  DecodeBufs<T> d = carve_decode<T>(cfg, B, T_len, cache.S, dec_block_, nullptr);
+  FW_CUDA_CHECK(cudaMemcpyAsync(d.tokens, tokens, (size_t)B * T_len * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  forward_cached_device(d.tokens, B, T_len, cache, logits_out, all_logits);
+}
+
+template <typename T>
+void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_len, CudaKVCache<T>& cache,
+                                         T* logits_out, bool all_logits) {
+  const Config& c = cfg;
+  FW_CHECK(cache.L == c.num_hidden_layers && cache.B == B && cache.KVH == c.num_key_value_heads &&
+               cache.HS == c.head_dim,
+           kInvalidArgument, "KV cache shape does not match the model and batch");
+  const int pos0 = cache.len;
+  FW_CHECK(T_len > 0 && pos0 + T_len <= cache.S, kInvalidArgument,
+           "decode past the KV cache capacity: " << pos0 << " + " << T_len << " > " << cache.S);
+  ensure_decode(B, T_len, cache.S);
+  DecodeBufs<T> d = carve_decode<T>(cfg, B, T_len, cache.S, dec_block_, nullptr);
+  const int N = B * T_len, C = c.hidden_size, I = c.intermediate_size, NH = c.num_attention_heads,
+            KVH = c.num_key_value_heads, HS = c.head_dim, QD = NH * HS, KD = KVH * HS, V = c.vocab_size;
+  // A prompt into an empty cache is ordinary causal attention over the
+  // chunk itself; everything else reads the cache at the device position.
+  const bool prefill = pos0 == 0 && T_len > 1;
+  T* x = d.x;
+  cudaStream_t s = stream_;
+  embedding_forward(x, d_tokens, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
+  for (int l = 0; l < c.num_hidden_layers; l++) {
+    const LayerParams<T>& p = lp_[l];
+    rmsnorm_forward(d.ln, d.rstd, x, p.ln1, N, C, c.rms_norm_eps, s);
+    linear_forward(blas_, d.q, d.ln, p.wq, p.bq, N, C, QD, s);
+    linear_forward(blas_, d.k, d.ln, p.wk, p.bk, N, C, KD, s);
+    linear_forward(blas_, d.v, d.ln, p.wv, p.bv, N, C, KD, s);
+    if (prefill) {
+      rope_forward(d.q, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
+      rope_forward(d.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
+      kv_cache_append(cache.k_layer(l), cache.v_layer(l), d.k, d.v, B, T_len, KVH, cache.S, HS, 0, s);
+      attention_forward(d.atty, d.lse, d.q, d.k, d.v, B, T_len, NH, KVH, HS, s);
+    } else {
+      rope_forward_dpos(d.q, rope_cos_, rope_sin_, B, T_len, NH, HS, cache.d_len, s);
+      rope_forward_dpos(d.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, cache.d_len, s);
+      kv_cache_append_dpos(cache.k_layer(l), cache.v_layer(l), d.k, d.v, B, T_len, KVH, cache.S, HS, cache.d_len, s);
+      attention_decode_dpos(d.atty, d.q, cache.k_layer(l), cache.v_layer(l), B, T_len, NH, KVH, cache.S, HS,
+                            cache.d_len, d.ws, s);
+    }
+    gemm(blas_, false, true, N, C, QD, 1.0f, d.atty, QD, p.wo, QD, 1.0f, x, C, s);  // x += o_proj
+    if (p.bo) bias_add_forward(x, p.bo, N, C, s);
+    rmsnorm_forward(d.ln, d.rstd, x, p.ln2, N, C, c.rms_norm_eps, s);
+    linear_forward(blas_, d.gate, d.ln, p.wgate, (const T*)nullptr, N, C, I, s);
+    linear_forward(blas_, d.up, d.ln, p.wup, (const T*)nullptr, N, C, I, s);
+    swiglu_forward(d.gate, d.gate, d.up, (size_t)N * I, s);  // elementwise: in place is safe
+    gemm(blas_, false, true, N, C, I, 1.0f, d.gate, I, p.wdown, I, 1.0f, x, C, s);  // x += down
+  }
+  const T* wnorm = params_ + layout.at("model.norm.weight").offset;
+  const T* wlm = params_ + layout.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
+  if (all_logits || T_len == 1) {
+    rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
+    linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, all_logits ? N : B, C, V, s);
+  } else {
+    // the last position of each sequence: rows t = T-1 of (B, T, C)
+    FW_CUDA_CHECK(cudaMemcpy2DAsync(d.last, C * sizeof(T), x + (size_t)(T_len - 1) * C,
+                                    (size_t)T_len * C * sizeof(T), C * sizeof(T), B, cudaMemcpyDeviceToDevice, s));
+    rmsnorm_forward(d.ln, d.rstd, d.last, wnorm, B, C, c.rms_norm_eps, s);
+    linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, B, C, V, s);
+  }
+  add_device_int(cache.d_len, T_len, s);
+  cache.len += T_len;
+}
+
+template <typename T>
+CudaDecodeGraph CudaModel<T>::capture_decode(const int32_t* d_tokens, int B, int T_len, CudaKVCache<T>& cache,
+                                             T* logits_out, const std::function<void(cudaStream_t)>& after) {
+  FW_CHECK(stream_ != nullptr, kInvalidArgument, "graph capture needs a model on a non-default stream");
+  ensure_decode(B, T_len, cache.S);  // no allocation may happen inside the capture
+  const int saved = cache.len;
+  // Host-side bookkeeping only (the graph reads cache.d_len): 1 keeps a
+  // multi-token step off the prefill path, whose positions are fixed.
+  const int probe = T_len == 1 ? 0 : 1;
+  FW_CHECK(probe + T_len <= cache.S, kInvalidArgument,
+           "a " << T_len << "-token decode step does not fit a KV cache of " << cache.S);
+  cache.len = probe;
+  cudaGraph_t g = nullptr;
+  FW_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  try {
+    forward_cached_device(d_tokens, B, T_len, cache, logits_out, false);
+    if (after) after(stream_);
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &g);
+    if (g) cudaGraphDestroy(g);
+    cache.len = saved;
+    throw;
+  }
+  cache.len = saved;
+  FW_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  CudaDecodeGraph out;
+  out.T = T_len;
+  const cudaError_t e = cudaGraphInstantiate(&out.exec, g, 0);
+  cudaGraphDestroy(g);
+  FW_CUDA_CHECK(e);
+  return out;
+}
+
+// ---------------------------------------------------------------- trainer
+
+template <typename T>
+CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCollective* coll, bool zero1,
+                            size_t bucket_bytes)
+    : model_(model), cfg_(cfg), coll_(coll), zero1_(zero1), bucket_bytes_(bucket_bytes) {
+  check_train_config(cfg);
+  FW_CHECK(!cfg.recompute, kUnsupported, "activation recomputation is not implemented on CUDA");
+  model_.enable_grads();
+  model_.set_fused_loss(true);
+  sched_ = lr_schedule(cfg);
+  const int world = coll_ ? coll_->world_size() : 1;
+  const size_t n = model_.layout.numel;
+  FW_CHECK(!zero1_ || (size_t)world <= kShardSlack, kUnsupported, "ZeRO-1 supports at most 1024 ranks");
+  if (zero1_) {
+    const size_t count = (n + world - 1) / world;
+    numel_ = count * world;
+    const int r = coll_ ? coll_->rank() : 0;
+    shard_begin_ = count * r;
+    shard_end_ = count * (r + 1);
+    FW_CUDA_CHECK(cudaMalloc(&grad_shard_, count * sizeof(T)));
+  } else {
+    numel_ = n;
+    shard_begin_ = 0;
+    shard_end_ = n;
+  }
+  const size_t shard = shard_end_ - shard_begin_;
+  // moments (and the bf16 mode's master) cover this rank's shard only
+  FW_CUDA_CHECK(cudaMalloc(&m_, shard * sizeof(float)));
+  FW_CUDA_CHECK(cudaMalloc(&v_, shard * sizeof(float)));
+  FW_CUDA_CHECK(cudaMemset(m_, 0, shard * sizeof(float)));
+  FW_CUDA_CHECK(cudaMemset(v_, 0, shard * sizeof(float)));
+  opt_bytes_ = 2 * shard * sizeof(float);
+  if (is_bf16<T>()) {
+    FW_CUDA_CHECK(cudaMalloc(&master_, shard * sizeof(float)));
+    if constexpr (is_bf16<T>()) cast_bf16_to_f32(master_, model_.params() + shard_begin_, shard, model_.stream());
+    opt_bytes_ += shard * sizeof(float);
+  }
+  FW_CUDA_CHECK(cudaMalloc(&norm_, sizeof(float)));
+  FW_CUDA_CHECK(cudaMalloc(&norm_scratch_, global_norm_scratch_floats() * sizeof(float)));
+  FW_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+}
+
+template <typename T>
+CudaTrainer<T>::~CudaTrainer() {
+  model_.on_grads_ready = nullptr;
+  model_.set_fused_loss(false);
+  cudaFree(master_);
+  cudaFree(m_);
+  cudaFree(v_);
+  cudaFree(norm_);
+  cudaFree(norm_scratch_);
+  cudaFree(grad_shard_);
+}
+
+template <typename T>
+void CudaTrainer<T>::load_master(const float* host) {
+  const size_t shard = shard_end_ - shard_begin_;
+  const size_t n = std::min(shard, model_.layout.numel - std::min(model_.layout.numel, shard_begin_));
+  if (is_bf16<T>()) {
+    FW_CUDA_CHECK(cudaMemcpyAsync(master_, host + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice,
+                                  model_.stream()));
+    FW_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+  }
+  model_.load_params(host);
+}
+
+template <typename T>
+void CudaTrainer<T>::download_master(float* host) const {
+  const size_t n = model_.layout.numel;
+  if (!is_bf16<T>()) {
+    model_.download_params(host);
+    return;
+  }
+  // this rank's shard from the master, the rest from the (gathered) params
+  model_.download_params(host);
+  const size_t m = std::min(shard_end_, n) - std::min(shard_begin_, n);
+  FW_CUDA_CHECK(cudaMemcpy(host + shard_begin_, master_, m * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+template <typename T>
+void CudaTrainer<T>::download_moments(float* m, float* v) const {
+  const size_t n = std::min(shard_end_, model_.layout.numel) - std::min(shard_begin_, model_.layout.numel);
+  FW_CUDA_CHECK(cudaMemcpy(m, m_, n * sizeof(float), cudaMemcpyDeviceToHost));
+  FW_CUDA_CHECK(cudaMemcpy(v, v_, n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+// AdamW over this rank's shard [shard_begin_, shard_end_) of the flat buffer,
+// tensor by tensor (weight decay differs between tensors). The gradient is
+// model grads (or grad_shard_ with ZeRO-1), the fp32 master is the params
+// themselves in fp32 mode.
+template <typename T>
+void CudaTrainer<T>::adamw(double lr, double clip) {
+  cudaStream_t s = model_.stream();
+  const size_t b = shard_begin_, e = shard_end_;
+  for (const TensorInfo& ti : model_.layout.tensors) {
+    const size_t lo = std::max(b, ti.offset), hi = std::min(e, ti.offset + ti.numel);
+    if (lo >= hi) continue;
+    AdamWStep st;
+    st.lr = (float)lr;
+    st.beta1 = (float)cfg_.beta1;
+    st.beta2 = (float)cfg_.beta2;
+    st.eps = (float)cfg_.eps;
+    st.weight_decay = (ti.decay || cfg_.decay_norms_and_biases) ? (float)cfg_.weight_decay : 0.0f;
+    st.grad_scale = (float)clip;
+    st.t = step_ + 1;
+    const T* g = zero1_ ? grad_shard_ + (lo - b) : model_.grads() + lo;
+    float* master;
+    bf16* copy = nullptr;
+    if constexpr (is_bf16<T>()) {
+      master = master_ + (lo - b);
+      copy = model_.params() + lo;
+    } else {
+      master = model_.params() + lo;
+    }
+    adamw_update<T>(master, copy, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
+  }
+}
+
+template <typename T>
+StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, int B, int T_len) {
+  StepResult r;
+  r.tokens = check_step_batch(cfg_, targets, B, T_len);
+  const int k = cfg_.grad_accum, mb = B / k;
+  const size_t mbn = (size_t)mb * T_len;
+  cudaStream_t s = model_.stream();
+  const bool dp = coll_ && coll_->world_size() > 1;
+  const int dtype = is_bf16<T>() ? NcclType::kBfloat16 : NcclType::kFloat32;
+  if (dp) {
+    double count = (double)r.tokens;
+    coll_->allreduce_sum(&count, 1);
+    r.tokens = (int64_t)count;
+  }
+  const double norm = (double)std::max<int64_t>(r.tokens, 1);
+  model_.zero_grad();
+  last_buckets_ = 0;
+  size_t sent_until = model_.layout.numel;
+  for (int i = 0; i < k; i++) {
+    // Overlap: during the last micro-batch's backward, each stretch of the
+    // gradient buffer that is final and at least a bucket long starts its
+    // all-reduce on NCCL's stream while backward goes on.
+    if (dp && !zero1_ && i == k - 1) {
+      model_.on_grads_ready = [&](size_t ready_from) {
+        const size_t len = sent_until - ready_from;
+        if (len * sizeof(T) < bucket_bytes_ && ready_from > 0) return;
+        if (len == 0) return;
+        coll_->allreduce_async(model_.grads() + ready_from, len, dtype, s);
+        sent_until = ready_from;
+        last_buckets_++;
+      };
+    } else {
+      model_.on_grads_ready = nullptr;
+    }
+    r.loss += (double)model_.forward(tokens + i * mbn, targets + i * mbn, mb, T_len, norm);
+    model_.backward();
+  }
+  model_.on_grads_ready = nullptr;
+  if (dp) {
+    if (zero1_) {
+      const size_t count = shard_end_ - shard_begin_;
+      coll_->reduce_scatter_async(model_.grads(), grad_shard_, count, dtype, s);
+    }
+    coll_->wait_all(s);
+    double loss = r.loss;
+    coll_->allreduce_sum(&loss, 1);
+    r.loss = loss;
+  } else if (zero1_) {
+    FW_CUDA_CHECK(cudaMemcpyAsync(grad_shard_, model_.grads(), (shard_end_ - shard_begin_) * sizeof(T),
+                                  cudaMemcpyDeviceToDevice, s));
+  }
+  // global gradient norm (fp32 sum of squares; the shards' sums add up with ZeRO-1)
+  if (zero1_)
+    grad_sumsq<T>(norm_, norm_scratch_, grad_shard_, shard_end_ - shard_begin_, s);
+  else
+    grad_sumsq<T>(norm_, norm_scratch_, model_.grads(), model_.layout.numel, s);
+  float sumsq = 0;
+  FW_CUDA_CHECK(cudaMemcpyAsync(&sumsq, norm_, sizeof(float), cudaMemcpyDeviceToHost, s));
+  FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  double total = sumsq;
+  if (dp && zero1_) coll_->allreduce_sum(&total, 1);
+  r.grad_norm = std::sqrt(total);
+  r.lr = sched_.at(step_);
+  if (!std::isfinite(r.grad_norm)) {
+    r.skipped = true;
+    return r;
+  }
+  adamw(r.lr, clip_scale(cfg_.grad_clip, r.grad_norm));
+  if (dp && zero1_) {
+    // every rank's updated shard to every rank
+    const size_t count = shard_end_ - shard_begin_;
+    coll_->all_gather_async(model_.params() + shard_begin_, model_.params(), count, dtype, s);
+    coll_->wait_all(s);
+  }
+  FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  step_++;
+  return r;
+}
+
+template <typename T>
+double CudaTrainer<T>::eval_loss(const int32_t* tokens, const int32_t* targets, int B, int T_len) {
+  model_.set_fused_loss(false);
+  const double loss = (double)model_.forward(tokens, targets, B, T_len);
+  model_.set_fused_loss(true);
+  return loss;
+}
+
+template struct CudaKVCache<float>;
+template struct CudaKVCache<bf16>;
+template class CudaModel<float>;
+template class CudaModel<bf16>;
+template class CudaTrainer<float>;
+template class CudaTrainer<bf16>;
+
+}  // namespace cuda
+}  // namespace fw

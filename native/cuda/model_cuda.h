@@ -1,0 +1,268 @@
+// model_cuda.h: the Llama-family decoder (engine/model.h) on the GPU, its
+// training step (engine/train.h) and KV-cache decode.
+//
+// Same architecture, parameter layout and semantics as fw::ModelT on the CPU,
+// so a checkpoint moves between backends tensor by tensor:
+//
+//   fw::Model cpu(cfg); cpu.init_random(seed);           // or load safetensors
+//   fw::cuda::Blas blas;
+//   fw::cuda::CudaModel<bf16> gpu(cfg, blas);            // or <float>
+//   gpu.load_params(cpu.params.data());                  // fp32 host -> device T
+//   fw::cuda::CudaTrainer<bf16> tr(gpu, tcfg);           // fp32 master + AdamW
+//   fw::StepResult r = tr.step(tokens, targets, B, T);   // host int32 (B, T)
+//
+// Storage type T is float (fp32 training: parity with the CPU at 1e-4) or
+// bf16 (mixed precision: bf16 weights, activations and gradients, fp32 master
+// weights and AdamW moments, fp32 statistics and loss). GEMMs run on cuBLAS
+// with fp32 accumulation; the rest are the fused kernels of native/cuda.
+//
+// Memory: parameters and gradients (T) in one flat buffer each, with the CPU's
+// ParamLayout offsets; per-layer saved activations (T) plus fp32 statistics;
+// one logits buffer (B, T, V) reused for dlogits; backward scratch for one
+// layer. Everything is allocated on the first forward of a shape and kept.
+//
+// Threading: one host thread per model; all work is queued on `stream`.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "gemm_cublas.h"
+#include "model.h"
+#include "train.h"
+
+namespace fw {
+namespace cuda {
+
+using bf16 = __nv_bfloat16;
+class NcclCollective;  // collective_nccl.h
+
+// Caller-owned device KV cache: k, v (L, B, KVH, S, HS) of T, post-RoPE keys.
+template <typename T>
+struct CudaKVCache {
+  int L = 0, B = 0, KVH = 0, S = 0, HS = 0;
+  int len = 0;  // positions filled (same for every sequence)
+  T* k = nullptr;
+  T* v = nullptr;
+  int* d_len = nullptr;  // len mirrored in device memory: what the decode kernels read
+  CudaKVCache() = default;
+  CudaKVCache(const Config& cfg, int batch, int capacity);
+  ~CudaKVCache();
+  CudaKVCache(const CudaKVCache&) = delete;
+  CudaKVCache& operator=(const CudaKVCache&) = delete;
+  size_t layer_elems() const { return (size_t)B * KVH * S * HS; }
+  T* k_layer(int l) const { return k + (size_t)l * layer_elems(); }
+  T* v_layer(int l) const { return v + (size_t)l * layer_elems(); }
+  size_t bytes() const { return 2 * (size_t)L * layer_elems() * sizeof(T); }
+  void reset();  // len = 0 (host and device)
+};
+
+// One decode step captured as a CUDA graph (CudaModel::capture_decode):
+// replaying it runs every layer's ~20 launches as one, and the positions
+// come from the cache's device-side length, so the same graph serves every
+// step. launch() checks the capacity on the host and advances cache.len.
+struct CudaDecodeGraph {
+  cudaGraphExec_t exec = nullptr;
+  int T = 1;
+  CudaDecodeGraph() = default;
+  ~CudaDecodeGraph();
+  CudaDecodeGraph(const CudaDecodeGraph&) = delete;
+  CudaDecodeGraph& operator=(const CudaDecodeGraph&) = delete;
+  CudaDecodeGraph(CudaDecodeGraph&& o) noexcept : exec(o.exec), T(o.T) { o.exec = nullptr; }
+  CudaDecodeGraph& operator=(CudaDecodeGraph&& o) noexcept {
+    std::swap(exec, o.exec);
+    std::swap(T, o.T);
+    return *this;
+  }
+  template <typename TC>
+  void launch(CudaKVCache<TC>& cache, cudaStream_t stream);
+};
+
+template <typename T>
+class CudaModel {
+ public:
+  CudaModel(const Config& cfg, Blas& blas, cudaStream_t stream = nullptr);
+  ~CudaModel();
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  Config cfg;
+  ParamLayout layout;  // llama_param_layout(cfg): the CPU model's layout
+
+  // Parameters from / to fp32 host memory in layout order (layout.numel
+  // elements, e.g. fw::Model::params), converted to / from T.
+  void load_params(const float* host);
+  void download_params(float* host) const;
+  // Gradients (layout.numel) to fp32 host memory. Needs enable_grads().
+  void download_grads(float* host) const;
+
+  T* params() { return params_; }
+  T* grads() { return grads_; }
+  void enable_grads();  // allocate zeroed gradients
+  bool has_grads() const { return grads_ != nullptr; }
+  void zero_grad();
+
+  // tokens, targets: host (B, T) int32 (targets may be nullptr: no loss).
+  // Same contract as ModelT::forward: ids are checked (kInvalidArgument),
+  // loss is the mean over non-ignored targets, or the sum divided by
+  // loss_normalizer when that is > 0. Returns the loss (synchronises).
+  float forward(const int32_t* tokens, const int32_t* targets, int B, int T_, double loss_normalizer = 0);
+  // d loss / d params for the last forward (which had targets), accumulated
+  // (+=) into grads. Invalidates logits (the buffer becomes dlogits).
+  // on_grads_ready, when set, is called as backward proceeds: with the
+  // element offset from which the gradient buffer is final (every element
+  // at or after it gets no more contributions in this backward), so a
+  // caller can start reducing those gradients while backward goes on.
+  void backward();
+  std::function<void(size_t ready_from)> on_grads_ready;
+
+  // Training: forward computes the loss and dlogits in one pass over the
+  // logits (they are not kept), so backward starts from dlogits. The
+  // trainer switches it on; logits_host() is then meaningless.
+  void set_fused_loss(bool on) { fused_loss_ = on; }
+
+  // Logits of the last forward (B, T, V), as fp32 on the host.
+  std::vector<float> logits_host() const;
+  const T* logits() const { return logits_; }
+
+  // Incremental decode: tokens (B, T) host int32 at positions cache.len ..
+  // cache.len + T - 1; writes the last position's logits (B, V) into the
+  // device buffer logits_out (or all (B, T, V) when all_logits), advances
+  // cache.len. No backward state is kept.
+  void forward_cached(const int32_t* tokens, int B, int T_, CudaKVCache<T>& cache, T* logits_out,
+                      bool all_logits = false);
+  // The same from device-resident tokens (B, T) without a host copy or sync
+  // (used by the decode loop and CUDA-graph capture); token ids are not
+  // checked. A prefill (cache empty, T > 1) runs the training attention
+  // (flash, tensor cores in bf16); later chunks and single tokens run the
+  // split-K decode attention at the cache's device-side position.
+  void forward_cached_device(const int32_t* d_tokens, int B, int T_, CudaKVCache<T>& cache, T* logits_out,
+                             bool all_logits = false);
+  // Capture one step (T new tokens per sequence from d_tokens, last-position
+  // logits into logits_out, then `after` on the stream, e.g. an argmax that
+  // writes the next tokens into d_tokens) as a CUDA graph. Nothing runs
+  // during capture; cache.len is unchanged.
+  CudaDecodeGraph capture_decode(const int32_t* d_tokens, int B, int T_, CudaKVCache<T>& cache, T* logits_out,
+                                 const std::function<void(cudaStream_t)>& after = nullptr);
+
+  // Device bytes held by activations (not parameters, grads or optimizer).
+  size_t activation_bytes() const { return act_bytes_; }
+  cudaStream_t stream() const { return stream_; }
+  Blas& blas() { return blas_; }
+
+ private:
+  struct Acts;
+  void ensure_acts(int B, int T_);
+  void free_acts();
+  void check_tokens(const int32_t* tokens, const int32_t* targets, int B, int T_) const;
+  void layer_forward(int l, int B, int T_);
+  void layer_backward(int l, int B, int T_, T* dx);
+  LayerParams<T> layer_ptrs(T* base, int l) const;
+  void ensure_decode(int B, int T_, int S);
+
+  Blas& blas_;
+  cudaStream_t stream_;
+  T* params_ = nullptr;
+  T* grads_ = nullptr;
+  float* rope_cos_ = nullptr;  // (max_position_embeddings, HS/2)
+  float* rope_sin_ = nullptr;
+  std::vector<LayerParams<T>> lp_;  // device pointers per layer into params_
+  std::vector<LayerParams<T>> lg_;  // ... into grads_ (all nullptr without grads)
+
+  // activations for (B_, T_)
+  int B_ = 0, T_ = 0;
+  size_t act_bytes_ = 0;
+  void* act_block_ = nullptr;  // one allocation, carved
+  T* resid_ = nullptr;         // (L+1, N, C)
+  T* acts_ = nullptr;          // (L, slot) per-layer activations and their fp32 statistics
+  T* lnf_ = nullptr;           // (N, C)
+  float* rstdf_ = nullptr;     // (N)
+  T* logits_ = nullptr;        // (N, V), dlogits in backward
+  float* losses_ = nullptr;    // (N)
+  float* lse_ = nullptr;       // (N)
+  T* scratch_ = nullptr;       // one layer's backward scratch
+  float* att_scratch_ = nullptr;  // (N * NH)
+  int32_t* tokens_ = nullptr;  // (N) device
+  int32_t* targets_ = nullptr; // (N) device
+  size_t slot_bytes_ = 0;  // one layer's slot (carve_layer)
+  bool have_targets_ = false;
+  bool fused_loss_ = false;
+  bool dlogits_ready_ = false;
+  double normalizer_ = 1.0;
+
+  // decode scratch
+  int dec_B_ = 0, dec_T_ = 0, dec_S_ = 0;
+  void* dec_block_ = nullptr;
+};
+
+// One optimizer step on the GPU (train.h's TrainerT, full fine-tuning):
+// micro-batches -> grads -> (all-reduce) -> global norm -> clip -> AdamW
+// with fp32 master weights and moments. In bf16 mode the update writes the
+// bf16 working copy the next forward reads; in fp32 mode the parameters are
+// the master. A non-finite gradient norm skips the update (StepResult.skipped).
+//
+// Data parallel (world_size > 1 NcclCollective): every rank calls step()
+// with its own shard; gradients are summed in buckets of bucket_bytes on
+// NCCL's stream while backward still runs (the last micro-batch's backward
+// hands over each bucket as soon as its gradients are final), or, with
+// zero1, reduce-scattered so that each rank keeps AdamW state for 1/world of
+// the parameters only and all-gathers the updated parameters.
+template <typename T>
+class CudaTrainer {
+ public:
+  CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCollective* coll = nullptr, bool zero1 = false,
+              size_t bucket_bytes = 25u << 20);
+  ~CudaTrainer();
+  CudaTrainer(const CudaTrainer&) = delete;
+  CudaTrainer& operator=(const CudaTrainer&) = delete;
+
+  StepResult step(const int32_t* tokens, const int32_t* targets, int B, int T_);
+  double eval_loss(const int32_t* tokens, const int32_t* targets, int B, int T_);
+
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t s) { step_ = s; }
+  // Set the fp32 master weights (and the model's working copy) from fp32
+  // host values (layout.numel), e.g. when resuming from a checkpoint; in
+  // bf16 mode the constructor otherwise starts the master from the bf16
+  // parameters.
+  void load_master(const float* host);
+  // fp32 master weights (layout.numel; with zero1 only this rank's shard is
+  // current, see shard_range) and moments, to the host.
+  void download_master(float* host) const;
+  void download_moments(float* m, float* v) const;
+  // Elements [first, last) of the flat buffer this rank updates.
+  std::pair<size_t, size_t> shard_range() const { return {shard_begin_, shard_end_}; }
+  size_t optimizer_bytes() const { return opt_bytes_; }
+  // Number of all-reduce buckets the last step enqueued during backward.
+  int last_overlapped_buckets() const { return last_buckets_; }
+
+ private:
+  void adamw(double lr, double clip);
+
+  CudaModel<T>& model_;
+  TrainConfig cfg_;
+  NcclCollective* coll_;
+  bool zero1_;
+  size_t bucket_bytes_;
+  LrSchedule sched_;
+  int64_t step_ = 0;
+  size_t numel_ = 0;         // layout.numel, padded to a multiple of world size
+  size_t shard_begin_ = 0, shard_end_ = 0;
+  float* master_ = nullptr;  // fp32 master (bf16 mode); shard-sized base with zero1
+  float* m_ = nullptr;
+  float* v_ = nullptr;
+  float* norm_ = nullptr;     // (1) device sum of squares
+  float* norm_scratch_ = nullptr;
+  T* grad_shard_ = nullptr;   // zero1: this rank's reduced gradient shard
+  size_t opt_bytes_ = 0;
+  int last_buckets_ = 0;
+};
+
+}  // namespace cuda
+}  // namespace fw
