@@ -65,7 +65,8 @@ describe('bus consumer', () => {
       const gap = (times[i] as number) - (times[i - 1] as number);
       const want = backoffMs[i - 1] as number;
       expect(gap, `gap before delivery ${i + 1}`).toBeGreaterThanOrEqual(want * 0.9);
-      expect(gap, `gap before delivery ${i + 1}`).toBeLessThan(want + 400);
+      // Upper bound with room for a loaded CI machine; still far below the 30 s default ack wait.
+      expect(gap, `gap before delivery ${i + 1}`).toBeLessThan(want + 1000);
     }
     const dl = await deadLetters(bus);
     expect(dl).toHaveLength(1);

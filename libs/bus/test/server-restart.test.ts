@@ -109,10 +109,12 @@ describe('bus server restart', () => {
     }
     for (const a of acked) expect(processed.has(a.id)).toBe(true);
     expect(processed.size).toBe(TOTAL);
-    // Resumed from its (persisted) ack floor: the first delivery after the
-    // restart is the one right above it, and nothing at or below it returns.
+    // Resumed from its (persisted) ack floor: nothing at or below it returns.
+    // (The event right above it need not be redelivered: a handler that was
+    // held at the gate through the restart may ack it late, and the restarted
+    // server accepts that ack.)
     expect(floorAfterRestart).toBeGreaterThan(0);
-    expect(Math.min(...seqsAfterRestart)).toBe(floorAfterRestart + 1);
+    expect(Math.min(...seqsAfterRestart)).toBeGreaterThan(floorAfterRestart);
     const handledTwice = [...processed.values()].filter((n) => n > 1).length;
     console.log(
       `server-restart: ${retried.length} publishes retried; consumer ack floor ${floorBeforeKill} just before the kill, ` +
