@@ -4,7 +4,7 @@
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
 import { Id, Name, NonNegativeInt, OpaqueObject, PositiveInt, Uri } from '../common.ts';
-import { LoraConfig } from '../events/trainer.ts';
+import { Device, LoraConfig } from '../events/trainer.ts';
 
 /** Which data to train on: a dataset version announced by the data service, or a manifest URI. */
 export const RunDataset = Type.Object(
@@ -63,6 +63,9 @@ export const RunDistillation = Type.Object(
   { additionalProperties: false },
 );
 
+/** Training precision of the worker: `bf16` is mixed precision (bf16 compute, fp32 master weights). */
+export const Precision = Type.Union([Type.Literal('fp32'), Type.Literal('bf16')]);
+
 /** `POST /v1/runs` request. */
 export const CreateRunBody = Type.Object(
   {
@@ -82,6 +85,10 @@ export const CreateRunBody = Type.Object(
     joinTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
     /** Launcher name (`local`, `kubernetes`); default: the service's. */
     launcher: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' })),
+    /** `cpu` (default) or `cuda`: one GPU per rank (LOCAL_RANK), gradients summed with NCCL. */
+    device: Type.Optional(Device),
+    /** `fp32` or `bf16` (mixed precision, cuda only); default `bf16` on cuda, `fp32` on cpu. */
+    precision: Type.Optional(Precision),
   },
   { additionalProperties: false },
 );
@@ -186,3 +193,4 @@ export type AttemptView = Static<typeof AttemptView>;
 export type MetricPoint = Static<typeof MetricPoint>;
 export type PolicyBody = Static<typeof PolicyBody>;
 export type RunStatus = Static<typeof RunStatus>;
+export type Precision = Static<typeof Precision>;
