@@ -102,7 +102,17 @@ export async function buildTrainerService(deps: TrainerServiceDeps): Promise<Tra
       failed: (d) => pub(subjects.trainerRunFailed, d, stableUuid(`failed:${d.runId}`)),
     },
   });
-  const scheduler = createScheduler({ runs, supervisor, maxRanks: deps.maxRanks, owner: deps.instanceId, workRoot: deps.workRoot, log });
+  const scheduler = createScheduler({
+    runs,
+    supervisor,
+    maxRanks: deps.maxRanks,
+    // The host's GPUs are those the launchers that hand them out (local: TRAINER_GPUS) have.
+    gpus: Math.max(0, ...Object.values(deps.launchers).map((l) => l.maxGpus?.() ?? 0)),
+    gpusNeeded: (run) => (run.spec.device === 'cuda' && deps.launchers[run.spec.launcher]?.maxGpus ? run.world_size : 0),
+    owner: deps.instanceId,
+    workRoot: deps.workRoot,
+    log,
+  });
 
   const app = await createApp({
     name: SERVICE_NAME,

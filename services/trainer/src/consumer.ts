@@ -55,7 +55,7 @@ export async function startTrainerConsumers(bus: Bus, deps: ConsumerDeps, opts: 
           ...(r.hyperparameters.warmupSteps !== undefined ? { warmupSteps: r.hyperparameters.warmupSteps } : {}),
           ...(r.hyperparameters.weightDecay !== undefined ? { weightDecay: r.hyperparameters.weightDecay } : {}),
         },
-        ...(r.resources ? { worldSize: r.resources.nodes * r.resources.processesPerNode } : {}),
+        ...(r.resources ? { worldSize: r.resources.nodes * r.resources.processesPerNode, device: r.resources.device } : {}),
         ...(r.checkpointEvery ? { checkpointInterval: r.checkpointEvery } : {}),
         ...(r.restartBudget !== undefined ? { restartBudget: r.restartBudget } : {}),
         ...(r.hyperparameters.seed !== undefined ? { seed: r.hyperparameters.seed } : {}),
@@ -72,6 +72,7 @@ export async function startTrainerConsumers(bus: Bus, deps: ConsumerDeps, opts: 
       await deps.catalog.upsertDataset({ name: d.datasetName, version: d.version, dataset_id: d.datasetId, manifest_uri: d.manifestUri, tokenizer: d.tokenizer });
       const policy = await deps.catalog.getPolicy(d.datasetName);
       if (!policy?.enabled) return;
+      // The whole template (device and precision included) is the body; only the dataset is the event's.
       const body = { ...(policy.template as Omit<CreateRunBody, 'dataset'>), dataset: { name: d.datasetName, version: d.version } } as CreateRunBody;
       await create(stableUuid(`policy:${event.id}`), 'dataset', body);
     },

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
     migrate: migrateTrainerSchema,
   });
   const { db, bus, artifacts, logger } = platform;
-  const launchers: Record<string, Launcher> = { local: createLocalLauncher({ maxRanks: config.maxRanks }) };
+  const launchers: Record<string, Launcher> = { local: createLocalLauncher({ maxRanks: config.maxRanks, gpus: config.gpus }) };
   if (config.launcher === 'kubernetes')
     launchers['kubernetes'] = createKubernetesLauncher({
       namespace: config.k8sNamespace,

@@ -43,6 +43,8 @@ describe('api', () => {
       [tinyRun(manifestUri, { model: {} }), 400, 'invalid-run'],
       [tinyRun(manifestUri, { model: { baseUri: `${h.artifacts.rootUri}models/none/` } }), 400, 'invalid-run'],
       [tinyRun(manifestUri, { method: 'lora' }), 400, 'invalid-run'],
+      [tinyRun(manifestUri, { precision: 'bf16' }), 400, 'invalid-run'],
+      [tinyRun(manifestUri, { device: 'cuda' }), 422, 'cannot-place'],
     ];
     for (const [body, status, slug] of cases) {
       const res = await post('/v1/runs', body);
@@ -99,7 +101,11 @@ describe('api', () => {
     expect(steps).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     expect(events.some((e) => e.event === 'status')).toBe(true);
     expect(events.at(-1)).toMatchObject({ event: 'end', data: { status: 'completed' } });
-    const run = (await get(`/v1/runs/${id}`)).json<{ modelUri: string; checkpoints: unknown[]; attempts: unknown[] }>();
+    const run = (await get(`/v1/runs/${id}`)).json<{ modelUri: string; checkpoints: unknown[]; attempts: unknown[]; spec: Record<string, unknown> }>();
+    expect(run.spec).toMatchObject({ device: 'cpu', precision: 'fp32' });
+    const started = () => h.events('fw.trainer.run.started').find((e) => e.data.runId === id);
+    for (let i = 0; i < 100 && !started(); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(started()?.data.device).toBe('cpu');
     expect(run.modelUri).toMatch(/models\//);
     expect(run.checkpoints.length).toBeGreaterThan(0);
     expect(run.attempts).toHaveLength(1);

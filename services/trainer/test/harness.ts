@@ -52,6 +52,8 @@ export interface HarnessOptions {
   bus?: Bus;
   artifacts?: ArtifactStore;
   maxRanks?: number;
+  /** GPUs the local launcher hands to cuda runs (TRAINER_GPUS; default 0). */
+  gpus?: number;
   workerBin?: string;
   killGraceMs?: number;
 }
@@ -69,7 +71,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     artifacts,
     logger: false,
     apiTokens: [token],
-    launchers: { local: createLocalLauncher({ maxRanks: opts.maxRanks ?? 2 }) },
+    launchers: { local: createLocalLauncher({ maxRanks: opts.maxRanks ?? 2, gpus: opts.gpus ?? 0 }) },
     defaultLauncher: 'local',
     workRoot,
     workerBin: opts.workerBin ?? DEFAULT_WORKER_BIN,

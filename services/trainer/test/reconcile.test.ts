@@ -44,6 +44,8 @@ describe('reconcile', () => {
       restartBudget: 2,
       seed: 3,
       launcher: 'local',
+      device: 'cpu',
+      precision: 'fp32',
     };
     await h.runs.insert({ id, trigger: 'manual', spec, datasetName: null, datasetVersion: null });
     expect(await h.runs.claim(id, 'a-trainer-that-died')).toBe(true);
@@ -86,6 +88,8 @@ describe('reconcile', () => {
       restartBudget: 0,
       seed: 1,
       launcher: 'local',
+      device: 'cpu',
+      precision: 'fp32',
     };
     await h.runs.insert({ id, trigger: 'manual', spec, datasetName: null, datasetVersion: null });
     await h.runs.claim(id, 'a-trainer-that-died');

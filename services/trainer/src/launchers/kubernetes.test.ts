@@ -12,6 +12,7 @@ const req = {
   workDir: '/var/lib/fw/work/3f2c',
   env: { FW_STORE_URL: 'http://trainer.flywheel.svc:8092/v1/rendezvous/3f2c/2', FW_STORE_TOKEN: 'secret-token-value' },
   threadsPerRank: 2,
+  device: 'cpu' as const,
 };
 const opts = { namespace: 'ml', image: 'ghcr.io/flywheel/worker:1', workVolumeClaim: 'fw-work', workRoot: '/var/lib/fw/work', maxNodes: 8 };
 
@@ -35,6 +36,17 @@ describe('kubernetes launcher', () => {
     // The token never appears in the Job, only as a reference to the Secret.
     expect(JSON.stringify(job)).not.toContain('secret-token-value');
     expect(env['FW_STORE_TOKEN']!.valueFrom!.secretKeyRef!.name).toBe(job.metadata!.name);
+  });
+
+  it('kubernetes - each pod of a cuda run requests and limits one nvidia.com/gpu (LOCAL_RANK 0); a cpu run asks for none', () => {
+    const container = (device: 'cpu' | 'cuda') => buildManifests({ ...req, device }, opts).job.spec!.template.spec!.containers[0]!;
+    const cuda = container('cuda');
+    expect(cuda.resources!.requests).toMatchObject({ 'nvidia.com/gpu': '1' });
+    expect(cuda.resources!.limits).toMatchObject({ 'nvidia.com/gpu': '1' });
+    expect(cuda.env!.find((e) => e.name === 'LOCAL_RANK')!.value).toBe('0');
+    expect(() => new Job(buildManifests({ ...req, device: 'cuda' }, opts).job as never).validate()).not.toThrow();
+    const cpu = container('cpu');
+    expect(JSON.stringify(cpu.resources)).not.toContain('nvidia.com/gpu');
   });
 
   it('kubernetes - a malformed manifest is caught by the same validation', () => {

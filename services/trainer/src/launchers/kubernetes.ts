@@ -6,7 +6,8 @@
  * but deleted with the Job. The run work folder is a shared volume (PVC)
  * mounted at the same path as on the trainer, so the job spec paths hold.
  * Each rank's stdout (the worker's JSON lines) is followed through the pod
- * log API and its exit read from the pod's container status.
+ * log API and its exit read from the pod's container status. A cuda run's
+ * pods each request one `nvidia.com/gpu`.
  */
 import { PassThrough } from 'node:stream';
 import { createInterface } from 'node:readline';
@@ -55,9 +56,12 @@ export function buildManifests(req: LaunchRequest, o: KubernetesLauncherOptions)
     ...Object.entries(plainEnv).map(([k, v]) => ({ name: k, value: v })),
     { name: 'FW_STORE_TOKEN', valueFrom: { secretKeyRef: { name, key: 'FW_STORE_TOKEN' } } },
   ];
+  // A cuda rank gets one GPU of its node (the device plugin sets what it sees; LOCAL_RANK 0 selects it).
+  // Extended resources must be requested and limited alike.
+  const gpu: Record<string, string> = req.device === 'cuda' ? { 'nvidia.com/gpu': '1' } : {};
   const resources = {
-    requests: { cpu: o.cpuPerPod ?? String(req.threadsPerRank), memory: o.memoryPerPod ?? '2Gi' },
-    limits: { memory: o.memoryPerPod ?? '2Gi' },
+    requests: { cpu: o.cpuPerPod ?? String(req.threadsPerRank), memory: o.memoryPerPod ?? '2Gi', ...gpu },
+    limits: { memory: o.memoryPerPod ?? '2Gi', ...gpu },
   };
   const job: k8s.V1Job = {
     apiVersion: 'batch/v1',

@@ -2,7 +2,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLocalLauncher } from './local.ts';
+import { createLocalLauncher, cudaVisibleDevices } from './local.ts';
 import { LaunchError } from './types.ts';
 
 let dir: string;
@@ -34,6 +34,7 @@ describe('local launcher', () => {
       workDir: dir,
       env: { FW_STORE_URL: 'http://127.0.0.1:1/v1/rendezvous/r1/0', FW_STORE_TOKEN: 'tok' },
       threadsPerRank: 2,
+      device: 'cpu',
     });
     const seen = await Promise.all(attempt.ranks.map((r) => new Promise<Record<string, string>>((res) => r.onLine((l) => res(JSON.parse(l) as Record<string, string>)))));
     expect(seen.map((s) => [s['rank'], s['world'], s['local'], s['localWorld'], s['omp']])).toEqual([
@@ -54,7 +55,7 @@ describe('local launcher', () => {
     await writeFile(early, '#!/bin/sh\necho one\necho two\nexec sleep 60\n');
     await chmod(early, 0o755);
     const attempt = await createLocalLauncher({ maxRanks: 1 }).launch({
-      runId: 'r2', attempt: 0, worldSize: 1, workerBin: early, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1,
+      runId: 'r2', attempt: 0, worldSize: 1, workerBin: early, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1, device: 'cpu',
     });
     await new Promise((r) => setTimeout(r, 300));
     const got: string[] = [];
@@ -64,9 +65,31 @@ describe('local launcher', () => {
     expect((await attempt.ranks[0]!.exited).signal).toBe('SIGKILL');
   });
 
+  it('local - the ranks of a cuda run see only the GPUs the run was given, LOCAL_RANK picking one of them', async () => {
+    const gpuWorker = join(dir, 'gpu_worker');
+    await writeFile(gpuWorker, '#!/bin/sh\necho "$LOCAL_RANK $CUDA_VISIBLE_DEVICES"\nexec sleep 60\n');
+    await chmod(gpuWorker, 0o755);
+    // The trainer itself was given GPUs 4-7: the run's GPUs 1 and 3 are the host's 5 and 7.
+    const launcher = createLocalLauncher({ maxRanks: 4, gpus: 4, env: { CUDA_VISIBLE_DEVICES: '4,5,6,7' } });
+    expect(launcher.maxGpus!()).toBe(4);
+    const req = { runId: 'r3', attempt: 0, worldSize: 2, workerBin: gpuWorker, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1 };
+    const lines = async (a: Awaited<ReturnType<typeof launcher.launch>>) => {
+      const got = await Promise.all(a.ranks.map((r) => new Promise<string>((res) => r.onLine(res))));
+      a.signal('SIGKILL');
+      await Promise.all(a.ranks.map((r) => r.exited));
+      return got;
+    };
+    expect(await lines(await launcher.launch({ ...req, device: 'cuda', gpus: [1, 3] }))).toEqual(['0 5,7', '1 5,7']);
+    // A cpu run's environment is left as the trainer's.
+    expect(await lines(await launcher.launch({ ...req, device: 'cpu' }))).toEqual(['0 4,5,6,7', '1 4,5,6,7']);
+    expect(cudaVisibleDevices([0, 2], undefined)).toBe('0,2');
+    expect(() => cudaVisibleDevices([2], '0,1')).toThrow(/GPU 2 is not among the trainer's CUDA_VISIBLE_DEVICES=0,1/);
+    expect(createLocalLauncher({ maxRanks: 1 }).maxGpus!()).toBe(0);
+  });
+
   it('local - a missing or non-executable worker binary is a LaunchError naming it', async () => {
     const launcher = createLocalLauncher({ maxRanks: 1 });
-    const req = { runId: 'r', attempt: 0, worldSize: 1, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1 };
+    const req = { runId: 'r', attempt: 0, worldSize: 1, specPath: 'x', workDir: dir, env: {}, threadsPerRank: 1, device: 'cpu' as const };
     await expect(launcher.launch({ ...req, workerBin: join(dir, 'nope') })).rejects.toThrow(LaunchError);
     await expect(launcher.launch({ ...req, workerBin: join(dir, 'nope') })).rejects.toThrow(/nope is missing or not executable/);
     expect(launcher.maxWorldSize()).toBe(1);

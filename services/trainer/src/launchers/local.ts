@@ -5,7 +5,9 @@
  * process group: every rank starts through a tiny perl exec shim (Node
  * cannot setpgid) that puts rank 0 in a new group and the others in rank 0's,
  * then execs the worker, so one kill(-pgid) reaches them all and a trainer
- * restart can find and stop them by pid.
+ * restart can find and stop them by pid. The ranks of a cuda run see only the
+ * GPUs the scheduler gave the run (CUDA_VISIBLE_DEVICES), so rank r trains on
+ * the run's r-th GPU (LOCAL_RANK = r) and two runs never share one.
  */
 import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
@@ -21,28 +23,50 @@ const JOIN_GROUP =
 export interface LocalLauncherOptions {
   /** Ranks one run may have here (the machine's cores by default). */
   maxRanks: number;
+  /** GPUs of this host for cuda runs (TRAINER_GPUS; default 0: none). */
+  gpus?: number;
   /** Extra environment for every rank (tests). */
   env?: Record<string, string>;
+}
+
+/**
+ * CUDA_VISIBLE_DEVICES of a run given `gpus`: indices among the trainer's own
+ * visible devices (`inherited`, its CUDA_VISIBLE_DEVICES, when set; else all).
+ */
+export function cudaVisibleDevices(gpus: readonly number[], inherited: string | undefined): string {
+  if (inherited === undefined) return gpus.join(',');
+  const own = inherited.split(',').map((d) => d.trim()).filter(Boolean);
+  return gpus
+    .map((g) => {
+      const d = own[g];
+      if (d === undefined) throw new LaunchError(`GPU ${g} is not among the trainer's CUDA_VISIBLE_DEVICES=${inherited} (is TRAINER_GPUS too large?)`);
+      return d;
+    })
+    .join(',');
 }
 
 export function createLocalLauncher(opts: LocalLauncherOptions): Launcher {
   return {
     name: 'local',
     maxWorldSize: () => opts.maxRanks,
+    maxGpus: () => opts.gpus ?? 0,
     async launch(req: LaunchRequest): Promise<LaunchedAttempt> {
       try {
         await access(req.workerBin, constants.X_OK);
       } catch {
         throw new LaunchError(`worker binary ${req.workerBin} is missing or not executable (build native/ or set FW_WORKER_BIN)`);
       }
+      const inherited = { ...process.env, ...opts.env };
+      const gpuEnv: Record<string, string> =
+        req.device === 'cuda' && req.gpus ? { CUDA_VISIBLE_DEVICES: cudaVisibleDevices(req.gpus, inherited['CUDA_VISIBLE_DEVICES']) } : {};
       const ranks: RankHandle[] = [];
       const children: ReturnType<typeof spawn>[] = [];
       let pgid: number | undefined;
       for (let rank = 0; rank < req.worldSize; rank++) {
         const env = {
-          ...process.env,
-          ...opts.env,
+          ...inherited,
           ...req.env,
+          ...gpuEnv,
           RANK: String(rank),
           WORLD_SIZE: String(req.worldSize),
           LOCAL_RANK: String(rank),

@@ -1,4 +1,5 @@
 /** What the supervisor needs from a launcher: start the ranks of one attempt, watch them, stop them. */
+import type { Device } from '@flywheel/contracts';
 
 export interface LaunchRequest {
   runId: string;
@@ -11,6 +12,14 @@ export interface LaunchRequest {
   /** Added to every rank's environment (FW_STORE_URL, FW_STORE_TOKEN). */
   env: Record<string, string>;
   threadsPerRank: number;
+  /** `cuda`: every rank trains on one GPU, the one LOCAL_RANK names among the devices it sees. */
+  device: Device;
+  /**
+   * The GPUs of this host the scheduler gave the run, one per rank (indices
+   * among the trainer's own visible devices); set for a cuda run on a
+   * launcher with `maxGpus`, absent otherwise.
+   */
+  gpus?: number[] | undefined;
 }
 
 export interface RankExit {
@@ -40,6 +49,12 @@ export interface Launcher {
   readonly name: string;
   /** The largest world size this launcher can ever place (422 above it). */
   maxWorldSize(): number;
+  /**
+   * GPUs of this host the launcher hands out, one per rank of a cuda run
+   * (local: TRAINER_GPUS). Absent when something else places the GPUs
+   * (Kubernetes: each pod requests its own).
+   */
+  maxGpus?(): number;
   launch(req: LaunchRequest): Promise<LaunchedAttempt>;
 }
 

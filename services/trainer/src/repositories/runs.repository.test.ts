@@ -18,6 +18,8 @@ const spec: RunSpec = {
   restartBudget: 1,
   seed: 1,
   launcher: 'local',
+  device: 'cpu',
+  precision: 'fp32',
 };
 const row = (step: number, over: Record<string, number | null> = {}) => ({
   run_id: 'r1', rank: 0, step, attempt: 0, loss: null, lr: null, grad_norm: null, tokens_per_s: null, val_loss: null, ...over,

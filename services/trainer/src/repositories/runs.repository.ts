@@ -1,4 +1,5 @@
 /** SQL for runs, their attempts and ranks, checkpoints and the metric series. */
+import type { Device, Precision } from '@flywheel/contracts';
 import type { Queryable } from '@flywheel/db';
 
 export type RunStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -62,6 +63,10 @@ export interface RunSpec {
   restartBudget: number;
   seed: number;
   launcher: string;
+  /** Where every rank trains: `cuda` is one GPU per rank (LOCAL_RANK). */
+  device: Device;
+  /** `bf16` only with `cuda` (resolveRunRequest refuses it on cpu). */
+  precision: Precision;
   collectiveTimeoutMs?: number | undefined;
   joinTimeoutMs?: number | undefined;
 }

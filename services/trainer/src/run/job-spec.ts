@@ -36,6 +36,9 @@ export function buildJobSpec(spec: RunSpec, m: Materialised, workDir: string): R
     log_interval: 1,
     output_dir: join(workDir, 'model'),
     seed: spec.seed,
+    // Always written, so the job file says what the run asked for rather than leaning on the worker's defaults.
+    device: spec.device,
+    precision: spec.precision,
   };
   if (spec.method === 'lora' && spec.lora) {
     job['lora'] = {

@@ -1,7 +1,8 @@
 /**
  * Turns a run request (HTTP body, bus event or policy template) into the
  * normalised spec stored with the run, or a clear problem: unknown dataset,
- * inconsistent hyperparameters, a world size no launcher can place.
+ * inconsistent hyperparameters or device options, a world size (or number
+ * of GPUs) the launcher cannot place.
  */
 import type { ArtifactStore } from '@flywheel/artifacts';
 import type { CreateRunBody } from '@flywheel/contracts';
@@ -83,6 +84,13 @@ export async function resolveRunRequest(
   if (h.warmupSteps !== undefined && h.warmupSteps > h.maxSteps) throw invalid('hyperparameters.warmupSteps must not exceed maxSteps');
   if (h.gradAccumSteps !== undefined && h.batchSize % h.gradAccumSteps !== 0) throw invalid('hyperparameters.gradAccumSteps must divide batchSize');
 
+  // The cuda engine trains full models only, in fp32 or bf16; the cpu engine only in fp32 (docs/worker.md).
+  const device = body.device ?? 'cpu';
+  const precision = body.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
+  if (device === 'cpu' && precision === 'bf16') throw invalid('precision bf16 needs device cuda: the cpu engine trains in fp32');
+  if (device === 'cuda' && method === 'lora') throw invalid('method lora is not supported on cuda yet: use device cpu');
+  if (device === 'cuda' && body.distillation) throw invalid('distillation is not supported on cuda yet: use device cpu');
+
   const launcherName = body.launcher ?? deps.defaultLauncher;
   const launcher = deps.launchers[launcherName];
   if (!launcher) throw invalid(`unknown launcher ${launcherName} (have: ${Object.keys(deps.launchers).join(', ')})`);
@@ -90,6 +98,11 @@ export async function resolveRunRequest(
   if (worldSize > launcher.maxWorldSize())
     throw new ProblemError(trainerProblems.cannotPlace, `world size ${worldSize} exceeds the ${launcher.maxWorldSize()} ranks the ${launcherName} launcher can place`, {
       extensions: { worldSize, max: launcher.maxWorldSize() },
+    });
+  const gpus = launcher.maxGpus?.();
+  if (device === 'cuda' && gpus !== undefined && worldSize > gpus)
+    throw new ProblemError(trainerProblems.cannotPlace, `device cuda needs ${worldSize} GPU${worldSize > 1 ? 's' : ''} (one per rank); this trainer has TRAINER_GPUS=${gpus}`, {
+      extensions: { worldSize, gpus },
     });
 
   const spec: RunSpec = {
@@ -107,6 +120,8 @@ export async function resolveRunRequest(
     restartBudget: body.restartBudget ?? deps.defaultRestartBudget,
     seed: body.seed ?? 1337,
     launcher: launcherName,
+    device,
+    precision,
     collectiveTimeoutMs: body.collectiveTimeoutMs,
     joinTimeoutMs: body.joinTimeoutMs,
   };

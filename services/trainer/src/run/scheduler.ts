@@ -1,7 +1,9 @@
 /**
  * The run queue: queued runs start oldest first while the ranks of running
- * runs fit in `maxRanks` (a run never oversubscribes the machine; a big run
- * at the head waits rather than being overtaken forever). At start-up,
+ * runs fit in `maxRanks` and the GPUs of running cuda runs in `gpus` (a run
+ * never oversubscribes the machine; a big run at the head waits rather than
+ * being overtaken forever). A cuda run holds particular GPUs, 0..gpus-1, one
+ * per rank, until it ends; its launcher shows its ranks only those. At start-up,
  * `reconcile` settles what an earlier trainer process left `running`: its
  * worker processes are killed and the run goes back to the queue, to resume
  * from its last checkpoint (or fail when its restart budget is spent).
@@ -15,6 +17,10 @@ export interface SchedulerDeps {
   runs: RunsRepository;
   supervisor: Supervisor;
   maxRanks: number;
+  /** GPUs of this host for cuda runs (TRAINER_GPUS). */
+  gpus: number;
+  /** GPUs a run holds while it runs: one per rank for a cuda run whose launcher hands out this host's GPUs, else 0. */
+  gpusNeeded(run: RunRow): number;
   owner: string;
   workRoot: string;
   log: { info(o: object, msg: string): void; warn(o: object, msg: string): void };
@@ -36,28 +42,32 @@ async function isWorkerOf(pid: number, specPath: string): Promise<boolean> {
 }
 
 export function createScheduler(deps: SchedulerDeps) {
-  const running = new Map<string, { ranks: number; done: Promise<void> }>();
+  const running = new Map<string, { ranks: number; gpus: number[]; done: Promise<void> }>();
   let kicking: Promise<void> | undefined;
   let again = false;
   let stopped = false;
 
   async function fill(): Promise<void> {
     let used = [...running.values()].reduce((n, r) => n + r.ranks, 0);
+    const held = new Set([...running.values()].flatMap((r) => r.gpus));
+    const free = Array.from({ length: deps.gpus }, (_, i) => i).filter((g) => !held.has(g));
     for (const q of await deps.runs.queued()) {
       if (stopped) return;
       if (running.has(q.id)) continue;
-      if (q.world_size > deps.maxRanks - used) return; // head of line waits for room
+      const needGpus = deps.gpusNeeded(q);
+      if (q.world_size > deps.maxRanks - used || needGpus > free.length) return; // head of line waits for room
       if (!(await deps.runs.claim(q.id, deps.owner))) continue;
       const run = (await deps.runs.get(q.id))!;
       used += run.world_size;
+      const gpus = free.splice(0, needGpus);
       const done = deps.supervisor
-        .run(run)
+        .run(run, needGpus > 0 ? { gpus } : {})
         .catch((e: unknown) => deps.log.warn({ err: e, runId: run.id }, 'run ended with an error'))
         .finally(() => {
           running.delete(run.id);
           void kick();
         });
-      running.set(run.id, { ranks: run.world_size, done });
+      running.set(run.id, { ranks: run.world_size, gpus, done });
     }
   }
 
@@ -119,6 +129,8 @@ export function createScheduler(deps: SchedulerDeps) {
       return { requeued, orphansKilled, announced };
     },
     usedRanks: () => [...running.values()].reduce((n, r) => n + r.ranks, 0),
+    /** The GPUs (indices) held by each run this process runs. */
+    heldGpus: () => new Map([...running].filter(([, r]) => r.gpus.length > 0).map(([id, r]) => [id, r.gpus])),
     /** Stops taking runs; the supervised ones are asked to checkpoint and stop, and awaited. */
     async stop(): Promise<void> {
       stopped = true;

@@ -47,6 +47,11 @@ export interface SupervisorDeps {
   log: { info(o: object, msg: string): void; warn(o: object, msg: string): void };
 }
 
+export interface RunOptions {
+  /** The host GPUs the scheduler gave a cuda run, one per rank (local launcher); every attempt uses them. */
+  gpus?: number[] | undefined;
+}
+
 interface Active {
   launched: LaunchedAttempt | undefined;
   cancelled: boolean;
@@ -127,7 +132,7 @@ export function createSupervisor(deps: SupervisorDeps) {
   }
 
   /** One attempt: launch, follow, stop the rest when one dies. Resolves with every rank's exit. */
-  async function attemptOnce(run: RunRow, attempt: number, resumedFrom: number, specPath: string, workDir: string, launcher: Launcher, a: Active) {
+  async function attemptOnce(run: RunRow, attempt: number, resumedFrom: number, specPath: string, workDir: string, launcher: Launcher, a: Active, gpus: number[] | undefined) {
     const token = await deps.store.open(run.id, attempt);
     let launched: LaunchedAttempt;
     try {
@@ -147,6 +152,8 @@ export function createSupervisor(deps: SupervisorDeps) {
           ...(run.spec.joinTimeoutMs ? { FW_JOIN_TIMEOUT_MS: String(run.spec.joinTimeoutMs) } : {}),
         },
         threadsPerRank: deps.threadsPerRank,
+        device: run.spec.device,
+        gpus,
       });
     } catch (e) {
       await deps.store.close(run.id, attempt);
@@ -162,7 +169,7 @@ export function createSupervisor(deps: SupervisorDeps) {
           runId: run.id,
           attempt,
           worldSize: run.world_size,
-          device: 'cpu',
+          device: run.spec.device,
           startedAt: new Date().toISOString(),
           resumedFromStep: resumedFrom,
         }),
@@ -279,7 +286,7 @@ export function createSupervisor(deps: SupervisorDeps) {
     }
   }
 
-  async function runToEnd(run: RunRow): Promise<void> {
+  async function runToEnd(run: RunRow, opts: RunOptions = {}): Promise<void> {
     const a: Active = { launched: undefined, cancelled: false };
     active.set(run.id, a);
     try {
@@ -323,7 +330,7 @@ export function createSupervisor(deps: SupervisorDeps) {
         deps.hub.emitStatus(run.id, { status: attempt === 0 ? 'running' : 'restarting', attempt });
         let result: Awaited<ReturnType<typeof attemptOnce>>;
         try {
-          result = await attemptOnce(fresh, attempt, resumedFrom, specPath, workDir, launcher, a);
+          result = await attemptOnce(fresh, attempt, resumedFrom, specPath, workDir, launcher, a, opts.gpus);
         } catch (e) {
           if (!(e instanceof LaunchError)) throw e;
           await deps.runs.endAttempt(run.id, attempt, 'failed', e.message);
