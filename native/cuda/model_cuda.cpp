@@ -669,8 +669,15 @@ void CudaTrainer<T>::download_master(float* host) const {
 template <typename T>
 void CudaTrainer<T>::download_moments(float* m, float* v) const {
   const size_t n = std::min(shard_end_, model_.layout.numel) - std::min(shard_begin_, model_.layout.numel);
-  FW_CUDA_CHECK(cudaMemcpy(m, m_, n * sizeof(float), cudaMemcpyDeviceToHost));
-  FW_CUDA_CHECK(cudaMemcpy(v, v_, n * sizeof(float), cudaMemcpyDeviceToHost));
+  FW_CUDA_CHECK(cudaMemcpy(m + shard_begin_, m_, n * sizeof(float), cudaMemcpyDeviceToHost));
+  FW_CUDA_CHECK(cudaMemcpy(v + shard_begin_, v_, n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+template <typename T>
+void CudaTrainer<T>::load_moments(const float* m, const float* v) {
+  const size_t n = std::min(shard_end_, model_.layout.numel) - std::min(shard_begin_, model_.layout.numel);
+  FW_CUDA_CHECK(cudaMemcpy(m_, m + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice));
+  FW_CUDA_CHECK(cudaMemcpy(v_, v + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
 // AdamW over this rank's shard [shard_begin_, shard_end_) of the flat buffer,

@@ -232,10 +232,15 @@ class CudaTrainer {
   // bf16 mode the constructor otherwise starts the master from the bf16
   // parameters.
   void load_master(const float* host);
-  // fp32 master weights (layout.numel; with zero1 only this rank's shard is
-  // current, see shard_range) and moments, to the host.
+  // fp32 master weights and AdamW moments to host buffers of layout.numel
+  // in layout order (with zero1 only this rank's shard_range() of the
+  // moments is written, and only that range of the master is current).
   void download_master(float* host) const;
   void download_moments(float* m, float* v) const;
+  // Set this rank's AdamW moments from host fp32 buffers in layout order
+  // (layout.numel each; with zero1 only shard_range() is read), e.g. from a
+  // checkpoint together with load_master and set_step_count.
+  void load_moments(const float* m, const float* v);
   // Elements [first, last) of the flat buffer this rank updates.
   std::pair<size_t, size_t> shard_range() const { return {shard_begin_, shard_end_}; }
   size_t optimizer_bytes() const { return opt_bytes_; }

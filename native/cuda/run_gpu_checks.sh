@@ -8,7 +8,8 @@
 #     nvidia-cublas pip wheel that comes with PyTorch), build the GPU tests
 #     and the kernel benchmark;
 #  2. run the parity tests (every op vs the CPU backend, fp32 and bf16;
-#     attention fwd/bwd; KV-cache decode vs full forward; cuBLAS; NCCL);
+#     attention fwd/bwd; KV-cache decode vs full forward; cuBLAS; NCCL;
+#     the model and trainer; fw_worker with "device": "cuda" end to end);
 #  3. compute-sanitizer memcheck and racecheck on the same tiny shapes;
 #  4. the benchmark: PyTorch eager and torch.compile side by side for the
 #     124M Llama-style config at seq 1024, plus per-kernel engine times.

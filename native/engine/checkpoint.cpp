@@ -157,32 +157,50 @@ Rng rng_from_json(const json& j) {
   return r;
 }
 
-std::string checkpoint_save_trainer(const std::string& root, Trainer& tr, const json& identity, const DataPosition& pos,
-                                    int keep_last, const json& extra) {
-  const ParamLayout& lay = tr.trainable_layout();
-  std::vector<TensorView> w = tensor_views(lay, tr.trainable_params());
+std::string checkpoint_save_state(const std::string& root, const TrainState& st, const json& identity,
+                                  const DataPosition& pos, int keep_last, const json& extra) {
+  FW_CHECK(st.layout && st.params && st.m && st.v, kInternal, "checkpoint: training state buffers missing");
+  const ParamLayout& lay = *st.layout;
+  std::vector<TensorView> w = tensor_views(lay, st.params);
   std::vector<TensorView> opt;
   for (const TensorInfo& t : lay.tensors) {
-    opt.push_back({"m." + t.name, t.shape, tr.adam().m.data() + t.offset});
-    opt.push_back({"v." + t.name, t.shape, tr.adam().v.data() + t.offset});
+    opt.push_back({"m." + t.name, t.shape, st.m + t.offset});
+    opt.push_back({"v." + t.name, t.shape, st.v + t.offset});
   }
-  json meta = {{"config", identity}, {"data_position", pos.to_json()}, {"rng", rng_to_json(tr.rng())}, {"extra", extra}};
-  return checkpoint_save(root, tr.step_count(), meta, w, opt, keep_last);
+  json meta = {{"config", identity}, {"data_position", pos.to_json()}, {"rng", rng_to_json(st.rng)}, {"extra", extra}};
+  return checkpoint_save(root, st.step, meta, w, opt, keep_last);
+}
+
+DataPosition checkpoint_restore_state(const LoadedCheckpoint& ck, TrainState& st, json* extra) {
+  FW_CHECK(st.layout && st.params && st.m && st.v, kInternal, "checkpoint: training state buffers missing");
+  const ParamLayout& lay = *st.layout;
+  load_tensors(*ck.weights, lay, st.params);
+  for (const TensorInfo& t : lay.tensors) {
+    ck.optim->read_f32("m." + t.name, st.m + t.offset, t.shape);
+    ck.optim->read_f32("v." + t.name, st.v + t.offset, t.shape);
+  }
+  FW_CHECK(ck.meta["step"].is_number_integer(), kCorrupt, ck.dir << "/state.json: step is not an integer");
+  st.step = ck.meta["step"].get<int64_t>();
+  st.rng = rng_from_json(ck.meta.value("rng", json()));
+  if (extra) *extra = ck.meta.value("extra", json());
+  return DataPosition::from_json(ck.meta.value("data_position", json()));
+}
+
+std::string checkpoint_save_trainer(const std::string& root, Trainer& tr, const json& identity, const DataPosition& pos,
+                                    int keep_last, const json& extra) {
+  TrainState st{&tr.trainable_layout(), tr.trainable_params(), tr.adam().m.data(), tr.adam().v.data(), tr.step_count(),
+                tr.rng()};
+  return checkpoint_save_state(root, st, identity, pos, keep_last, extra);
 }
 
 DataPosition checkpoint_restore_trainer(const LoadedCheckpoint& ck, Trainer& tr, json* extra) {
   const ParamLayout& lay = tr.trainable_layout();
-  load_tensors(*ck.weights, lay, tr.trainable_params());
   FW_CHECK(tr.adam().m.size() == lay.numel && tr.adam().v.size() == lay.numel, kInternal, "optimizer moments not allocated");
-  for (const TensorInfo& t : lay.tensors) {
-    ck.optim->read_f32("m." + t.name, tr.adam().m.data() + t.offset, t.shape);
-    ck.optim->read_f32("v." + t.name, tr.adam().v.data() + t.offset, t.shape);
-  }
-  FW_CHECK(ck.meta["step"].is_number_integer(), kCorrupt, ck.dir << "/state.json: step is not an integer");
-  tr.set_step_count(ck.meta["step"].get<int64_t>());
-  tr.rng() = rng_from_json(ck.meta.value("rng", json()));
-  if (extra) *extra = ck.meta.value("extra", json());
-  return DataPosition::from_json(ck.meta.value("data_position", json()));
+  TrainState st{&lay, tr.trainable_params(), tr.adam().m.data(), tr.adam().v.data(), 0, Rng()};
+  DataPosition pos = checkpoint_restore_state(ck, st, extra);
+  tr.set_step_count(st.step);
+  tr.rng() = st.rng;
+  return pos;
 }
 
 }  // namespace fw

@@ -55,6 +55,23 @@ LoadedCheckpoint checkpoint_open(const std::string& dir, const nlohmann::json& e
 nlohmann::json rng_to_json(const Rng& r);
 Rng rng_from_json(const nlohmann::json& j);
 
+// Training state in flat fp32 host buffers laid out by `layout` (trainable
+// tensors and their AdamW moments), for trainers that keep their state
+// elsewhere (the CUDA trainer downloads into these). Same files as the
+// Trainer helpers below, so a checkpoint moves between backends.
+struct TrainState {
+  const ParamLayout* layout = nullptr;
+  float* params = nullptr;
+  float* m = nullptr;
+  float* v = nullptr;
+  int64_t step = 0;
+  Rng rng;
+};
+std::string checkpoint_save_state(const std::string& root, const TrainState& st, const nlohmann::json& identity,
+                                  const DataPosition& pos, int keep_last = 0, const nlohmann::json& extra = {});
+// Fills st.params, st.m, st.v (layout.numel each), st.step and st.rng.
+DataPosition checkpoint_restore_state(const LoadedCheckpoint& ck, TrainState& st, nlohmann::json* extra = nullptr);
+
 // Trainer-level helpers: everything a bit-identical resume needs.
 // identity: the run's config (model config, LoRA config, ...) checked on load.
 std::string checkpoint_save_trainer(const std::string& root, Trainer& tr, const nlohmann::json& identity,

@@ -180,7 +180,22 @@ JobSpec jobspec_parse(const json& j) {
   s.rank = (int)top.integer("rank", 0, 0, 1 << 20);
   s.world_size = (int)top.integer("world_size", 1, 1, 1 << 20);
   FW_CHECK(s.rank < s.world_size, kInvalidArgument, "job spec: rank " << s.rank << " must be < world_size " << s.world_size);
+  s.device = top.str("device", "cpu");
+  FW_CHECK_HINT(s.device == "cpu" || s.device == "cuda", kInvalidArgument,
+                "job spec: device must be \"cpu\" or \"cuda\", got \"" << s.device << "\"", "see docs/worker.md");
+  s.precision = top.str("precision", s.device == "cuda" ? "bf16" : "fp32");
+  FW_CHECK_HINT(s.precision == "fp32" || s.precision == "bf16", kInvalidArgument,
+                "job spec: precision must be \"fp32\" or \"bf16\", got \"" << s.precision << "\"", "see docs/worker.md");
   top.finish();
+  // Valid requests the engine cannot serve yet: kUnsupported (exit 5).
+  FW_CHECK_HINT(s.device == "cuda" || s.precision == "fp32", kUnsupported,
+                "job spec: precision \"" << s.precision << "\" needs device \"cuda\"; the cpu engine trains in fp32",
+                "drop precision or set device \"cuda\"");
+  if (s.device == "cuda") {
+    const char* what = s.use_lora ? "lora" : !s.teacher_path.empty() ? "distill" : s.train.recompute ? "train.recompute" : nullptr;
+    FW_CHECK_HINT(what == nullptr, kUnsupported, "job spec: " << what << " is not supported on device \"cuda\" yet",
+                  "use device \"cpu\" for LoRA, distillation and recomputation runs");
+  }
   return s;
 }
 

@@ -50,6 +50,8 @@ struct JobSpec {
   bool save_bf16 = false;       // model.safetensors in bf16 instead of fp32
   uint64_t seed = 1337;
   int rank = 0, world_size = 1;
+  std::string device = "cpu";     // "cpu" or "cuda" (the GPU chosen by LOCAL_RANK)
+  std::string precision = "fp32"; // "fp32", or "bf16" (cuda only; its default there)
 
   nlohmann::json source;        // the spec as given (echoed in the started event)
 

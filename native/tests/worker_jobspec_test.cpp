@@ -26,6 +26,8 @@ TEST(worker_jobspec, minimal_spec_gets_documented_defaults) {
   EXPECT_TRUE(s.resume);
   EXPECT_EQ(s.keep_last, 2);
   EXPECT_TRUE(s.checkpoint_dir.empty());
+  EXPECT_EQ(s.device, "cpu");
+  EXPECT_EQ(s.precision, "fp32");
 }
 
 TEST(worker_jobspec, lora_distill_and_train_sections_parse) {
@@ -73,6 +75,8 @@ TEST(worker_jobspec, bad_specs_name_the_offending_key) {
       {[](json& j) { j["distill"] = {{"alpha", 0.5}}; }, "distill.teacher"},
       {[](json& j) { j["seed"] = -3; }, "seed must be a non-negative integer"},
       {[](json& j) { j["rank"] = 2; }, "rank 2 must be < world_size 1"},
+      {[](json& j) { j["device"] = "gpu"; }, "device must be \"cpu\" or \"cuda\""},
+      {[](json& j) { j["precision"] = "fp16"; }, "precision must be \"fp32\" or \"bf16\""},
   };
   for (const Case& c : cases) {
     json j = minimal();
@@ -82,4 +86,35 @@ TEST(worker_jobspec, bad_specs_name_the_offending_key) {
   }
   expect_error([] { fw::jobspec_parse_text("[1,"); }, ErrorKind::kInvalidArgument, "not valid JSON");
   expect_error([] { fw::jobspec_parse_text("[1]"); }, ErrorKind::kInvalidArgument, "must be an object");
+}
+
+TEST(worker_jobspec, device_and_precision) {
+  json j = minimal();
+  j["device"] = "cuda";
+  fw::JobSpec s = fw::jobspec_parse(j);
+  EXPECT_EQ(s.device, "cuda");
+  EXPECT_EQ(s.precision, "bf16");  // the GPU's default: mixed precision
+  j["precision"] = "fp32";
+  EXPECT_EQ(fw::jobspec_parse(j).precision, "fp32");
+  // the device may change between restarts: checkpoints are fp32 on both
+  fw::JobSpec cpu = fw::jobspec_parse(minimal());
+  json cfg = {{"hidden_size", 8}};
+  EXPECT_EQ(cpu.identity(cfg), s.identity(cfg));
+
+  // valid requests the engine cannot serve: kUnsupported (worker exit 5)
+  json b = minimal();
+  b["precision"] = "bf16";
+  expect_error([&] { fw::jobspec_parse(b); }, ErrorKind::kUnsupported, "needs device \"cuda\"");
+  json l = minimal();
+  l["device"] = "cuda";
+  l["lora"] = {{"r", 4}};
+  expect_error([&] { fw::jobspec_parse(l); }, ErrorKind::kUnsupported, "lora is not supported on device \"cuda\"");
+  json d = minimal();
+  d["device"] = "cuda";
+  d["distill"] = {{"teacher", "/m"}};
+  expect_error([&] { fw::jobspec_parse(d); }, ErrorKind::kUnsupported, "distill is not supported");
+  json r = minimal();
+  r["device"] = "cuda";
+  r["train"] = {{"recompute", true}};
+  expect_error([&] { fw::jobspec_parse(r); }, ErrorKind::kUnsupported, "train.recompute is not supported");
 }

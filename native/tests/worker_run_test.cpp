@@ -12,108 +12,16 @@
 #include "hf_io.h"
 #include "io_testutil.h"
 #include "model.h"
-#include "shards.h"
-#include "train_rng.h"
+#include "worker_testutil.h"
 
 using json = nlohmann::json;
+using fwtest::base_spec;
+using fwtest::run_worker;
 using fwtest::TempDir;
-
-static std::string worker_path() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  std::string self(buf, n > 0 ? (size_t)n : 0);
-  return self.substr(0, self.find_last_of('/')) + "/fw_worker";
-}
-
-struct WorkerResult {
-  int code = -1;
-  std::vector<json> events;
-  std::vector<json> of(const std::string& name) const {
-    std::vector<json> out;
-    for (const json& e : events)
-      if (e.value("event", "") == name) out.push_back(e);
-    return out;
-  }
-};
-
-// Runs fw_worker on spec; on_event may return true to send SIGTERM.
-static WorkerResult run_worker(const std::string& spec_path, const std::function<bool(const json&)>& on_event = nullptr) {
-  const std::string bin = worker_path();
-  if (!fw::path_exists(bin)) throw std::runtime_error("fw_worker not built next to the tests: " + bin);
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    execl(bin.c_str(), bin.c_str(), spec_path.c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  close(fds[1]);
-  WorkerResult r;
-  FILE* f = fdopen(fds[0], "r");
-  char* line = nullptr;
-  size_t cap = 0;
-  bool signalled = false;
-  while (getline(&line, &cap, f) > 0) {
-    json e = json::parse(line);  // every stdout line must be one JSON object
-    r.events.push_back(e);
-    if (on_event && !signalled && on_event(e)) {
-      kill(pid, SIGTERM);
-      signalled = true;
-    }
-  }
-  free(line);
-  fclose(f);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-static json tiny_config() {
-  return {{"model_type", "llama"},        {"vocab_size", 64},        {"hidden_size", 32},
-          {"intermediate_size", 64},      {"num_hidden_layers", 2},  {"num_attention_heads", 4},
-          {"num_key_value_heads", 2},     {"max_position_embeddings", 64}, {"eos_token_id", 1}};
-}
-
-static void write_shards(const TempDir& d) {
-  fw::Rng rng(3);
-  for (const char* name : {"train.bin", "val.bin"}) {
-    std::vector<std::vector<uint32_t>> docs;
-    std::vector<uint32_t> prompts;
-    for (int i = 0; i < (std::string(name) == "train.bin" ? 200 : 20); i++) {
-      std::vector<uint32_t> doc;
-      uint32_t x = 2 + (uint32_t)(rng.next_u64() % 62);
-      int len = 8 + (int)(rng.next_u64() % 24);
-      for (int t = 0; t + 1 < len; t++) {
-        doc.push_back(x);
-        x = 2 + (x * 5 + 3) % 62;
-      }
-      doc.push_back(1);
-      docs.push_back(doc);
-      prompts.push_back(i % 3 == 0 ? 3 : 0);
-    }
-    fw::shard_write(d / name, docs, 64, prompts);
-  }
-  fwtest::write_bytes(d / "tokenizer.json", "{\"version\":\"1.0\"}");
-}
-
-static json base_spec(const TempDir& d, const std::string& tag, int steps) {
-  return {{"model", {{"config", tiny_config()}, {"tokenizer", d / "tokenizer.json"}}},
-          {"data", {{"train", {d / "train.bin"}}, {"val", {d / "val.bin"}}}},
-          {"train", {{"lr", 5e-3}, {"warmup_steps", 2}, {"total_steps", steps}, {"batch_size", 4}, {"seq_len", 16}, {"grad_accum", 2}}},
-          {"checkpoint", {{"dir", d / ("ck-" + tag)}, {"interval", 5}, {"keep_last", 2}}},
-          {"eval", {{"interval", 5}, {"batches", 2}}},
-          {"output_dir", d / ("out-" + tag)},
-          {"seed", 42}};
-}
-
-static std::string write_spec(const TempDir& d, const std::string& name, const json& spec) {
-  fwtest::write_bytes(d / name, spec.dump(2));
-  return d / name;
-}
+using fwtest::tiny_config;
+using fwtest::WorkerResult;
+using fwtest::write_shards;
+using fwtest::write_spec;
 
 TEST(worker_run, full_finetune_from_config_reports_and_writes_a_model_folder) {
   TempDir d;
@@ -224,4 +132,30 @@ TEST(worker_run, bad_inputs_exit_with_documented_codes_and_an_error_event) {
   s["train"]["seq_len"] = 8;
   expect_code(write_spec(d, "y2.json", s), 2, "another config");
   expect_code(d / "nope.json", 3, "not found");
+}
+
+TEST(worker_run, reports_its_device_and_refuses_cuda_without_the_cuda_backend) {
+  TempDir d;
+  write_shards(d);
+  WorkerResult r = run_worker(write_spec(d, "c.json", base_spec(d, "c", 1)));
+  ASSERT_EQ(r.code, 0);
+  EXPECT_EQ(r.of("started")[0]["device"], "cpu");
+  EXPECT_EQ(r.of("started")[0]["precision"], "fp32");
+  // --version lists the devices this build trains on
+  WorkerResult v = run_worker("--version");
+  ASSERT_EQ(v.code, 0);
+  ASSERT_EQ(v.events.size(), 1u);
+  const json devices = v.events[0]["devices"];
+  ASSERT_TRUE(devices.is_array());
+  EXPECT_EQ(devices[0], "cpu");
+  const bool has_cuda = devices.size() > 1 && devices[1] == "cuda";
+  if (has_cuda) GTEST_SKIP() << "this fw_worker has the CUDA backend: native/tests/cuda/cuda_worker_test covers it";
+  json s = base_spec(d, "g", 2);
+  s["device"] = "cuda";
+  WorkerResult g = run_worker(write_spec(d, "g.json", s));
+  EXPECT_EQ(g.code, 5);
+  ASSERT_FALSE(g.of("error").empty());
+  EXPECT_EQ(g.of("error")[0]["kind"], "unsupported");
+  EXPECT_NE(g.of("error")[0]["message"].get<std::string>().find("built without the CUDA backend"), std::string::npos);
+  EXPECT_FALSE(fw::path_exists(d / "out-g"));
 }

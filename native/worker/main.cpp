@@ -9,9 +9,12 @@
 // (plus the PEFT adapter folder for LoRA). Progress goes to stdout as one JSON
 // object per line; human-readable errors also go to stderr.
 //
+// Device (spec "device"): the host engine, or the GPU given by LOCAL_RANK
+// (backend.h); the loop below is the same for both.
+//
 // Data parallel (world_size > 1): the ranks join through the trainer's store
-// (collective.h), each reads its slice of the shards, gradients are summed;
-// rank 0 alone writes checkpoints and the output folder.
+// (collective.h; NCCL on the GPU), each reads its slice of the shards,
+// gradients are summed; rank 0 alone writes checkpoints and the output folder.
 //
 // Exit codes: 0 ok, 2 bad spec/config, 3 I/O, 4 corrupt input, 5 unsupported,
 // 6 rendezvous timeout, 7 collective timeout or lost peer, 8 store failure,
@@ -29,6 +32,7 @@
 #include <memory>
 #include <string>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "collective.h"
 #include "common.h"
@@ -102,7 +106,7 @@ void publish_dir(const std::string& staging, const std::string& final_dir) {
 
 // Mean validation loss over up to `batches` batches from the start of the
 // validation stream (the same windows every time).
-double eval_val(fw::Trainer& tr, fw::ShardLoader& val, int batches, int B, int T) {
+double eval_val(fw::worker::TrainBackend& tr, fw::ShardLoader& val, int batches, int B, int T) {
   std::vector<int32_t> in((size_t)B * T), tg((size_t)B * T);
   val.set_position({});
   int n = (int)std::min<uint64_t>((uint64_t)batches, val.batches_per_epoch());
@@ -138,7 +142,13 @@ int run(const std::string& spec_text) {
   fw::CollectiveEnv cenv = fw::collective_env();
   cenv.rank = spec.rank;
   cenv.world_size = spec.world_size;
-  std::unique_ptr<fw::Collective> coll = fw::make_collective(cenv);
+  const bool on_gpu = spec.device == "cuda";
+  std::unique_ptr<fw::Collective> coll;
+  fw::worker::CudaSessionPtr gpu;
+  if (on_gpu)
+    gpu = fw::worker::cuda_join(cenv);
+  else
+    coll = fw::make_collective(cenv);
   const bool lead = spec.rank == 0;  // writes checkpoints and the output folder
 
   // model
@@ -166,8 +176,10 @@ int run(const std::string& spec_text) {
   std::unique_ptr<fw::Model> teacher;
   if (!spec.teacher_path.empty()) teacher = fw::model_load_hf(spec.teacher_path);
 
-  fw::Trainer tr(*model, spec.train, lora.get(), teacher.get());
-  tr.set_collective(coll.get());
+  std::unique_ptr<fw::worker::TrainBackend> backend =
+      on_gpu ? fw::worker::make_cuda_backend(std::move(gpu), *model, spec)
+             : fw::worker::make_cpu_backend(*model, spec, lora.get(), teacher.get(), std::move(coll));
+  fw::worker::TrainBackend& tr = *backend;
   const int B = spec.batch_size, T = spec.seq_len;
   fw::ShardLoader loader(spec.train_shards, B, T, spec.rank, spec.world_size, spec.seed, spec.shuffle, cfg.vocab_size);
   std::unique_ptr<fw::ShardLoader> val;
@@ -188,12 +200,12 @@ int run(const std::string& spec_text) {
     std::string latest = fw::checkpoint_latest(spec.checkpoint_dir);
     if (!latest.empty()) {
       fw::LoadedCheckpoint ck = fw::checkpoint_open(latest, identity);
-      loader.set_position(fw::checkpoint_restore_trainer(ck, tr));
+      loader.set_position(tr.restore_checkpoint(ck));
       resumed_from = latest;
     }
   }
   const int64_t total = spec.train.total_steps;
-  emit({{"event", "started"},
+  ojson started = {{"event", "started"},
         {"step", tr.step_count()},
         {"total_steps", total},
         {"params", model->layout.count_params()},
@@ -204,18 +216,23 @@ int run(const std::string& spec_text) {
         {"threads", omp_get_max_threads()},
         {"rank", spec.rank},
         {"world_size", spec.world_size},
-        {"collective", coll->name()},
-        {"engine_version", fw::engine_version()}});
+        {"collective", tr.collective().name()},
+        {"device", tr.device()},
+        {"precision", tr.precision()},
+        {"engine_version", fw::engine_version()}};
+  const json described = tr.describe();
+  for (auto it = described.begin(); it != described.end(); ++it) started[it.key()] = *it;
+  emit(started);
 
   auto save_checkpoint = [&](const char* reason) {
     if (spec.checkpoint_dir.empty() || !lead) return;
     double t0 = now_s();
-    std::string dir = fw::checkpoint_save_trainer(spec.checkpoint_dir, tr, identity, loader.position(), spec.keep_last);
+    std::string dir = tr.save_checkpoint(spec.checkpoint_dir, identity, loader.position(), spec.keep_last);
     emit({{"event", "checkpoint"}, {"step", tr.step_count()}, {"path", dir}, {"reason", reason}, {"seconds", now_s() - t0}});
   };
   auto stop_requested = [&]() -> bool {
     double any = g_stop_signal ? 1 : 0;
-    coll->allreduce_sum(&any, 1);  // ranks stop together, at the same step
+    tr.collective().allreduce_sum(&any, 1);  // ranks stop together, at the same step
     if (any == 0) return false;
     save_checkpoint("signal");
     emit({{"event", "stopped"}, {"step", tr.step_count()},
@@ -262,6 +279,7 @@ int run(const std::string& spec_text) {
     return 0;
   }
   // output: written into a staging folder, then renamed into place
+  tr.weights_to_host();
   const std::string staging = spec.output_dir + ".tmp-" + std::to_string(::getpid());
   fw::remove_all(staging);
   const fw::StDType dt = spec.save_bf16 ? fw::StDType::kBF16 : fw::StDType::kF32;
@@ -304,7 +322,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (argc >= 2 && std::string(argv[1]) == "--version") {
-    emit({{"engine_version", fw::engine_version()}});
+    ojson devices = {"cpu"};
+    if (fw::worker::cuda_built()) devices.push_back("cuda");
+    emit({{"engine_version", fw::engine_version()}, {"devices", devices}});
     return 0;
   }
   try {

@@ -1,0 +1,165 @@
+// cuda_worker_test.cpp: fw_worker with "device": "cuda" end to end, as the
+// trainer runs it: the same tiny run on the GPU and on the CPU, a bf16 run,
+// SIGTERM -> checkpoint -> resume on the GPU (bit-identical to an
+// uninterrupted GPU run), and a GPU checkpoint resumed on the CPU.
+// The binary comes from FW_WORKER_BIN (set by CMake); one GPU is enough.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../io_testutil.h"
+#include "../worker_testutil.h"
+#include "cuda_test_util.h"
+#include "fileio.h"
+#include "hf_io.h"
+#include "model.h"
+
+using json = nlohmann::json;
+using fwtest::base_spec;
+using fwtest::run_worker;
+using fwtest::TempDir;
+using fwtest::WorkerResult;
+using fwtest::write_shards;
+using fwtest::write_spec;
+
+namespace {
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+uint32_t f32_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+void copy_tree(const std::string& from, const std::string& to) {
+  fw::make_dirs(to);
+  for (const std::string& name : fw::list_dir(from)) {
+    const std::string a = fw::path_join(from, name), b = fw::path_join(to, name);
+    if (fw::is_directory(a))
+      copy_tree(a, b);
+    else
+      fwtest::write_bytes(b, fwtest::read_bytes(a));
+  }
+}
+
+json on_gpu(json spec, const char* precision) {
+  spec["device"] = "cuda";
+  spec["precision"] = precision;
+  return spec;
+}
+
+}  // namespace
+
+TEST(cuda_worker, fp32_run_matches_the_cpu_run) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  const int steps = 12;
+  WorkerResult cpu = run_worker(write_spec(d, "cpu.json", base_spec(d, "cpu", steps)));
+  ASSERT_EQ(cpu.code, 0) << (cpu.events.empty() ? "" : cpu.events.back().dump());
+  WorkerResult gpu = run_worker(write_spec(d, "gpu.json", on_gpu(base_spec(d, "gpu", steps), "fp32")));
+  ASSERT_EQ(gpu.code, 0) << (gpu.events.empty() ? "" : gpu.events.back().dump());
+  const json started = gpu.of("started")[0];
+  EXPECT_EQ(started["device"], "cuda");
+  EXPECT_EQ(started["precision"], "fp32");
+  EXPECT_TRUE(started.contains("gpu"));
+  EXPECT_EQ(started["collective"], "local");
+
+  // every step's loss and gradient norm, then the final weights
+  auto cs = cpu.of("step"), gs = gpu.of("step");
+  ASSERT_EQ(cs.size(), gs.size());
+  for (size_t i = 0; i < cs.size(); i++) {
+    const double lc = cs[i]["loss"].get<double>(), lg = gs[i]["loss"].get<double>();
+    EXPECT_NEAR(lg, lc, 1e-4 * std::fabs(lc)) << "step " << i + 1;
+    const double nc = cs[i]["grad_norm"].get<double>(), ng = gs[i]["grad_norm"].get<double>();
+    EXPECT_NEAR(ng, nc, 1e-3 * nc) << "step " << i + 1;
+  }
+  auto mc = fw::model_load_hf(d / "out-cpu"), mg = fw::model_load_hf(d / "out-gpu");
+  EXPECT_LT(rel_l2(mg->params, mc->params), 1e-4);
+  EXPECT_NEAR(gpu.of("completed")[0]["val_loss"].get<double>(), cpu.of("completed")[0]["val_loss"].get<double>(), 1e-3);
+}
+
+TEST(cuda_worker, bf16_run_trains_and_writes_fp32_master_weights) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  const int steps = 20;
+  WorkerResult cpu = run_worker(write_spec(d, "cpu.json", base_spec(d, "cpu", steps)));
+  ASSERT_EQ(cpu.code, 0);
+  WorkerResult gpu = run_worker(write_spec(d, "gpu.json", on_gpu(base_spec(d, "gpu", steps), "bf16")));
+  ASSERT_EQ(gpu.code, 0) << (gpu.events.empty() ? "" : gpu.events.back().dump());
+  EXPECT_EQ(gpu.of("started")[0]["precision"], "bf16");
+  auto gs = gpu.of("step");
+  ASSERT_EQ(gs.size(), (size_t)steps);
+  EXPECT_LT(gs.back()["loss"].get<double>(), 0.8 * gs.front()["loss"].get<double>());
+  // mixed precision follows the fp32 run closely, not exactly
+  const double vc = cpu.of("completed")[0]["val_loss"].get<double>();
+  const double vg = gpu.of("completed")[0]["val_loss"].get<double>();
+  EXPECT_NEAR(vg, vc, 0.05 * vc);
+  // the output is the fp32 master, not its bf16 working copy: values off the bf16 grid exist
+  auto mg = fw::model_load_hf(d / "out-gpu");
+  size_t off_grid = 0;
+  for (float x : mg->params) off_grid += (f32_bits(x) & 0xffffu) != 0;
+  EXPECT_GT(off_grid, mg->params.size() / 2);
+}
+
+TEST(cuda_worker, sigterm_checkpoint_resumes_bit_identically_and_moves_to_the_cpu) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  const int steps = 16;
+  WorkerResult straight = run_worker(write_spec(d, "s.json", on_gpu(base_spec(d, "s", steps), "bf16")));
+  ASSERT_EQ(straight.code, 0);
+
+  const std::string spec = write_spec(d, "i.json", on_gpu(base_spec(d, "i", steps), "bf16"));
+  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  ASSERT_EQ(cut.code, 143);
+  auto ck = cut.of("checkpoint");
+  ASSERT_FALSE(ck.empty());
+  EXPECT_EQ(ck.back()["reason"], "signal");
+  const int64_t stopped_at = ck.back()["step"].get<int64_t>();
+
+  // a copy of the checkpoint folder for the cpu resume below
+  json cpu_spec = base_spec(d, "i", steps);
+  cpu_spec["checkpoint"]["dir"] = d / "ck-cpu";
+  cpu_spec["output_dir"] = d / "out-cpu";
+  copy_tree(d / "ck-i", d / "ck-cpu");
+
+  WorkerResult resumed = run_worker(spec);
+  ASSERT_EQ(resumed.code, 0) << (resumed.events.empty() ? "" : resumed.events.back().dump());
+  EXPECT_EQ(resumed.of("started")[0]["step"], stopped_at);
+  EXPECT_EQ(fwtest::read_bytes(d / "out-i/model.safetensors"), fwtest::read_bytes(d / "out-s/model.safetensors"));
+
+  // the GPU's checkpoint is an ordinary fp32 checkpoint: the cpu engine resumes it
+  WorkerResult on_cpu = run_worker(write_spec(d, "c.json", cpu_spec));
+  ASSERT_EQ(on_cpu.code, 0) << (on_cpu.events.empty() ? "" : on_cpu.events.back().dump());
+  EXPECT_EQ(on_cpu.of("started")[0]["step"], stopped_at);
+  EXPECT_EQ(on_cpu.of("started")[0]["device"], "cpu");
+  EXPECT_EQ(on_cpu.of("completed")[0]["step"], steps);
+}
+
+TEST(cuda_worker, a_rank_beyond_the_visible_gpus_is_refused) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  int n = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&n), cudaSuccess);
+  setenv("LOCAL_RANK", std::to_string(n).c_str(), 1);
+  WorkerResult r = run_worker(write_spec(d, "x.json", on_gpu(base_spec(d, "x", 2), "bf16")));
+  unsetenv("LOCAL_RANK");
+  EXPECT_EQ(r.code, 2);
+  ASSERT_FALSE(r.of("error").empty());
+  EXPECT_NE(r.of("error")[0]["message"].get<std::string>().find("CUDA device(s) are visible"), std::string::npos);
+}

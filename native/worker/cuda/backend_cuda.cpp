@@ -1,0 +1,144 @@
+// backend_cuda.cpp: fw_worker on the GPU (backend.h). Built into fw_worker
+// only when the CUDA backend links (fw_cuda, with cuBLAS); CI compiles it
+// without linking.
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "backend.h"
+#include "collective_nccl.h"
+#include "common.h"
+#include "cuda_check.h"
+#include "gemm_cublas.h"
+#include "model_cuda.h"
+
+namespace fw {
+namespace worker {
+
+// The GPU this rank runs on and its collective: NCCL across ranks, the local
+// one for a single rank.
+class CudaSession {
+ public:
+  int device = 0;
+  std::string device_name;
+  std::unique_ptr<cuda::NcclCollective> nccl;
+  std::unique_ptr<Collective> local;
+  Collective& coll() { return nccl ? static_cast<Collective&>(*nccl) : *local; }
+};
+
+void CudaSessionDeleter::operator()(CudaSession* s) const { delete s; }
+
+bool cuda_built() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver / no device: not an error here
+    return 0;
+  }
+  return n;
+}
+
+CudaSessionPtr cuda_join(const CollectiveEnv& cenv) {
+  const int n = cuda_device_count();
+  FW_CHECK_HINT(n > 0, kUnsupported, "device \"cuda\": no CUDA device is visible to this process",
+                "check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device \"cpu\"");
+  FW_CHECK_HINT(cenv.local_rank < n, kInvalidArgument,
+                "device \"cuda\": LOCAL_RANK " << cenv.local_rank << " but only " << n << " CUDA device(s) are visible",
+                "one rank per GPU: a host runs at most as many ranks as it has GPUs");
+  CudaSessionPtr s(new CudaSession());
+  s->device = cenv.local_rank;
+  FW_CUDA_CHECK(cudaSetDevice(s->device));
+  cudaDeviceProp prop{};
+  FW_CUDA_CHECK(cudaGetDeviceProperties(&prop, s->device));
+  s->device_name = prop.name;
+  if (cenv.world_size > 1) {
+    // A fixed reduction order makes runs repeatable bit for bit (collective_nccl.h);
+    // a user's own NCCL_ALGO / NCCL_PROTO win.
+    setenv("NCCL_ALGO", "Ring", 0);
+    setenv("NCCL_PROTO", "Simple", 0);
+    s->nccl = cuda::make_nccl_collective(cenv);
+  } else {
+    s->local = make_collective(cenv);
+  }
+  return s;
+}
+
+namespace {
+
+template <typename T>
+class CudaBackend : public TrainBackend {
+ public:
+  CudaBackend(CudaSessionPtr s, Model& host, const JobSpec& spec)
+      : s_(std::move(s)),
+        host_(host),
+        gpu_(host.cfg, blas_),
+        tr_(gpu_, spec.train, s_->nccl.get()),
+        rng_(spec.train.seed) {
+    // The master starts from the exact fp32 weights (the constructor's
+    // default would start it from their bf16 rounding).
+    tr_.load_master(host_.params.data());
+  }
+  const char* device() const override { return "cuda"; }
+  std::string precision() const override { return std::is_same_v<T, cuda::bf16> ? "bf16" : "fp32"; }
+  Collective& collective() override { return s_->coll(); }
+  StepResult step(const int32_t* tokens, const int32_t* targets, int B, int T_) override {
+    return tr_.step(tokens, targets, B, T_);
+  }
+  double eval_loss(const int32_t* tokens, const int32_t* targets, int B, int T_) override {
+    return tr_.eval_loss(tokens, targets, B, T_);
+  }
+  int64_t step_count() const override { return tr_.step_count(); }
+  size_t trainable_param_count() const override { return host_.layout.count_params(); }
+  std::string save_checkpoint(const std::string& root, const nlohmann::json& identity, const DataPosition& pos,
+                              int keep_last) override {
+    ensure_moments();
+    tr_.download_master(host_.params.data());
+    tr_.download_moments(m_.data(), v_.data());
+    TrainState st{&host_.layout, host_.params.data(), m_.data(), v_.data(), tr_.step_count(), rng_};
+    return checkpoint_save_state(root, st, identity, pos, keep_last);
+  }
+  DataPosition restore_checkpoint(const LoadedCheckpoint& ck) override {
+    ensure_moments();
+    TrainState st{&host_.layout, host_.params.data(), m_.data(), v_.data(), 0, Rng()};
+    DataPosition pos = checkpoint_restore_state(ck, st);
+    tr_.load_master(host_.params.data());
+    tr_.load_moments(m_.data(), v_.data());
+    tr_.set_step_count(st.step);
+    rng_ = st.rng;
+    return pos;
+  }
+  void weights_to_host() override { tr_.download_master(host_.params.data()); }
+  nlohmann::json describe() const override {
+    return {{"gpu", s_->device_name}, {"cuda_device", s_->device}};
+  }
+
+ private:
+  void ensure_moments() {
+    m_.resize(host_.layout.numel);
+    v_.resize(host_.layout.numel);
+  }
+
+  CudaSessionPtr s_;
+  Model& host_;
+  cuda::Blas blas_;  // before gpu_: the model keeps a reference
+  cuda::CudaModel<T> gpu_;
+  cuda::CudaTrainer<T> tr_;
+  Rng rng_;  // unused on the GPU (no dropout); kept so checkpoints match the cpu's
+  std::vector<float> m_, v_;  // host staging for checkpoints
+};
+
+}  // namespace
+
+std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr s, Model& model, const JobSpec& spec) {
+  FW_CHECK(s != nullptr, kInternal, "make_cuda_backend without a session");
+  FW_CUDA_CHECK(cudaSetDevice(s->device));
+  if (spec.precision == "bf16") return std::make_unique<CudaBackend<cuda::bf16>>(std::move(s), model, spec);
+  return std::make_unique<CudaBackend<float>>(std::move(s), model, spec);
+}
+
+}  // namespace worker
+}  // namespace fw
