@@ -106,7 +106,7 @@ export async function buildTrainerService(deps: TrainerServiceDeps): Promise<Tra
     runs,
     supervisor,
     maxRanks: deps.maxRanks,
-    // The host's GPUs are those the launchers that hand them out (local: TRAINER_GPUS) have.
+    // The host's GPUs are those the launchers that hand them out (local: FW_GPUS) have.
     gpus: Math.max(0, ...Object.values(deps.launchers).map((l) => l.maxGpus?.() ?? 0)),
     gpusNeeded: (run) => (run.spec.device === 'cuda' && deps.launchers[run.spec.launcher]?.maxGpus ? run.world_size : 0),
     owner: deps.instanceId,

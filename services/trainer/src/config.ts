@@ -20,7 +20,7 @@ export interface TrainerConfig extends PlatformConfig {
   maxRanks: number;
   /** OMP_NUM_THREADS of each rank. */
   threadsPerRank: number;
-  /** GPUs the local launcher hands to cuda runs, one per rank (TRAINER_GPUS; 0: cuda runs are refused). */
+  /** GPUs the local launcher hands to cuda runs, one per rank (FW_GPUS; 0: cuda runs are refused). */
   gpus: number;
   launcher: 'local' | 'kubernetes';
   defaultRestartBudget: number;
@@ -54,7 +54,7 @@ export function loadConfig(env: Env = process.env): TrainerConfig {
     // Every rank runs threadsPerRank threads: by default the ranks together use the cores, no more.
     maxRanks: envInt(env, 'FW_MAX_RANKS', Math.max(1, Math.floor(availableParallelism() / threadsPerRank)), 1),
     threadsPerRank,
-    gpus: envInt(env, 'TRAINER_GPUS', 0, 0),
+    gpus: envInt(env, 'FW_GPUS', 0, 0),
     launcher,
     defaultRestartBudget: envInt(env, 'FW_RESTART_BUDGET', 3, 0),
     defaultCheckpointInterval: envInt(env, 'FW_CHECKPOINT_INTERVAL', 100, 0),

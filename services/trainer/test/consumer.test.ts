@@ -75,7 +75,7 @@ describe('consumer', () => {
   it('consumer - resources.device reaches the run request: a cuda run on a trainer without GPUs is refused', async () => {
     await h.bus.publish('fw.trainer.run.requested', request({ runId: 'req-run-3', resources: { device: 'cuda', nodes: 1, processesPerNode: 2 } }));
     const failed = await failedEvent('req-run-3');
-    expect(failed?.data.reason).toBe('device cuda needs 2 GPUs (one per rank); this trainer has TRAINER_GPUS=0');
+    expect(failed?.data.reason).toBe('device cuda needs 2 GPUs (one per rank); this trainer has FW_GPUS=0');
     expect(failed?.data.stage).toBe('request');
     expect(await h.runs.get('req-run-3')).toBeUndefined();
   });

@@ -52,7 +52,7 @@ describe('devices', () => {
       [{ device: 'cpu', precision: 'bf16' }, 400, 'invalid-run', /precision bf16 needs device cuda/],
       [{ device: 'cuda', method: 'lora', lora: { rank: 4, alpha: 8 }, model: { baseUri } }, 400, 'invalid-run', /method lora is not supported on cuda yet/],
       [{ device: 'cuda', distillation: { teacherUri: baseUri, temperature: 2, alpha: 0.5 } }, 400, 'invalid-run', /distillation is not supported on cuda yet/],
-      [{ device: 'cuda', worldSize: 3 }, 422, 'cannot-place', /device cuda needs 3 GPUs \(one per rank\); this trainer has TRAINER_GPUS=2/],
+      [{ device: 'cuda', worldSize: 3 }, 422, 'cannot-place', /device cuda needs 3 GPUs \(one per rank\); this trainer has FW_GPUS=2/],
       [{ device: 'tpu' }, 400, 'validation-failed', /device/],
       [{ device: 'cuda', precision: 'fp16' }, 400, 'validation-failed', /precision/],
     ];

@@ -52,7 +52,7 @@ export interface HarnessOptions {
   bus?: Bus;
   artifacts?: ArtifactStore;
   maxRanks?: number;
-  /** GPUs the local launcher hands to cuda runs (TRAINER_GPUS; default 0). */
+  /** GPUs the local launcher hands to cuda runs (FW_GPUS; default 0). */
   gpus?: number;
   workerBin?: string;
   killGraceMs?: number;

@@ -23,7 +23,7 @@ const JOIN_GROUP =
 export interface LocalLauncherOptions {
   /** Ranks one run may have here (the machine's cores by default). */
   maxRanks: number;
-  /** GPUs of this host for cuda runs (TRAINER_GPUS; default 0: none). */
+  /** GPUs of this host for cuda runs (FW_GPUS; default 0: none). */
   gpus?: number;
   /** Extra environment for every rank (tests). */
   env?: Record<string, string>;
@@ -39,7 +39,7 @@ export function cudaVisibleDevices(gpus: readonly number[], inherited: string | 
   return gpus
     .map((g) => {
       const d = own[g];
-      if (d === undefined) throw new LaunchError(`GPU ${g} is not among the trainer's CUDA_VISIBLE_DEVICES=${inherited} (is TRAINER_GPUS too large?)`);
+      if (d === undefined) throw new LaunchError(`GPU ${g} is not among the trainer's CUDA_VISIBLE_DEVICES=${inherited} (is FW_GPUS too large?)`);
       return d;
     })
     .join(',');

@@ -51,7 +51,7 @@ export interface Launcher {
   maxWorldSize(): number;
   /**
    * GPUs of this host the launcher hands out, one per rank of a cuda run
-   * (local: TRAINER_GPUS). Absent when something else places the GPUs
+   * (local: FW_GPUS). Absent when something else places the GPUs
    * (Kubernetes: each pod requests its own).
    */
   maxGpus?(): number;

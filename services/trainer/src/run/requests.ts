@@ -101,7 +101,7 @@ export async function resolveRunRequest(
     });
   const gpus = launcher.maxGpus?.();
   if (device === 'cuda' && gpus !== undefined && worldSize > gpus)
-    throw new ProblemError(trainerProblems.cannotPlace, `device cuda needs ${worldSize} GPU${worldSize > 1 ? 's' : ''} (one per rank); this trainer has TRAINER_GPUS=${gpus}`, {
+    throw new ProblemError(trainerProblems.cannotPlace, `device cuda needs ${worldSize} GPU${worldSize > 1 ? 's' : ''} (one per rank); this trainer has FW_GPUS=${gpus}`, {
       extensions: { worldSize, gpus },
     });
 

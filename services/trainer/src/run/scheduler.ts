@@ -17,7 +17,7 @@ export interface SchedulerDeps {
   runs: RunsRepository;
   supervisor: Supervisor;
   maxRanks: number;
-  /** GPUs of this host for cuda runs (TRAINER_GPUS). */
+  /** GPUs of this host for cuda runs (FW_GPUS). */
   gpus: number;
   /** GPUs a run holds while it runs: one per rank for a cuda run whose launcher hands out this host's GPUs, else 0. */
   gpusNeeded(run: RunRow): number;
