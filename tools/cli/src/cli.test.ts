@@ -138,6 +138,7 @@ describe('cli', () => {
     expect(JSON.parse(got.stdout)).toMatchObject({ id, status: 'cancelled' });
     const text = await cli(['runs', 'get', id]);
     expect(text.stdout).toMatch(/^attempt 0 {2}cancelled/m);
+    expect(text.stdout).toMatch(/^ranks {6}1 on cpu \(fp32\)$/m);
   });
 
   it('cli - a run that fails exits 1 with the reason', async () => {
@@ -153,6 +154,9 @@ describe('cli', () => {
     expect((await cli(['runs', 'submit', '--steps', 'ten', '--manifest', manifestUri, '--config', configPath])).code).toBe(2);
     expect((await cli(['runs', 'submit', '--config', configPath, '--steps', '5'])).stderr).toMatch(/--dataset NAME\[@VERSION\] or --manifest URI/);
     expect((await cli(['runs', 'get'])).code).toBe(2);
+    const dev = await cli(['runs', 'submit', '--manifest', manifestUri, '--config', configPath, '--steps', '5', '--device', 'tpu']);
+    expect(dev.code).toBe(2);
+    expect(dev.stderr).toMatch(/--device must be cpu or cuda/);
     expect((await cli(['runs', 'list', '--bogus'])).code).toBe(2);
     const help = await cli(['runs', 'submit', '--help']);
     expect(help.code).toBe(0);
@@ -161,6 +165,10 @@ describe('cli', () => {
     const unknown = await cli(['runs', 'submit', '--dataset', 'nope@latest', '--config', configPath, '--steps', '5']);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/404: dataset nope@latest is unknown/);
+    // this trainer has no GPUs (FW_GPUS unset): a cuda run is refused with the reason
+    const gpu = await cli(['runs', 'submit', '--manifest', manifestUri, '--config', configPath, '--steps', '5', '--device', 'cuda']);
+    expect(gpu.code).toBe(1);
+    expect(gpu.stderr).toMatch(/FW_GPUS=0/);
     expect((await cli(['runs', 'list'], { FW_API_TOKEN: 'wrong-token-wrong-token' })).code).toBe(1);
     const port = await freePort();
     const down = await cli(['runs', 'list'], { FW_TRAINER_URL: `http://127.0.0.1:${port}` });

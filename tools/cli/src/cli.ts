@@ -63,6 +63,8 @@ Training:
   --lora-rank N              LoRA rank (switches to a LoRA run); --lora-alpha X (default 2*rank), --lora-merge
   --teacher URI              distil from this model folder (--distill-alpha X, --distill-temperature T)
   --world-size N             ranks (default 1)
+  --device cpu|cuda          where the ranks train (default cpu; cuda: one GPU per rank)
+  --precision fp32|bf16      bf16: mixed precision, cuda only (default bf16 on cuda, fp32 on cpu)
   --checkpoint-interval N    steps between checkpoints
   --restart-budget N         restarts allowed after a rank dies
   --seed N                   seed of init, data order and dropout
@@ -103,6 +105,8 @@ const OPTIONS = {
   'distill-alpha': { type: 'string' },
   'distill-temperature': { type: 'string' },
   'world-size': { type: 'string' },
+  device: { type: 'string' },
+  precision: { type: 'string' },
   'checkpoint-interval': { type: 'string' },
   'restart-budget': { type: 'string' },
   seed: { type: 'string' },
@@ -172,6 +176,14 @@ async function submitBody(v: Values): Promise<CreateRunBody> {
     body.distillation = { teacherUri: v.teacher, alpha: num(v, 'distill-alpha') ?? 0.5, temperature: num(v, 'distill-temperature') ?? 2 };
   const ws = int(v, 'world-size', 1);
   if (ws !== undefined) body.worldSize = ws;
+  if (v.device !== undefined) {
+    if (v.device !== 'cpu' && v.device !== 'cuda') throw new UsageError(`--device must be cpu or cuda, got "${v.device}"`);
+    body.device = v.device;
+  }
+  if (v.precision !== undefined) {
+    if (v.precision !== 'fp32' && v.precision !== 'bf16') throw new UsageError(`--precision must be fp32 or bf16, got "${v.precision}"`);
+    body.precision = v.precision;
+  }
   const ci = int(v, 'checkpoint-interval', 0);
   if (ci !== undefined) body.checkpointInterval = ci;
   const rb = int(v, 'restart-budget', 0);
@@ -204,7 +216,7 @@ function describeRun(r: RunView): string {
     `status     ${r.status}${r.reason ? ` (${r.reason})` : ''}`,
     `dataset    ${r.datasetName ? `${r.datasetName}@${r.datasetVersion}` : r.manifestUri}`,
     `progress   step ${r.step}/${r.maxSteps}, loss ${r.loss === null ? '-' : r.loss.toFixed(4)}`,
-    `ranks      ${r.worldSize}`,
+    `ranks      ${r.worldSize}${typeof r.spec['device'] === 'string' ? ` on ${r.spec['device']}${typeof r.spec['precision'] === 'string' ? ` (${r.spec['precision']})` : ''}` : ''}`,
     `restarts   ${r.restarts} of ${r.restartBudget}`,
     ...(r.modelUri ? [`model      ${r.modelUri}`] : []),
   ];
