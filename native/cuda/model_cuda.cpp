@@ -31,6 +31,12 @@
 namespace fw {
 namespace cuda {
 
+// Profiling marks (op_profiler.h): nothing unless a profiler is attached.
+#define FW_OP(name)                        \
+  do {                                     \
+    if (prof_) prof_->mark(name, stream_); \
+  } while (0)
+
 namespace {
 
 // Extra zeroed elements after the flat parameter / gradient buffers, so that
@@ -296,23 +302,34 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   const T* x = resid_ + (size_t)l * N * C;
   T* out = resid_ + (size_t)(l + 1) * N * C;
   cudaStream_t s = stream_;
+  FW_OP("rmsnorm");
   rmsnorm_forward(a.ln1, a.rstd1, x, p.ln1, N, C, c.rms_norm_eps, s);
+  FW_OP("gemm q/k/v");
   linear_forward(blas_, a.q, a.ln1, p.wq, p.bq, N, C, QD, s);
   linear_forward(blas_, a.k, a.ln1, p.wk, p.bk, N, C, KD, s);
   linear_forward(blas_, a.v, a.ln1, p.wv, p.bv, N, C, KD, s);
+  FW_OP("rope");
   rope_forward(a.q, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
   rope_forward(a.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
+  FW_OP("attention");
   attention_forward(a.atty, a.lse, a.q, a.k, a.v, B, T_len, NH, KVH, HS, s);
   // xmid = x + atty @ wo^T (+ bo)
+  FW_OP("residual copy");
   FW_CUDA_CHECK(cudaMemcpyAsync(a.xmid, x, (size_t)N * C * sizeof(T), cudaMemcpyDeviceToDevice, s));
+  FW_OP("gemm o");
   gemm(blas_, false, true, N, C, QD, 1.0f, a.atty, QD, p.wo, QD, 1.0f, a.xmid, C, s);
   if (p.bo) bias_add_forward(a.xmid, p.bo, N, C, s);
+  FW_OP("rmsnorm");
   rmsnorm_forward(a.ln2, a.rstd2, a.xmid, p.ln2, N, C, c.rms_norm_eps, s);
+  FW_OP("gemm gate/up");
   linear_forward(blas_, a.gate, a.ln2, p.wgate, (const T*)nullptr, N, C, I, s);
   linear_forward(blas_, a.up, a.ln2, p.wup, (const T*)nullptr, N, C, I, s);
+  FW_OP("swiglu");
   swiglu_forward(a.h, a.gate, a.up, (size_t)N * I, s);
   // out = xmid + h @ wdown^T
+  FW_OP("residual copy");
   FW_CUDA_CHECK(cudaMemcpyAsync(out, a.xmid, (size_t)N * C * sizeof(T), cudaMemcpyDeviceToDevice, s));
+  FW_OP("gemm down");
   gemm(blas_, false, true, N, C, I, 1.0f, a.h, I, p.wdown, I, 1.0f, out, C, s);
 }
 
@@ -323,22 +340,29 @@ float CudaModel<T>::forward(const int32_t* tokens, const int32_t* targets, int B
   const Config& c = cfg;
   const int N = B * T_len, C = c.hidden_size, V = c.vocab_size, L = c.num_hidden_layers;
   cudaStream_t s = stream_;
+  FW_OP("tokens to device");
   FW_CUDA_CHECK(cudaMemcpyAsync(tokens_, tokens, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  FW_OP("embedding");
   embedding_forward(resid_, tokens_, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
   for (int l = 0; l < L; l++) layer_forward(l, B, T_len);
+  FW_OP("rmsnorm");
   rmsnorm_forward(lnf_, rstdf_, resid_ + (size_t)L * N * C, params_ + layout.at("model.norm.weight").offset, N, C,
                   c.rms_norm_eps, s);
   const T* wlm = params_ + layout.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
+  FW_OP("gemm lm_head");
   linear_forward(blas_, logits_, lnf_, wlm, (const T*)nullptr, N, C, V, s);
   have_targets_ = targets != nullptr;
   if (!targets) {
+    if (prof_) prof_->stop(s);
     FW_CUDA_CHECK(cudaStreamSynchronize(s));
     return 0.0f;
   }
   int64_t count = 0;
   for (int i = 0; i < N; i++) count += targets[i] != kIgnoreIndex;
   normalizer_ = loss_normalizer > 0 ? loss_normalizer : (double)std::max<int64_t>(count, 1);
+  FW_OP("targets to device");
   FW_CUDA_CHECK(cudaMemcpyAsync(targets_, targets, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  FW_OP("cross-entropy");
   if (fused_loss_) {
     // losses and dlogits in one pass; logits are gone after this
     crossentropy_forward_backward(logits_, losses_, lse_, targets_, N, V, (float)(1.0 / normalizer_), s);
@@ -348,7 +372,9 @@ float CudaModel<T>::forward(const int32_t* tokens, const int32_t* targets, int B
     dlogits_ready_ = false;
   }
   std::vector<float> losses(N);
+  FW_OP("losses to host");
   FW_CUDA_CHECK(cudaMemcpyAsync(losses.data(), losses_, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, s));
+  if (prof_) prof_->stop(s);  // the host sync below is not GPU work
   FW_CUDA_CHECK(cudaStreamSynchronize(s));
   double sum = 0;  // serial sum in double, as the CPU model does
   for (int i = 0; i < N; i++) sum += losses[i];
@@ -374,18 +400,27 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   T* dk = dq + n * QD;
   T* dv = dk + n * KD;
   cudaStream_t s = stream_;
+  FW_OP("gemm down bwd");
   linear_backward(blas_, dh, g.wdown, (T*)nullptr, dx, a.h, p.wdown, N, I, C, false, s);
+  FW_OP("swiglu bwd");
   swiglu_backward(dgate, dup, dh, a.gate, a.up, n * I, s);
+  FW_OP("gemm gate/up bwd");
   linear_backward(blas_, dln, g.wgate, (T*)nullptr, dgate, a.ln2, p.wgate, N, C, I, false, s);
   linear_backward(blas_, dln, g.wup, (T*)nullptr, dup, a.ln2, p.wup, N, C, I, true, s);
+  FW_OP("rmsnorm bwd");
   rmsnorm_backward(dx, g.ln2, dln, a.xmid, p.ln2, a.rstd2, N, C, s);  // dx is now d xmid
+  FW_OP("gemm o bwd");
   linear_backward(blas_, datty, g.wo, g.bo, dx, a.atty, p.wo, N, QD, C, false, s);
+  FW_OP("attention bwd");
   attention_backward(dq, dk, dv, att_scratch_, datty, a.atty, a.lse, a.q, a.k, a.v, B, T_len, NH, KVH, HS, s);
+  FW_OP("rope bwd");
   rope_backward(dq, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
   rope_backward(dk, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
+  FW_OP("gemm q/k/v bwd");
   linear_backward(blas_, dln, g.wq, g.bq, dq, a.ln1, p.wq, N, C, QD, false, s);
   linear_backward(blas_, dln, g.wk, g.bk, dk, a.ln1, p.wk, N, C, KD, true, s);
   linear_backward(blas_, dln, g.wv, g.bv, dv, a.ln1, p.wv, N, C, KD, true, s);
+  FW_OP("rmsnorm bwd");
   rmsnorm_backward(dx, g.ln1, dln, x, p.ln1, a.rstd1, N, C, s);  // dx is now d x
 }
 
@@ -403,10 +438,14 @@ void CudaModel<T>::backward() {
   const char* lm_name = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const T* wlm = params_ + layout.at(lm_name).offset;
   // dlogits over logits, in place
+  FW_OP("cross-entropy bwd");
   if (!dlogits_ready_) crossentropy_backward(logits_, logits_, lse_, targets_, N, V, (float)(1.0 / normalizer_), s);
   dlogits_ready_ = false;
+  FW_OP("gemm lm_head bwd");
   linear_backward(blas_, dlnf, grad_of(lm_name), (T*)nullptr, logits_, lnf_, wlm, N, C, V, false, s);
+  FW_OP("memset");
   FW_CUDA_CHECK(cudaMemsetAsync(dres, 0, (size_t)N * C * sizeof(T), s));
+  FW_OP("rmsnorm bwd");
   rmsnorm_backward(dres, grad_of("model.norm.weight"), dlnf, resid_ + (size_t)L * N * C,
                    params_ + layout.at("model.norm.weight").offset, rstdf_, N, C, s);
   if (on_grads_ready) on_grads_ready(layout.at("model.norm.weight").offset);
@@ -415,7 +454,9 @@ void CudaModel<T>::backward() {
     if (on_grads_ready && l > 0)
       on_grads_ready(layout.at("model.layers." + std::to_string(l) + ".input_layernorm.weight").offset);
   }
+  FW_OP("embedding bwd");
   if (grads_) embedding_backward(grad_of("model.embed_tokens.weight"), dres, tokens_, N, C, V, s);
+  if (prof_) prof_->stop(s);
   if (on_grads_ready) on_grads_ready(0);
   have_targets_ = false;  // logits now hold dlogits
   FW_CUDA_CHECK(cudaGetLastError());
@@ -727,6 +768,8 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     r.tokens = (int64_t)count;
   }
   const double norm = (double)std::max<int64_t>(r.tokens, 1);
+  OpProfiler* prof = model_.profiler();
+  if (prof) prof->mark("zero grads", s);
   model_.zero_grad();
   last_buckets_ = 0;
   size_t sent_until = model_.layout.numel;
@@ -750,6 +793,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     model_.backward();
   }
   model_.on_grads_ready = nullptr;
+  if (prof) prof->mark("gradient all-reduce wait", s);
   if (dp) {
     if (zero1_) {
       const size_t count = shard_end_ - shard_begin_;
@@ -764,12 +808,14 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
                                   cudaMemcpyDeviceToDevice, s));
   }
   // global gradient norm (fp32 sum of squares; the shards' sums add up with ZeRO-1)
+  if (prof) prof->mark("grad norm", s);
   if (zero1_)
     grad_sumsq<T>(norm_, norm_scratch_, grad_shard_, shard_end_ - shard_begin_, s);
   else
     grad_sumsq<T>(norm_, norm_scratch_, model_.grads(), model_.layout.numel, s);
   float sumsq = 0;
   FW_CUDA_CHECK(cudaMemcpyAsync(&sumsq, norm_, sizeof(float), cudaMemcpyDeviceToHost, s));
+  if (prof) prof->stop(s);
   FW_CUDA_CHECK(cudaStreamSynchronize(s));
   double total = sumsq;
   if (dp && zero1_) coll_->allreduce_sum(&total, 1);
@@ -779,13 +825,16 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     r.skipped = true;
     return r;
   }
+  if (prof) prof->mark("adamw", s);
   adamw(r.lr, clip_scale(cfg_.grad_clip, r.grad_norm));
   if (dp && zero1_) {
     // every rank's updated shard to every rank
     const size_t count = shard_end_ - shard_begin_;
+    if (prof) prof->mark("zero1 all-gather", s);
     coll_->all_gather_async(model_.params() + shard_begin_, model_.params(), count, dtype, s);
     coll_->wait_all(s);
   }
+  if (prof) prof->stop(s);
   FW_CUDA_CHECK(cudaStreamSynchronize(s));
   step_++;
   return r;

@@ -35,6 +35,7 @@
 
 #include "gemm_cublas.h"
 #include "model.h"
+#include "op_profiler.h"
 #include "train.h"
 
 namespace fw {
@@ -151,6 +152,11 @@ class CudaModel {
   CudaDecodeGraph capture_decode(const int32_t* d_tokens, int B, int T_, CudaKVCache<T>& cache, T* logits_out,
                                  const std::function<void(cudaStream_t)>& after = nullptr);
 
+  // Per-op GPU times of forward, backward and CudaTrainer::step go to `p`
+  // while it is attached (nullptr detaches); see op_profiler.h.
+  void set_profiler(OpProfiler* p) { prof_ = p; }
+  OpProfiler* profiler() const { return prof_; }
+
   // Device bytes held by activations (not parameters, grads or optimizer).
   size_t activation_bytes() const { return act_bytes_; }
   cudaStream_t stream() const { return stream_; }
@@ -168,6 +174,7 @@ class CudaModel {
 
   Blas& blas_;
   cudaStream_t stream_;
+  OpProfiler* prof_ = nullptr;
   T* params_ = nullptr;
   T* grads_ = nullptr;
   float* rope_cos_ = nullptr;  // (max_position_embeddings, HS/2)

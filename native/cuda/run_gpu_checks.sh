@@ -12,7 +12,8 @@
 #     the model and trainer; fw_worker with "device": "cuda" end to end);
 #  3. compute-sanitizer memcheck and racecheck on the same tiny shapes;
 #  4. the benchmark: PyTorch eager and torch.compile side by side for the
-#     124M Llama-style config at seq 1024, plus per-kernel engine times.
+#     124M Llama-style config at seq 1024, plus per-kernel engine times,
+#     then the engine's training step broken down per op (--profile).
 # Logs go to $OUT (or <build-dir>/gpu-checks). Exit status: non-zero when a
 # build, test or sanitizer step failed (the benchmark is informational).
 set -uo pipefail
@@ -144,6 +145,10 @@ step "benchmark (PyTorch eager / torch.compile, engine kernels)"
 "$PY" "$ROOT/bench/engine/cuda/bench.py" --engine-graph --kernel-bench "$BIN/fw_cuda_kernel_bench" \
   --model-bench "$BIN/fw_cuda_model_bench" --json "$LOGS/bench.json" 2>&1 |
   tee "$LOGS/bench.log" | grep -v "^W[0-9]"
+
+step "where a training step's GPU time goes (OpProfiler, informational)"
+[ -x "$BIN/fw_cuda_model_bench" ] && "$BIN/fw_cuda_model_bench" --no-decode --warmup 2 --steps 3 --profile 3 \
+  --json "$LOGS/profile.json" 2>&1 >/dev/null | tee "$LOGS/profile.log"
 
 echo
 echo "gpu-checks: $passed passed, $failed failed"

@@ -11,7 +11,7 @@
 //       [--steps 20] [--warmup 3] [--precision bf16|fp32] [--tf32]
 //       [--decode-batches 1,64] [--prompt 128] [--gen 128] [--graph]
 //       [--peak-tflops 989] [--hbm-tbps 3.35] [--grad-clip 1.0] [--seed 1]
-//       [--no-train] [--no-decode] [--json out.json]
+//       [--no-train] [--no-decode] [--profile N] [--json out.json]
 //
 // Training: random tokens and targets (B, T), warm-up steps, then `steps`
 // full steps (forward, backward, global grad norm + clip, AdamW with fp32
@@ -31,6 +31,12 @@
 // serves every position): the difference to the plain loop is the launch
 // overhead; the graph's last tokens are checked against the plain loop's. HBM bound at batch B: B * bandwidth / (parameter bytes + B * KV
 // cache bytes read at the mean position prompt + gen / 2), bench.py's formula.
+//
+// --profile N: after the timed steps, N more steps with an OpProfiler
+// attached (native/cuda/op_profiler.h): GPU milliseconds per step for each
+// op family of forward, backward and the optimizer, largest first, as
+// train_engine.profile in the JSON and as a table on stderr; the step time
+// minus the GPU time of all ops is time the GPU waited for the host.
 //
 // Peak memory: cudaMemGetInfo (total - free) sampled after every phase
 // (model built, parameters loaded, trainer built, first step, timed steps;
@@ -79,6 +85,7 @@ struct Args {
   std::vector<int> decode_batches = {1, 64};
   int prompt = 128, gen = 128;
   bool graph = false;
+  int profile = 0;  // steps run with an OpProfiler attached (0: none)
   double peak_tflops = 989, hbm_tbps = 3.35, grad_clip = 1.0;
   uint64_t seed = 1;
   bool train = true, decode = true;
@@ -91,7 +98,7 @@ struct Args {
                "usage: fw_cuda_model_bench [--config 124m|tiny] [--batch B] [--seq T] [--steps N] [--warmup N]\n"
                "  [--precision bf16|fp32] [--tf32] [--decode-batches 1,64] [--prompt N] [--gen N] [--graph]\n"
                "  [--peak-tflops F] [--hbm-tbps F] [--grad-clip F] [--seed N] [--no-train] [--no-decode]\n"
-               "  [--json PATH]\n",
+               "  [--profile N] [--json PATH]\n",
                msg);
   std::exit(2);
 }
@@ -126,6 +133,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--seed") a.seed = std::stoull(val());
     else if (k == "--no-train") a.train = false;
     else if (k == "--no-decode") a.decode = false;
+    else if (k == "--profile") a.profile = std::stoi(val());
     else if (k == "--json") a.json_path = val();
     else if (k == "-h" || k == "--help") usage("help");
     else usage(("unknown argument " + k).c_str());
@@ -276,6 +284,31 @@ json bench_train(const Args& a, const fw::Config& cfg, const std::vector<float>&
             {"skipped_steps", skipped},
             {"grad_clip", a.grad_clip}};
   j["mfu"] = a.peak_tflops > 0 ? json(tps * flops_per_token / (a.peak_tflops * 1e12)) : json(nullptr);
+  if (a.profile > 0) {
+    fw::cuda::OpProfiler prof;
+    model.set_profiler(&prof);
+    FW_CUDA_CHECK(cudaEventRecord(ev.a, stream));
+    for (int i = 0; i < a.profile; i++) tr.step(tokens.data(), targets.data(), B, T_);
+    FW_CUDA_CHECK(cudaEventRecord(ev.b, stream));
+    FW_CUDA_CHECK(cudaEventSynchronize(ev.b));
+    model.set_profiler(nullptr);
+    const double prof_step_ms = Events::ms(ev.a, ev.b) / a.profile;
+    double busy = 0;
+    json ops = json::array();
+    std::fprintf(stderr, "\nper-op GPU time, %d profiled steps (B %d, T %d), %.2f ms per step:\n", a.profile, B, T_,
+                 prof_step_ms);
+    for (const auto& [name, ms] : prof.collect()) {
+      const double per = ms / a.profile;
+      busy += per;
+      ops.push_back({{"op", name}, {"ms_per_step", per}, {"share", per / prof_step_ms},
+                     {"intervals_per_step", (double)prof.count(name) / a.profile}});
+      std::fprintf(stderr, "  %-28s %8.3f ms  %5.1f%%\n", name.c_str(), per, 100.0 * per / prof_step_ms);
+    }
+    std::fprintf(stderr, "  %-28s %8.3f ms  %5.1f%%\n", "(GPU waiting for the host)", prof_step_ms - busy,
+                 100.0 * (prof_step_ms - busy) / prof_step_ms);
+    j["profile"] = {{"steps", a.profile}, {"step_ms", prof_step_ms}, {"gpu_ops_ms", busy},
+                    {"host_wait_ms", prof_step_ms - busy}, {"ops", ops}};
+  }
   return j;
 }
 

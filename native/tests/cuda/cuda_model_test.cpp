@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <map>
 #include <vector>
 
 #include "cuda_test_util.h"
@@ -383,4 +384,50 @@ TEST(cuda_model, bad_tokens_are_invalid_argument) {
   tgt = {1, -5, 3};
   EXPECT_THROW(gpu.forward(tok.data(), tgt.data(), 1, 3), fw::Error);
   EXPECT_THROW(gpu.backward(), fw::Error);  // no forward with targets happened
+}
+
+TEST(cuda_model, op_profiler_times_every_op_and_changes_nothing) {
+  FW_REQUIRE_GPU();
+  const ModelCase mc = cases()[0];
+  const fw::Config cfg = fw::config_from_json(mc.cfg);
+  fw::Model cpu = cpu_model<float>(cfg, 47);
+  fw::TrainConfig tc;
+  tc.lr = 1e-3;
+  tc.total_steps = 10;
+  tc.grad_accum = 2;
+  fw::cuda::Blas blas;
+  fw::cuda::CudaModel<bf16> a(cfg, blas), b(cfg, blas);
+  a.load_params(cpu.params.data());
+  b.load_params(cpu.params.data());
+  fw::cuda::CudaTrainer<bf16> ta(a, tc), tb(b, tc);
+  fw::cuda::OpProfiler prof;
+  b.set_profiler(&prof);
+  std::vector<int32_t> tok, tgt;
+  const int steps = 2;
+  for (int s = 0; s < steps; s++) {
+    batch(tok, tgt, 4, mc.T, cfg.vocab_size, 700 + s);
+    fw::StepResult ra = ta.step(tok.data(), tgt.data(), 4, mc.T);
+    fw::StepResult rb = tb.step(tok.data(), tgt.data(), 4, mc.T);
+    EXPECT_EQ(ra.loss, rb.loss);  // bit for bit: marks are events, not work
+    EXPECT_EQ(ra.grad_norm, rb.grad_norm);
+  }
+  b.set_profiler(nullptr);
+  const auto ops = prof.collect();
+  std::map<std::string, double> ms(ops.begin(), ops.end());
+  for (const char* op : {"embedding", "rmsnorm", "gemm q/k/v", "rope", "attention", "gemm o", "gemm gate/up", "swiglu",
+                         "gemm down", "gemm lm_head", "cross-entropy", "gemm down bwd", "attention bwd",
+                         "gemm lm_head bwd", "embedding bwd", "grad norm", "adamw", "zero grads"}) {
+    ASSERT_TRUE(ms.count(op)) << op;
+    EXPECT_GE(ms[op], 0.0) << op;
+  }
+  const int L = cfg.num_hidden_layers, micro = steps * tc.grad_accum;
+  EXPECT_EQ(prof.count("attention"), micro * L);
+  EXPECT_EQ(prof.count("attention bwd"), micro * L);
+  EXPECT_EQ(prof.count("adamw"), steps);
+  EXPECT_EQ(prof.count("rmsnorm"), micro * (2 * L + 1));
+  // parameters are identical after profiled and unprofiled steps
+  std::vector<float> wa(a.layout.numel), wb(b.layout.numel);
+  a.download_params(wa.data());
+  b.download_params(wb.data());
+  EXPECT_EQ(wa, wb);
 }
