@@ -96,24 +96,27 @@ void expect_close(const std::string& what, const std::vector<float>& gpu, const 
   EXPECT_GT(max_ref, 0.0) << what << ": reference is all zeros, the check would be vacuous";
 }
 
+// bf16_l2: the bf16 bound on the norm-wise error of logits and gradients
+// alike (0: the stress bounds above, 2e-2 logits / 3e-2 gradients).
 template <typename T>
 void expect_model_parity(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
-                         bool is_grad = true) {
+                         bool is_grad = true, double bf16_l2 = 0) {
   if (std::is_same<T, float>::value)
     expect_close(what, gpu, cpu, 1e-4, 1e-4);
   else
-    expect_close(what, gpu, cpu, is_grad ? 3e-2 : 2e-2, 5e-2);
+    expect_close(what, gpu, cpu, bf16_l2 > 0 ? bf16_l2 : is_grad ? 3e-2 : 2e-2, 5e-2);
 }
 
 std::vector<float> slice(const std::vector<float>& all, const fw::TensorInfo& t) {
   return std::vector<float>(all.begin() + t.offset, all.begin() + t.offset + t.numel);
 }
 
-// CPU model with random weights rounded to what T holds.
+// CPU model with random weights rounded to what T holds. The default std,
+// 0.1, is 5x HF's 0.02 so every path carries signal (a stress case for bf16).
 template <typename T>
-fw::Model cpu_model(const fw::Config& cfg, uint64_t seed) {
+fw::Model cpu_model(const fw::Config& cfg, uint64_t seed, double init_std = 0.1) {
   fw::Model m(cfg);
-  m.init_random(seed, 0.1);  // larger than HF's 0.02 so every path carries signal
+  m.init_random(seed, init_std);
   // perturb the norm weights too, so their gradients are not all alike
   fw::Rng r(seed + 1);
   for (const fw::TensorInfo& t : m.layout.tensors)
@@ -124,9 +127,9 @@ fw::Model cpu_model(const fw::Config& cfg, uint64_t seed) {
 }
 
 template <typename T>
-void check_forward_backward(const ModelCase& mc, uint64_t seed) {
+void check_forward_backward(const ModelCase& mc, uint64_t seed, double init_std = 0.1, double bf16_l2 = 0) {
   const fw::Config cfg = fw::config_from_json(mc.cfg);
-  fw::Model cpu = cpu_model<T>(cfg, seed);
+  fw::Model cpu = cpu_model<T>(cfg, seed, init_std);
   std::vector<int32_t> tok, tgt;
   batch(tok, tgt, mc.B, mc.T, cfg.vocab_size, seed + 7);
   cpu.enable_grads();
@@ -144,11 +147,11 @@ void check_forward_backward(const ModelCase& mc, uint64_t seed) {
   std::vector<float> g((size_t)gpu.layout.numel);
   gpu.download_grads(g.data());
 
-  const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + "]";
-  expect_model_parity<T>("logits" + tag, gpu_logits, cpu_logits, false);
+  const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + (init_std != 0.1 ? ", std 0.02" : "") + "]";
+  expect_model_parity<T>("logits" + tag, gpu_logits, cpu_logits, false, bf16_l2);
   expect_parity("loss" + tag, {gpu_loss}, {cpu_loss}, tol<T>());
   for (const fw::TensorInfo& t : cpu.layout.tensors)
-    expect_model_parity<T>("d " + t.name + tag, slice(g, t), slice(cpu.grads, t));
+    expect_model_parity<T>("d " + t.name + tag, slice(g, t), slice(cpu.grads, t), true, bf16_l2);
 
   // a second forward/backward accumulates (+=), as on the CPU
   gpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
@@ -219,6 +222,17 @@ TEST(cuda_model, forward_backward_match_cpu_bf16) {
   FW_REQUIRE_GPU();
   uint64_t seed = 200;
   for (const ModelCase& mc : cases()) check_forward_backward<bf16>(mc, seed += 10);
+}
+
+// The bound, 1e-2 in bf16 for logits and every gradient, at the
+// usual weight scale (HF's init, std 0.02). At std 0.1 (the test above) bf16
+// storage alone costs about 1.1e-2 on the logits and 2.2e-2 on the worst
+// gradient even with exact fp32 arithmetic between the roundings
+// (native/tests/ref/bf16_error_model.py, docs/cuda.md), hence its bounds.
+TEST(cuda_model, forward_backward_match_cpu_bf16_at_hf_init_scale) {
+  FW_REQUIRE_GPU();
+  uint64_t seed = 300;
+  for (const ModelCase& mc : cases()) check_forward_backward<bf16>(mc, seed += 10, 0.02, 1e-2);
 }
 
 TEST(cuda_model, kv_cache_decode_equals_full_forward) {
