@@ -20,21 +20,18 @@
 #include "model.h"
 #include "shards.h"
 #include "train_rng.h"
+#include "worker_testutil.h"
 
 namespace {
 
 using json = nlohmann::json;
 using fwtest::TempDir;
+using fwtest::tiny_config;
+using fwtest::worker_path;
+using fwtest::write_shards;
 using Clock = std::chrono::steady_clock;
 
 double secs_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-std::string worker_path() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  std::string self(buf, n > 0 ? (size_t)n : 0);
-  return self.substr(0, self.find_last_of('/')) + "/fw_worker";
-}
 
 // One fw_worker rank; stdout (JSON lines) and stderr go to files.
 struct Rank {
@@ -107,31 +104,6 @@ std::vector<json> events(const Rank& r) {
   return evs;
 }
 
-json tiny_config() {
-  return {{"model_type", "llama"},   {"vocab_size", 64},       {"hidden_size", 32},
-          {"intermediate_size", 64}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-          {"num_key_value_heads", 2}, {"max_position_embeddings", 64}, {"eos_token_id", 1}};
-}
-
-void write_shard(const TempDir& d) {
-  fw::Rng rng(3);
-  std::vector<std::vector<uint32_t>> docs;
-  std::vector<uint32_t> prompts;
-  for (int i = 0; i < 200; i++) {
-    std::vector<uint32_t> doc;
-    uint32_t x = 2 + (uint32_t)(rng.next_u64() % 62);
-    int len = 8 + (int)(rng.next_u64() % 24);
-    for (int t = 0; t + 1 < len; t++) {
-      doc.push_back(x);
-      x = 2 + (x * 5 + 3) % 62;
-    }
-    doc.push_back(1);
-    docs.push_back(doc);
-    prompts.push_back(i % 3 == 0 ? 3 : 0);
-  }
-  fw::shard_write(d / "train.bin", docs, 64, prompts);
-}
-
 std::string write_spec(const TempDir& d, const std::string& tag, int batch, int steps) {
   json spec = {{"model", {{"config", tiny_config()}}},
                {"data", {{"train", {d / "train.bin"}}}},
@@ -159,7 +131,7 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 // at ~1e-7 relative; 1e-4 leaves room for 8 steps of amplification).
 TEST(collective_worker, two_ranks_write_the_model_one_rank_of_twice_the_batch_writes) {
   TempDir d;
-  write_shard(d);
+  write_shards(d);
   fw_test::TestStore srv;
   std::vector<Rank> one = {spawn_worker(d, write_spec(d, "w1", 8, 8), 0, 1, "", 5000, 5000)};
   ReapGuard guard1{one};
@@ -200,7 +172,7 @@ TEST(collective_worker, two_ranks_write_the_model_one_rank_of_twice_the_batch_wr
 
 TEST(collective_worker, a_missing_rank_ends_the_others_with_rendezvous_timeout_exit_6) {
   TempDir d;
-  write_shard(d);
+  write_shards(d);
   fw_test::TestStore srv;
   std::string spec = write_spec(d, "miss", 4, 4);
   const int64_t join_ms = 2000;
@@ -224,7 +196,7 @@ TEST(collective_worker, a_missing_rank_ends_the_others_with_rendezvous_timeout_e
 
 TEST(collective_worker, a_stopped_rank_ends_the_others_with_collective_timeout_exit_7) {
   TempDir d;
-  write_shard(d);
+  write_shards(d);
   fw_test::TestStore srv;
   std::string spec = write_spec(d, "stop", 4, 100000);
   const int64_t coll_ms = 2000;
@@ -260,7 +232,7 @@ TEST(collective_worker, a_stopped_rank_ends_the_others_with_collective_timeout_e
 // spec they resume and finish with the bytes an uninterrupted run writes.
 TEST(collective_worker, sigterm_on_one_rank_stops_both_and_the_resumed_run_is_bit_identical) {
   TempDir d;
-  write_shard(d);
+  write_shards(d);
   fw_test::TestStore srv;
   auto run2 = [&](const std::string& spec, const std::string& attempt, bool sigterm_rank1) {
     std::vector<Rank> rs = {spawn_worker(d, spec, 0, 2, srv.url(attempt), 30000, 30000),
