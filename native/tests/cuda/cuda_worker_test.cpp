@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../io_testutil.h"
@@ -60,17 +61,25 @@ json on_gpu(json spec, const char* precision) {
   return spec;
 }
 
+std::string last_event(const WorkerResult& r) { return r.events.empty() ? "" : r.events.back().dump(); }
+
+// The same run on the CPU (out-cpu) and on the GPU in `precision` (out-gpu).
+std::pair<WorkerResult, WorkerResult> cpu_and_gpu_runs(const TempDir& d, int steps, const char* precision) {
+  WorkerResult cpu = run_worker(write_spec(d, "cpu.json", base_spec(d, "cpu", steps)));
+  EXPECT_EQ(cpu.code, 0) << last_event(cpu);
+  WorkerResult gpu = run_worker(write_spec(d, "gpu.json", on_gpu(base_spec(d, "gpu", steps), precision)));
+  EXPECT_EQ(gpu.code, 0) << last_event(gpu);
+  return {cpu, gpu};
+}
+
 }  // namespace
 
 TEST(cuda_worker, fp32_run_matches_the_cpu_run) {
   FW_REQUIRE_GPU();
   TempDir d;
   write_shards(d);
-  const int steps = 12;
-  WorkerResult cpu = run_worker(write_spec(d, "cpu.json", base_spec(d, "cpu", steps)));
-  ASSERT_EQ(cpu.code, 0) << (cpu.events.empty() ? "" : cpu.events.back().dump());
-  WorkerResult gpu = run_worker(write_spec(d, "gpu.json", on_gpu(base_spec(d, "gpu", steps), "fp32")));
-  ASSERT_EQ(gpu.code, 0) << (gpu.events.empty() ? "" : gpu.events.back().dump());
+  const auto [cpu, gpu] = cpu_and_gpu_runs(d, 12, "fp32");
+  ASSERT_FALSE(cpu.of("completed").empty() || gpu.of("completed").empty());
   const json started = gpu.of("started")[0];
   EXPECT_EQ(started["device"], "cuda");
   EXPECT_EQ(started["precision"], "fp32");
@@ -96,10 +105,8 @@ TEST(cuda_worker, bf16_run_trains_and_writes_fp32_master_weights) {
   TempDir d;
   write_shards(d);
   const int steps = 20;
-  WorkerResult cpu = run_worker(write_spec(d, "cpu.json", base_spec(d, "cpu", steps)));
-  ASSERT_EQ(cpu.code, 0);
-  WorkerResult gpu = run_worker(write_spec(d, "gpu.json", on_gpu(base_spec(d, "gpu", steps), "bf16")));
-  ASSERT_EQ(gpu.code, 0) << (gpu.events.empty() ? "" : gpu.events.back().dump());
+  const auto [cpu, gpu] = cpu_and_gpu_runs(d, steps, "bf16");
+  ASSERT_FALSE(cpu.of("completed").empty() || gpu.of("completed").empty());
   EXPECT_EQ(gpu.of("started")[0]["precision"], "bf16");
   auto gs = gpu.of("step");
   ASSERT_EQ(gs.size(), (size_t)steps);
@@ -138,13 +145,13 @@ TEST(cuda_worker, sigterm_checkpoint_resumes_bit_identically_and_moves_to_the_cp
   copy_tree(d / "ck-i", d / "ck-cpu");
 
   WorkerResult resumed = run_worker(spec);
-  ASSERT_EQ(resumed.code, 0) << (resumed.events.empty() ? "" : resumed.events.back().dump());
+  ASSERT_EQ(resumed.code, 0) << last_event(resumed);
   EXPECT_EQ(resumed.of("started")[0]["step"], stopped_at);
   EXPECT_EQ(fwtest::read_bytes(d / "out-i/model.safetensors"), fwtest::read_bytes(d / "out-s/model.safetensors"));
 
   // the GPU's checkpoint is an ordinary fp32 checkpoint: the cpu engine resumes it
   WorkerResult on_cpu = run_worker(write_spec(d, "c.json", cpu_spec));
-  ASSERT_EQ(on_cpu.code, 0) << (on_cpu.events.empty() ? "" : on_cpu.events.back().dump());
+  ASSERT_EQ(on_cpu.code, 0) << last_event(on_cpu);
   EXPECT_EQ(on_cpu.of("started")[0]["step"], stopped_at);
   EXPECT_EQ(on_cpu.of("started")[0]["device"], "cpu");
   EXPECT_EQ(on_cpu.of("completed")[0]["step"], steps);
