@@ -13,10 +13,18 @@ import { startTrainerConsumers } from './consumer.ts';
 import { createKubernetesLauncher } from './launchers/kubernetes.ts';
 import { createLocalLauncher } from './launchers/local.ts';
 import type { Launcher } from './launchers/types.ts';
+import { checkWorkerForGpus, probeWorker } from './worker-devices.ts';
 import { subjects } from '@flywheel/contracts';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit('trainer service', loadConfig);
+  // The worker's devices: GPUs configured for a cpu-only worker is a configuration error.
+  const worker = await probeWorker(config.workerBin).catch((e: unknown) =>
+    loadConfigOrExit('trainer service', () => {
+      throw e;
+    }),
+  );
+  loadConfigOrExit('trainer service', () => checkWorkerForGpus(config.workerBin, worker, config.gpus));
   const platform = await connectPlatform({
     serviceName: SERVICE_NAME,
     serviceVersion: SERVICE_VERSION,
@@ -53,6 +61,8 @@ async function main(): Promise<void> {
   });
   const reconciled = await svc.scheduler.reconcile();
   if (reconciled.requeued.length) logger.info(reconciled, 'reconciled runs left by an earlier process');
+  if (worker) logger.info({ workerBin: config.workerBin, ...worker, gpus: config.gpus }, 'worker binary');
+  else logger.warn({ workerBin: config.workerBin }, 'worker binary not found: runs will fail until it exists');
   const consumers = await startTrainerConsumers(bus, {
     runs: svc.runs,
     catalog: svc.catalog,

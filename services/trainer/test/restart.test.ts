@@ -16,6 +16,8 @@ import { createTestDb, type TestDb } from '@flywheel/db/testing';
 import { MIGRATIONS_DIR } from '../src/app.ts';
 import { createRunsRepository } from '../src/repositories/runs.repository.ts';
 import { tinyDataset, tinyRun } from './harness.ts';
+import { DEFAULT_WORKER_BIN } from '../src/config.ts';
+import { probeWorker } from '../src/worker-devices.ts';
 
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
 let tdb: TestDb;
@@ -148,5 +150,16 @@ describe('trainer restart', () => {
     expect(attempts.map((a) => a.reason)).toEqual(['trainer shut down', null]);
     expect(attempts[1]!.resumed_from_step).toBe(cks.at(-1)!.step);
   }, 120_000);
-});
 
+  it('restart - FW_GPUS with a worker built without the CUDA backend: the trainer refuses to start (exit 2) and says why', async (ctx) => {
+    const info = await probeWorker(env['FW_WORKER_BIN'] || DEFAULT_WORKER_BIN);
+    if (!info || info.devices.includes('cuda')) ctx.skip(); // needs the cpu-only worker this machine builds
+    const p = spawn(process.execPath, [MAIN], { env: { ...env, FW_GPUS: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    procs.push(p);
+    let stderr = '';
+    p.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    const code = await new Promise((r) => p.once('exit', r));
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/configuration error: FW_GPUS=1 but the worker .*fw_worker was built without the CUDA backend/);
+  }, 30_000);
+});
