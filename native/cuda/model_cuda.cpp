@@ -275,6 +275,7 @@ void CudaModel<T>::ensure_acts(int B, int T_len) {
     // backward scratch: dh, dgate, dup (N, I); dln (N, C); datty, dq (N, QD); dk, dv (N, KD); dres (N, C)
     scratch_ = cv.take<T>(3 * N * I + N * C + 2 * N * QD + 2 * N * KD + N * C);
     att_scratch_ = cv.take<float>(N * c.num_attention_heads);
+    rms_scratch_ = cv.take<float>(rmsnorm_backward_scratch_floats((int)N, (int)C));
     tokens_ = cv.take<int32_t>(N);
     targets_ = cv.take<int32_t>(N);
     return cv.bytes();
@@ -408,7 +409,7 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   linear_backward(blas_, dln, g.wgate, (T*)nullptr, dgate, a.ln2, p.wgate, N, C, I, false, s);
   linear_backward(blas_, dln, g.wup, (T*)nullptr, dup, a.ln2, p.wup, N, C, I, true, s);
   FW_OP("rmsnorm bwd");
-  rmsnorm_backward(dx, g.ln2, dln, a.xmid, p.ln2, a.rstd2, N, C, s);  // dx is now d xmid
+  rmsnorm_backward(dx, g.ln2, dln, a.xmid, p.ln2, a.rstd2, N, C, rms_scratch_, s);  // dx is now d xmid
   FW_OP("gemm o bwd");
   linear_backward(blas_, datty, g.wo, g.bo, dx, a.atty, p.wo, N, QD, C, false, s);
   FW_OP("attention bwd");
@@ -421,7 +422,7 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   linear_backward(blas_, dln, g.wk, g.bk, dk, a.ln1, p.wk, N, C, KD, true, s);
   linear_backward(blas_, dln, g.wv, g.bv, dv, a.ln1, p.wv, N, C, KD, true, s);
   FW_OP("rmsnorm bwd");
-  rmsnorm_backward(dx, g.ln1, dln, x, p.ln1, a.rstd1, N, C, s);  // dx is now d x
+  rmsnorm_backward(dx, g.ln1, dln, x, p.ln1, a.rstd1, N, C, rms_scratch_, s);  // dx is now d x
 }
 
 template <typename T>
@@ -447,7 +448,7 @@ void CudaModel<T>::backward() {
   FW_CUDA_CHECK(cudaMemsetAsync(dres, 0, (size_t)N * C * sizeof(T), s));
   FW_OP("rmsnorm bwd");
   rmsnorm_backward(dres, grad_of("model.norm.weight"), dlnf, resid_ + (size_t)L * N * C,
-                   params_ + layout.at("model.norm.weight").offset, rstdf_, N, C, s);
+                   params_ + layout.at("model.norm.weight").offset, rstdf_, N, C, rms_scratch_, s);
   if (on_grads_ready) on_grads_ready(layout.at("model.norm.weight").offset);
   for (int l = L - 1; l >= 0; l--) {
     layer_backward(l, B, T_len, dres);

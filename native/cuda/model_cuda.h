@@ -195,6 +195,7 @@ class CudaModel {
   float* lse_ = nullptr;       // (N)
   T* scratch_ = nullptr;       // one layer's backward scratch
   float* att_scratch_ = nullptr;  // (N * NH)
+  float* rms_scratch_ = nullptr;  // rmsnorm_backward's dweight partial sums
   int32_t* tokens_ = nullptr;  // (N) device
   int32_t* targets_ = nullptr; // (N) device
   size_t slot_bytes_ = 0;  // one layer's slot (carve_layer)

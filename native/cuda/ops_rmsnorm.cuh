@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 namespace fw {
 namespace cuda {
 
@@ -13,10 +15,12 @@ void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, 
                      cudaStream_t stream);
 
 // dinp (N, C) += d/dinp; dweight (C) += d/dweight (nullptr: frozen).
-// Deterministic (no atomics).
+// Deterministic (no atomics). scratch: rmsnorm_backward_scratch_floats(N, C)
+// floats of device memory for dweight's partial sums (unused without dweight).
 template <typename T>
 void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N,
-                      int C, cudaStream_t stream);
+                      int C, float* scratch, cudaStream_t stream);
+size_t rmsnorm_backward_scratch_floats(int N, int C);
 
 }  // namespace cuda
 }  // namespace fw

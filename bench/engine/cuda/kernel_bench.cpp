@@ -88,10 +88,11 @@ int main(int argc, char** argv) {
     bf16* y = dalloc<bf16>((size_t)N * C);
     bf16* w = dalloc<bf16>(C);
     float* rstd = dalloc<float>(N);
+    float* norm_scratch = dalloc<float>(fw::cuda::rmsnorm_backward_scratch_floats(N, C));
     report("rmsnorm_forward", bt + " C768",
            time_ms([&] { fw::cuda::rmsnorm_forward(y, rstd, x, w, N, C, 1e-5, 0); }));
     report("rmsnorm_backward", bt + " C768",
-           time_ms([&] { fw::cuda::rmsnorm_backward(x, w, y, x, w, rstd, N, C, 0); }));
+           time_ms([&] { fw::cuda::rmsnorm_backward(x, w, y, x, w, rstd, N, C, norm_scratch, 0); }));
 
     bf16* g = dalloc<bf16>((size_t)N * I);
     bf16* u = dalloc<bf16>((size_t)N * I);

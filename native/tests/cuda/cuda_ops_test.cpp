@@ -29,7 +29,7 @@ using namespace fwcuda_test;
 namespace {
 
 template <typename T>
-std::string label(const char* what) {
+std::string label(const std::string& what) {
   return std::string(what) + " [" + type_name<T>() + "]";
 }
 
@@ -57,26 +57,41 @@ void check_embedding() {
 
 template <typename T>
 void check_rmsnorm() {
-  const int N = 19, C = 100;
-  std::vector<float> x = rounded<T>(randn((size_t)N * C, 4, 2.0));
-  std::vector<float> w = rounded<T>(randn(C, 5));
-  std::vector<float> dout = rounded<T>(randn((size_t)N * C, 6));
-  std::vector<float> dx0 = rounded<T>(randn((size_t)N * C, 7));  // backward accumulates
-  std::vector<float> dw0 = rounded<T>(randn(C, 8));
+  // 19 rows: one partial sum for dweight; 600: three, the last one short
+  for (const int N : {19, 600}) {
+    const int C = 100;
+    const std::string shape = " N" + std::to_string(N);
+    std::vector<float> x = rounded<T>(randn((size_t)N * C, 4, 2.0));
+    std::vector<float> w = rounded<T>(randn(C, 5));
+    std::vector<float> dout = rounded<T>(randn((size_t)N * C, 6));
+    std::vector<float> dx0 = rounded<T>(randn((size_t)N * C, 7));  // backward accumulates
+    std::vector<float> dw0 = rounded<T>(randn(C, 8));
 
-  std::vector<float> out_ref((size_t)N * C), rstd_ref(N), dx_ref = dx0, dw_ref = dw0;
-  fw::rmsnorm_forward(out_ref.data(), rstd_ref.data(), x.data(), w.data(), N, C, 1e-5);
-  fw::rmsnorm_backward(dx_ref.data(), dw_ref.data(), dout.data(), x.data(), w.data(), rstd_ref.data(), N, C);
+    std::vector<float> out_ref((size_t)N * C), rstd_ref(N), dx_ref = dx0, dw_ref = dw0;
+    fw::rmsnorm_forward(out_ref.data(), rstd_ref.data(), x.data(), w.data(), N, C, 1e-5);
+    fw::rmsnorm_backward(dx_ref.data(), dw_ref.data(), dout.data(), x.data(), w.data(), rstd_ref.data(), N, C);
 
-  auto d_x = dev<T>(x), d_w = dev<T>(w), d_dout = dev<T>(dout), d_dx = dev<T>(dx0), d_dw = dev<T>(dw0);
-  Dev<T> d_out((size_t)N * C);
-  Dev<float> d_rstd(N);
-  fw::cuda::rmsnorm_forward(d_out.get(), d_rstd.get(), d_x->get(), d_w->get(), N, C, 1e-5, 0);
-  fw::cuda::rmsnorm_backward(d_dx->get(), d_dw->get(), d_dout->get(), d_x->get(), d_w->get(), d_rstd.get(), N, C, 0);
-  expect_parity(label<T>("rmsnorm_forward out"), d_out.f32(), out_ref, tol<T>());
-  expect_parity(label<T>("rmsnorm_forward rstd"), d_rstd.f32(), rstd_ref, 1e-4);
-  expect_parity(label<T>("rmsnorm_backward dinp"), d_dx->f32(), dx_ref, tol<T>());
-  expect_parity(label<T>("rmsnorm_backward dweight"), d_dw->f32(), dw_ref, tol<T>());
+    auto d_x = dev<T>(x), d_w = dev<T>(w), d_dout = dev<T>(dout), d_dx = dev<T>(dx0), d_dw = dev<T>(dw0);
+    Dev<T> d_out((size_t)N * C);
+    Dev<float> d_rstd(N);
+    Dev<float> d_scratch(fw::cuda::rmsnorm_backward_scratch_floats(N, C));
+    fw::cuda::rmsnorm_forward(d_out.get(), d_rstd.get(), d_x->get(), d_w->get(), N, C, 1e-5, 0);
+    fw::cuda::rmsnorm_backward(d_dx->get(), d_dw->get(), d_dout->get(), d_x->get(), d_w->get(), d_rstd.get(), N, C,
+                               d_scratch.get(), 0);
+    expect_parity(label<T>("rmsnorm_forward out" + shape), d_out.f32(), out_ref, tol<T>());
+    expect_parity(label<T>("rmsnorm_forward rstd" + shape), d_rstd.f32(), rstd_ref, 1e-4);
+    expect_parity(label<T>("rmsnorm_backward dinp" + shape), d_dx->f32(), dx_ref, tol<T>());
+    expect_parity(label<T>("rmsnorm_backward dweight" + shape), d_dw->f32(), dw_ref, tol<T>());
+    // deterministic: the same call again adds exactly the same dweight
+    std::vector<float> once = d_dw->f32();
+    fw::cuda::rmsnorm_backward(d_dx->get(), d_dw->get(), d_dout->get(), d_x->get(), d_w->get(), d_rstd.get(), N, C,
+                               d_scratch.get(), 0);
+    std::vector<float> twice = d_dw->f32();
+    auto d_dw_b = dev<T>(once);
+    fw::cuda::rmsnorm_backward(d_dx->get(), d_dw_b->get(), d_dout->get(), d_x->get(), d_w->get(), d_rstd.get(), N, C,
+                               d_scratch.get(), 0);
+    EXPECT_EQ(d_dw_b->f32(), twice) << "rmsnorm_backward dweight is not deterministic" << shape;
+  }
 }
 
 template <typename T>
