@@ -18,6 +18,7 @@
 #include "collective_nccl.h"
 #include "cuda_check.h"
 #include "decode.cuh"
+#include "embedding_plan.h"
 #include "nccl_shim.h"
 #include "ops_attention.cuh"
 #include "ops_embedding.cuh"
@@ -278,6 +279,7 @@ void CudaModel<T>::ensure_acts(int B, int T_len) {
     rms_scratch_ = cv.take<float>(rmsnorm_backward_scratch_floats((int)N, (int)C));
     tokens_ = cv.take<int32_t>(N);
     targets_ = cv.take<int32_t>(N);
+    emb_plan_dev_ = cv.take<int32_t>(3 * N + 1);  // the EmbeddingPlan: ids (<= N), offsets (<= N + 1), positions (N)
     return cv.bytes();
   };
   const size_t bytes = carve_all(nullptr);
@@ -373,6 +375,19 @@ float CudaModel<T>::forward(const int32_t* tokens, const int32_t* targets, int B
     dlogits_ready_ = false;
   }
   std::vector<float> losses(N);
+  if (grads_) {
+    // The embedding backward's plan, built on the host while the GPU runs
+    // the forward, uploaded in one copy: ids, offsets, positions.
+    embedding_plan(tokens, N, emb_plan_);
+    const int U = emb_plan_.distinct();
+    emb_plan_host_.resize(3 * (size_t)N + 1);
+    std::copy(emb_plan_.ids.begin(), emb_plan_.ids.end(), emb_plan_host_.begin());
+    std::copy(emb_plan_.offsets.begin(), emb_plan_.offsets.end(), emb_plan_host_.begin() + U);
+    std::copy(emb_plan_.positions.begin(), emb_plan_.positions.end(), emb_plan_host_.begin() + 2 * U + 1);
+    FW_OP("embedding plan to device");
+    FW_CUDA_CHECK(cudaMemcpyAsync(emb_plan_dev_, emb_plan_host_.data(), (2 * (size_t)U + 1 + N) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, s));
+  }
   FW_OP("losses to host");
   FW_CUDA_CHECK(cudaMemcpyAsync(losses.data(), losses_, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, s));
   if (prof_) prof_->stop(s);  // the host sync below is not GPU work
@@ -456,7 +471,12 @@ void CudaModel<T>::backward() {
       on_grads_ready(layout.at("model.layers." + std::to_string(l) + ".input_layernorm.weight").offset);
   }
   FW_OP("embedding bwd");
-  if (grads_) embedding_backward(grad_of("model.embed_tokens.weight"), dres, tokens_, N, C, V, s);
+  if (grads_) {
+    FW_CHECK(emb_plan_.positions.size() == (size_t)N, kInternal, "backward: no embedding plan for this batch");
+    const int U = emb_plan_.distinct();
+    embedding_backward(grad_of("model.embed_tokens.weight"), dres, emb_plan_dev_, emb_plan_dev_ + U,
+                       emb_plan_dev_ + 2 * U + 1, U, C, s);
+  }
   if (prof_) prof_->stop(s);
   if (on_grads_ready) on_grads_ready(0);
   have_targets_ = false;  // logits now hold dlogits

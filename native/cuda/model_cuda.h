@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "gemm_cublas.h"
+#include "embedding_plan.h"
 #include "model.h"
 #include "op_profiler.h"
 #include "train.h"
@@ -198,6 +199,9 @@ class CudaModel {
   float* rms_scratch_ = nullptr;  // rmsnorm_backward's dweight partial sums
   int32_t* tokens_ = nullptr;  // (N) device
   int32_t* targets_ = nullptr; // (N) device
+  int32_t* emb_plan_dev_ = nullptr;      // (3N + 1) device: the embedding backward's plan
+  EmbeddingPlan emb_plan_;               // ... built on the host by forward (with grads)
+  std::vector<int32_t> emb_plan_host_;   // ... packed for the upload
   size_t slot_bytes_ = 0;  // one layer's slot (carve_layer)
   bool have_targets_ = false;
   bool fused_loss_ = false;

@@ -13,10 +13,14 @@ namespace cuda {
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C, cudaStream_t stream);
 
-// dwte (V, C) += dout (N, C) scattered to the rows of tokens. Deterministic:
-// each row of dwte is owned by one block that adds its tokens in order.
+// dwte (V, C) += dout (N, C) scattered to the rows of the batch's tokens,
+// given as an EmbeddingPlan (embedding_plan.h) in device memory: ids (U),
+// offsets (U + 1), positions (N). Deterministic: one thread per (row,
+// column) adds that row's positions in ascending order in fp32 and writes
+// once, so fp32 results equal the CPU's bit for bit.
 template <typename T>
-void embedding_backward(T* dwte, const T* dout, const int32_t* tokens, int N, int C, int V, cudaStream_t stream);
+void embedding_backward(T* dwte, const T* dout, const int32_t* ids, const int32_t* offsets, const int32_t* positions,
+                        int U, int C, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fw
