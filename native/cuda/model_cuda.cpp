@@ -375,6 +375,7 @@ float CudaModel<T>::forward(const int32_t* tokens, const int32_t* targets, int B
     dlogits_ready_ = false;
   }
   std::vector<float> losses(N);
+  emb_plan_ready_ = grads_ != nullptr;
   if (grads_) {
     // The embedding backward's plan, built on the host while the GPU runs
     // the forward, uploaded in one copy: ids, offsets, positions.
@@ -472,7 +473,7 @@ void CudaModel<T>::backward() {
   }
   FW_OP("embedding bwd");
   if (grads_) {
-    FW_CHECK(emb_plan_.positions.size() == (size_t)N, kInternal, "backward: no embedding plan for this batch");
+    FW_CHECK(emb_plan_ready_, kInvalidArgument, "backward() needs gradients enabled before the forward()");
     const int U = emb_plan_.distinct();
     embedding_backward(grad_of("model.embed_tokens.weight"), dres, emb_plan_dev_, emb_plan_dev_ + U,
                        emb_plan_dev_ + 2 * U + 1, U, C, s);
@@ -480,6 +481,7 @@ void CudaModel<T>::backward() {
   if (prof_) prof_->stop(s);
   if (on_grads_ready) on_grads_ready(0);
   have_targets_ = false;  // logits now hold dlogits
+  emb_plan_ready_ = false;
   FW_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -202,6 +202,7 @@ class CudaModel {
   int32_t* emb_plan_dev_ = nullptr;      // (3N + 1) device: the embedding backward's plan
   EmbeddingPlan emb_plan_;               // ... built on the host by forward (with grads)
   std::vector<int32_t> emb_plan_host_;   // ... packed for the upload
+  bool emb_plan_ready_ = false;          // ... for the last forward
   size_t slot_bytes_ = 0;  // one layer's slot (carve_layer)
   bool have_targets_ = false;
   bool fused_loss_ = false;
