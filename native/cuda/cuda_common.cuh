@@ -67,5 +67,16 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
 
 inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
+// 16 bytes of storage values (8 bf16 or 4 float), loaded and stored as one
+// vector access (ld/st.global.v4). Elementwise kernels use it when every
+// pointer is 16-byte aligned and the length a multiple of kPack<T>.
+template <typename T>
+constexpr int kPack = 16 / (int)sizeof(T);
+template <typename T>
+struct alignas(16) Pack {
+  T v[kPack<T>];
+};
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
 }  // namespace cuda
 }  // namespace fw

@@ -3,6 +3,7 @@
 // error measure. Shapes are small and deliberately ragged (not multiples of
 // the kernels' tile sizes) so the edges are exercised; they double as the
 // tiny config for compute-sanitizer.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -128,19 +129,32 @@ void check_rope() {
 
 template <typename T>
 void check_swiglu() {
-  const size_t N = 1000;
-  std::vector<float> g = rounded<T>(randn(N, 10, 3.0)), u = rounded<T>(randn(N, 11));
-  std::vector<float> dout = rounded<T>(randn(N, 12));
-  std::vector<float> out_ref(N), dg_ref(N), du_ref(N);
-  fw::swiglu_forward(out_ref.data(), g.data(), u.data(), N);
-  fw::swiglu_backward(dg_ref.data(), du_ref.data(), dout.data(), g.data(), u.data(), N);
-  auto d_g = dev<T>(g), d_u = dev<T>(u), d_dout = dev<T>(dout);
-  Dev<T> d_out(N), d_dg(N), d_du(N);
-  fw::cuda::swiglu_forward(d_out.get(), d_g->get(), d_u->get(), N, 0);
-  fw::cuda::swiglu_backward(d_dg.get(), d_du.get(), d_dout->get(), d_g->get(), d_u->get(), N, 0);
-  expect_parity(label<T>("swiglu_forward"), d_out.f32(), out_ref, tol<T>());
-  expect_parity(label<T>("swiglu_backward dgate"), d_dg.f32(), dg_ref, tol<T>());
-  expect_parity(label<T>("swiglu_backward dup"), d_du.f32(), du_ref, tol<T>());
+  // 1000: the 16-byte packed path; 1003: the scalar one. Same math, same bits.
+  std::vector<std::vector<float>> outs;
+  for (const size_t N : {size_t(1000), size_t(1003)}) {
+    const std::string shape = " N" + std::to_string(N);
+    std::vector<float> g = rounded<T>(randn(N, 10, 3.0)), u = rounded<T>(randn(N, 11));
+    std::vector<float> dout = rounded<T>(randn(N, 12));
+    std::vector<float> out_ref(N), dg_ref(N), du_ref(N);
+    fw::swiglu_forward(out_ref.data(), g.data(), u.data(), N);
+    fw::swiglu_backward(dg_ref.data(), du_ref.data(), dout.data(), g.data(), u.data(), N);
+    auto d_g = dev<T>(g), d_u = dev<T>(u), d_dout = dev<T>(dout);
+    Dev<T> d_out(N), d_dg(N), d_du(N);
+    fw::cuda::swiglu_forward(d_out.get(), d_g->get(), d_u->get(), N, 0);
+    fw::cuda::swiglu_backward(d_dg.get(), d_du.get(), d_dout->get(), d_g->get(), d_u->get(), N, 0);
+    expect_parity(label<T>("swiglu_forward" + shape), d_out.f32(), out_ref, tol<T>());
+    expect_parity(label<T>("swiglu_backward dgate" + shape), d_dg.f32(), dg_ref, tol<T>());
+    expect_parity(label<T>("swiglu_backward dup" + shape), d_du.f32(), du_ref, tol<T>());
+    std::vector<float> all = g;  // inputs, then the three outputs, first 1000 elements each
+    for (const auto& v : {u, dout, d_out.f32(), d_dg.f32(), d_du.f32()}) all.insert(all.end(), v.begin(), v.end());
+    std::vector<float> head;
+    for (int k = 0; k < 6; k++) head.insert(head.end(), all.begin() + k * N, all.begin() + k * N + 1000);
+    outs.push_back(head);
+  }
+  // the inputs' first 1000 elements agree between the two sizes, so must the outputs'
+  ASSERT_TRUE(std::equal(outs[0].begin(), outs[0].begin() + 3000, outs[1].begin()));
+  EXPECT_TRUE(std::equal(outs[0].begin() + 3000, outs[0].end(), outs[1].begin() + 3000))
+      << label<T>("swiglu packed and scalar paths differ");
 }
 
 template <typename T>
