@@ -159,30 +159,34 @@ void check_swiglu() {
 
 template <typename T>
 void check_crossentropy() {
-  const int N = 13, V = 1037;
-  std::vector<float> logits = rounded<T>(randn((size_t)N * V, 13, 3.0));
-  std::vector<int32_t> targets(N);
-  for (int n = 0; n < N; n++) targets[n] = n % 4 == 1 ? fw::kIgnoreIndex : (n * 131) % V;
-  const float scale = 1.0f / 10;  // 1 / (non-ignored count), as the model does
-  std::vector<float> loss_ref(N), lse_ref(N), dlogits_ref((size_t)N * V);
-  fw::crossentropy_forward(loss_ref.data(), lse_ref.data(), logits.data(), targets.data(), N, V);
-  fw::crossentropy_backward(dlogits_ref.data(), logits.data(), lse_ref.data(), targets.data(), N, V, scale);
+  // V 1037: rows read element by element; 1040: 16-byte packs (rows aligned)
+  for (const int V : {1037, 1040}) {
+    const int N = 13;
+    const std::string shape = " V" + std::to_string(V);
+    std::vector<float> logits = rounded<T>(randn((size_t)N * V, 13, 3.0));
+    std::vector<int32_t> targets(N);
+    for (int n = 0; n < N; n++) targets[n] = n % 4 == 1 ? fw::kIgnoreIndex : (n * 131) % V;
+    const float scale = 1.0f / 10;  // 1 / (non-ignored count), as the model does
+    std::vector<float> loss_ref(N), lse_ref(N), dlogits_ref((size_t)N * V);
+    fw::crossentropy_forward(loss_ref.data(), lse_ref.data(), logits.data(), targets.data(), N, V);
+    fw::crossentropy_backward(dlogits_ref.data(), logits.data(), lse_ref.data(), targets.data(), N, V, scale);
 
-  Dev<int32_t> d_t(targets);
-  auto d_logits = dev<T>(logits);
-  Dev<float> d_loss(N), d_lse(N);
-  Dev<T> d_dlogits((size_t)N * V);
-  fw::cuda::crossentropy_forward(d_loss.get(), d_lse.get(), d_logits->get(), d_t.get(), N, V, 0);
-  fw::cuda::crossentropy_backward(d_dlogits.get(), d_logits->get(), d_lse.get(), d_t.get(), N, V, scale, 0);
-  // losses and lse are fp32 whatever T is; only the logits were rounded.
-  expect_parity(label<T>("crossentropy_forward losses"), d_loss.f32(), loss_ref, 1e-4);
-  expect_parity(label<T>("crossentropy_forward lse"), d_lse.f32(), lse_ref, 1e-4);
-  expect_parity(label<T>("crossentropy_backward dlogits"), d_dlogits.f32(), dlogits_ref, tol<T>());
+    Dev<int32_t> d_t(targets);
+    auto d_logits = dev<T>(logits);
+    Dev<float> d_loss(N), d_lse(N);
+    Dev<T> d_dlogits((size_t)N * V);
+    fw::cuda::crossentropy_forward(d_loss.get(), d_lse.get(), d_logits->get(), d_t.get(), N, V, 0);
+    fw::cuda::crossentropy_backward(d_dlogits.get(), d_logits->get(), d_lse.get(), d_t.get(), N, V, scale, 0);
+    // losses and lse are fp32 whatever T is; only the logits were rounded.
+    expect_parity(label<T>("crossentropy_forward losses" + shape), d_loss.f32(), loss_ref, 1e-4);
+    expect_parity(label<T>("crossentropy_forward lse" + shape), d_lse.f32(), lse_ref, 1e-4);
+    expect_parity(label<T>("crossentropy_backward dlogits" + shape), d_dlogits.f32(), dlogits_ref, tol<T>());
 
-  Dev<float> d_loss2(N);
-  fw::cuda::crossentropy_forward_backward(d_logits->get(), d_loss2.get(), nullptr, d_t.get(), N, V, scale, 0);
-  expect_parity(label<T>("crossentropy_forward_backward losses"), d_loss2.f32(), loss_ref, 1e-4);
-  expect_parity(label<T>("crossentropy_forward_backward dlogits"), d_logits->f32(), dlogits_ref, tol<T>());
+    Dev<float> d_loss2(N);
+    fw::cuda::crossentropy_forward_backward(d_logits->get(), d_loss2.get(), nullptr, d_t.get(), N, V, scale, 0);
+    expect_parity(label<T>("crossentropy_forward_backward losses" + shape), d_loss2.f32(), loss_ref, 1e-4);
+    expect_parity(label<T>("crossentropy_forward_backward dlogits" + shape), d_logits->f32(), dlogits_ref, tol<T>());
+  }
 }
 
 // AdamW: two tensors, one with weight decay and one without, three steps.
