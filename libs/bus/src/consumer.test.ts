@@ -64,7 +64,10 @@ describe('bus consumer', () => {
     for (let i = 1; i < times.length; i++) {
       const gap = (times[i] as number) - (times[i - 1] as number);
       const want = backoffMs[i - 1] as number;
-      expect(gap, `gap before delivery ${i + 1}`).toBeGreaterThanOrEqual(want * 0.9);
+      // Measured between two receipts, so a first delivery that reached the
+      // handler late makes the gap look shorter than the server's timer (seen:
+      // 131 ms for a 150 ms step); an immediate redelivery would be ~0 ms.
+      expect(gap, `gap before delivery ${i + 1}`).toBeGreaterThanOrEqual(want * 0.6);
       // Upper bound with room for a loaded CI machine; still far below the 30 s default ack wait.
       expect(gap, `gap before delivery ${i + 1}`).toBeLessThan(want + 1000);
     }
