@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -14,6 +15,10 @@ namespace cuda {
 void cast_f32_to_bf16(__nv_bfloat16* out, const float* in, size_t n, cudaStream_t stream);
 // out (n) = in (n) widened (exact).
 void cast_bf16_to_f32(float* out, const __nv_bfloat16* in, size_t n, cudaStream_t stream);
+// The same for fp16 (round to nearest even; values beyond fp16's range
+// become inf).
+void cast_f32_to_f16(__half* out, const float* in, size_t n, cudaStream_t stream);
+void cast_f16_to_f32(float* out, const __half* in, size_t n, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fw

@@ -2,14 +2,15 @@
 // that turns a CUDA status into fw::Error (library code never exits, see
 // engine/common.h), the fp32 <-> storage-type conversions and warp reductions.
 //
-// Storage types. Every kernel is a template over its storage type T, float or
-// __nv_bfloat16 (bf16 mixed precision); arithmetic is always fp32, so a bf16
-// kernel differs from the fp32 one only by the rounding of what it loads and
-// stores. Statistics kept for backward (rstd, lse) and optimizer state are fp32
+// Storage types. Every kernel is a template over its storage type T, float,
+// __nv_bfloat16 (bf16 mixed precision) or __half (fp16 mixed precision, with
+// dynamic loss scaling); arithmetic is always fp32, so a 16-bit kernel differs
+// from the fp32 one only by the rounding of what it loads and stores. Statistics kept for backward (rstd, lse) and optimizer state are fp32
 // whatever T is.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -22,10 +23,12 @@ namespace fw {
 namespace cuda {
 
 using bf16 = __nv_bfloat16;
+using f16 = __half;
 
 // Device-side float views of a storage value.
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(f16 x) { return __half2float(x); }
 
 template <typename T>
 __device__ __forceinline__ T from_f32(float x);
@@ -33,6 +36,8 @@ template <>
 __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ f16 from_f32<f16>(float x) { return __float2half_rn(x); }
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

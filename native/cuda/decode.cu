@@ -116,7 +116,8 @@ __device__ __forceinline__ void zero_raw(RawVec<T, VEC>& r) {
 }
 
 // Element e (a compile-time index once unrolled) as fp32. bf16 is the high
-// half of an fp32; the element at the lower address is the word's low half.
+// half of an fp32; fp16 is converted; the element at the lower address is the
+// word's low half.
 template <int VEC>
 __device__ __forceinline__ float elem(const RawVec<float, VEC>& r, int e) {
   return __uint_as_float(r.w[e]);
@@ -125,6 +126,11 @@ template <int VEC>
 __device__ __forceinline__ float elem(const RawVec<bf16, VEC>& r, int e) {
   const uint32_t w = r.w[e >> 1];
   return __uint_as_float((e & 1) ? (w & 0xffff0000u) : (w << 16));
+}
+template <int VEC>
+__device__ __forceinline__ float elem(const RawVec<f16, VEC>& r, int e) {
+  const uint32_t w = r.w[e >> 1];
+  return __half2float(__ushort_as_half((unsigned short)((e & 1) ? (w >> 16) : (w & 0xffffu))));
 }
 
 struct DecodeDims {
@@ -489,6 +495,7 @@ void add_device_int(int* d, int delta, cudaStream_t stream) {
   template void argmax_rows<T>(int32_t*, const T*, int, int, cudaStream_t);
 FW_DECODE_INSTANTIATE(float)
 FW_DECODE_INSTANTIATE(bf16)
+FW_DECODE_INSTANTIATE(f16)
 #undef FW_DECODE_INSTANTIATE
 
 }  // namespace cuda

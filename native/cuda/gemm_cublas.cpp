@@ -10,6 +10,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <type_traits>
 
@@ -39,6 +40,8 @@ template <>
 constexpr cudaDataType_t data_type<float>() { return CUDA_R_32F; }
 template <>
 constexpr cudaDataType_t data_type<__nv_bfloat16>() { return CUDA_R_16BF; }
+template <>
+constexpr cudaDataType_t data_type<__half>() { return CUDA_R_16F; }
 
 cublasHandle_t h(Blas& b) { return static_cast<cublasHandle_t>(b.handle()); }
 
@@ -94,6 +97,7 @@ void linear_backward(Blas& blas, T* dinp, T* dw, T* dbias, const T* dout, const 
                                    cudaStream_t);
 FW_GEMM_INSTANTIATE(float)
 FW_GEMM_INSTANTIATE(__nv_bfloat16)
+FW_GEMM_INSTANTIATE(__half)
 #undef FW_GEMM_INSTANTIATE
 
 }  // namespace cuda

@@ -2,7 +2,7 @@
 // engine/ops_gemm.h and engine/ops_linear.h). Compiled only when CMake finds
 // cuBLAS (CUDA::cublas); the header does not include cuBLAS's.
 //
-// Storage type T is float or bf16; accumulation is always fp32. fp32 mode
+// Storage type T is float, bf16 or fp16; accumulation is always fp32. fp32 mode
 // uses true fp32 products (CUBLAS_COMPUTE_32F, no TF32) so the parity tests
 // can ask for 1e-4; set Blas::allow_tf32 for speed when that is not needed.
 #pragma once

@@ -44,10 +44,23 @@ namespace {
 // ZeRO-1 can split them into world_size equal shards (world_size <= 1024).
 constexpr size_t kShardSlack = 1024;
 
+// 16-bit storage (bf16 or fp16): the trainer keeps an fp32 master copy.
 template <typename T>
-constexpr bool is_bf16() {
-  return std::is_same<T, bf16>::value;
+constexpr bool has_master() {
+  return !std::is_same<T, float>::value;
 }
+template <typename T>
+constexpr int nccl_type() {
+  return std::is_same<T, bf16>::value ? NcclType::kBfloat16
+         : std::is_same<T, f16>::value ? NcclType::kFloat16
+                                       : NcclType::kFloat32;
+}
+
+// fp32 <-> 16-bit storage on the device.
+void from_f32_buffer(bf16* dst, const float* src, size_t n, cudaStream_t s) { cast_f32_to_bf16(dst, src, n, s); }
+void from_f32_buffer(f16* dst, const float* src, size_t n, cudaStream_t s) { cast_f32_to_f16(dst, src, n, s); }
+void to_f32_buffer(float* dst, const bf16* src, size_t n, cudaStream_t s) { cast_bf16_to_f32(dst, src, n, s); }
+void to_f32_buffer(float* dst, const f16* src, size_t n, cudaStream_t s) { cast_f16_to_f32(dst, src, n, s); }
 
 template <typename T>
 void upload_f32(T* dst, const float* src, size_t n, cudaStream_t s) {
@@ -59,7 +72,7 @@ void upload_f32(T* dst, const float* src, size_t n, cudaStream_t s) {
     float* tmp = nullptr;
     FW_CUDA_CHECK(cudaMallocAsync(&tmp, n * sizeof(float), s));
     FW_CUDA_CHECK(cudaMemcpyAsync(tmp, src, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    cast_f32_to_bf16(dst, tmp, n, s);
+    from_f32_buffer(dst, tmp, n, s);
     FW_CUDA_CHECK(cudaFreeAsync(tmp, s));
     FW_CUDA_CHECK(cudaStreamSynchronize(s));
   }
@@ -74,7 +87,7 @@ void download_f32(float* dst, const T* src, size_t n, cudaStream_t s) {
   } else {
     float* tmp = nullptr;
     FW_CUDA_CHECK(cudaMallocAsync(&tmp, n * sizeof(float), s));
-    cast_bf16_to_f32(tmp, src, n, s);
+    to_f32_buffer(tmp, src, n, s);
     FW_CUDA_CHECK(cudaMemcpyAsync(dst, tmp, n * sizeof(float), cudaMemcpyDeviceToHost, s));
     FW_CUDA_CHECK(cudaFreeAsync(tmp, s));
     FW_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -154,6 +167,7 @@ void CudaDecodeGraph::launch(CudaKVCache<TC>& cache, cudaStream_t stream) {
 }
 template void CudaDecodeGraph::launch<float>(CudaKVCache<float>&, cudaStream_t);
 template void CudaDecodeGraph::launch<bf16>(CudaKVCache<bf16>&, cudaStream_t);
+template void CudaDecodeGraph::launch<f16>(CudaKVCache<f16>&, cudaStream_t);
 
 // ---------------------------------------------------------------- model
 
@@ -368,7 +382,7 @@ float CudaModel<T>::forward(const int32_t* tokens, const int32_t* targets, int B
   FW_OP("cross-entropy");
   if (fused_loss_) {
     // losses and dlogits in one pass; logits are gone after this
-    crossentropy_forward_backward(logits_, losses_, lse_, targets_, N, V, (float)(1.0 / normalizer_), s);
+    crossentropy_forward_backward(logits_, losses_, lse_, targets_, N, V, (float)(loss_scale_ / normalizer_), s);
     dlogits_ready_ = true;
   } else {
     crossentropy_forward(losses_, lse_, logits_, targets_, N, V, s);
@@ -456,7 +470,8 @@ void CudaModel<T>::backward() {
   const T* wlm = params_ + layout.at(lm_name).offset;
   // dlogits over logits, in place
   FW_OP("cross-entropy bwd");
-  if (!dlogits_ready_) crossentropy_backward(logits_, logits_, lse_, targets_, N, V, (float)(1.0 / normalizer_), s);
+  if (!dlogits_ready_)
+    crossentropy_backward(logits_, logits_, lse_, targets_, N, V, (float)(loss_scale_ / normalizer_), s);
   dlogits_ready_ = false;
   FW_OP("gemm lm_head bwd");
   linear_backward(blas_, dlnf, grad_of(lm_name), (T*)nullptr, logits_, lnf_, wlm, N, C, V, false, s);
@@ -677,16 +692,20 @@ CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCol
     shard_end_ = n;
   }
   const size_t shard = shard_end_ - shard_begin_;
-  // moments (and the bf16 mode's master) cover this rank's shard only
+  // moments (and the 16-bit modes' master) cover this rank's shard only
   FW_CUDA_CHECK(cudaMalloc(&m_, shard * sizeof(float)));
   FW_CUDA_CHECK(cudaMalloc(&v_, shard * sizeof(float)));
   FW_CUDA_CHECK(cudaMemset(m_, 0, shard * sizeof(float)));
   FW_CUDA_CHECK(cudaMemset(v_, 0, shard * sizeof(float)));
   opt_bytes_ = 2 * shard * sizeof(float);
-  if (is_bf16<T>()) {
+  if constexpr (has_master<T>()) {
     FW_CUDA_CHECK(cudaMalloc(&master_, shard * sizeof(float)));
-    if constexpr (is_bf16<T>()) cast_bf16_to_f32(master_, model_.params() + shard_begin_, shard, model_.stream());
+    to_f32_buffer(master_, model_.params() + shard_begin_, shard, model_.stream());
     opt_bytes_ += shard * sizeof(float);
+  }
+  if constexpr (std::is_same<T, f16>::value) {
+    FW_CUDA_CHECK(cudaMalloc(&found_inf_, sizeof(int)));
+    loss_scaling_ = true;
   }
   FW_CUDA_CHECK(cudaMalloc(&norm_, sizeof(float)));
   FW_CUDA_CHECK(cudaMalloc(&norm_scratch_, global_norm_scratch_floats() * sizeof(float)));
@@ -697,7 +716,9 @@ template <typename T>
 CudaTrainer<T>::~CudaTrainer() {
   model_.on_grads_ready = nullptr;
   model_.set_fused_loss(false);
+  model_.set_loss_scale(1.0f);
   cudaFree(master_);
+  cudaFree(found_inf_);
   cudaFree(m_);
   cudaFree(v_);
   cudaFree(norm_);
@@ -709,7 +730,7 @@ template <typename T>
 void CudaTrainer<T>::load_master(const float* host) {
   const size_t shard = shard_end_ - shard_begin_;
   const size_t n = std::min(shard, model_.layout.numel - std::min(model_.layout.numel, shard_begin_));
-  if (is_bf16<T>()) {
+  if (has_master<T>()) {
     FW_CUDA_CHECK(cudaMemcpyAsync(master_, host + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice,
                                   model_.stream()));
     FW_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
@@ -720,7 +741,7 @@ void CudaTrainer<T>::load_master(const float* host) {
 template <typename T>
 void CudaTrainer<T>::download_master(float* host) const {
   const size_t n = model_.layout.numel;
-  if (!is_bf16<T>()) {
+  if (!has_master<T>()) {
     model_.download_params(host);
     return;
   }
@@ -764,15 +785,11 @@ void CudaTrainer<T>::adamw(double lr, double clip) {
     st.grad_scale = (float)clip;
     st.t = step_ + 1;
     const T* g = zero1_ ? grad_shard_ + (lo - b) : model_.grads() + lo;
-    float* master;
-    bf16* copy = nullptr;
-    if constexpr (is_bf16<T>()) {
-      master = master_ + (lo - b);
-      copy = model_.params() + lo;
+    if constexpr (has_master<T>()) {
+      adamw_update<T>(master_ + (lo - b), model_.params() + lo, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
     } else {
-      master = model_.params() + lo;
+      adamw_update<T>(model_.params() + lo, (bf16*)nullptr, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
     }
-    adamw_update<T>(master, copy, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
   }
 }
 
@@ -784,13 +801,17 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   const size_t mbn = (size_t)mb * T_len;
   cudaStream_t s = model_.stream();
   const bool dp = coll_ && coll_->world_size() > 1;
-  const int dtype = is_bf16<T>() ? NcclType::kBfloat16 : NcclType::kFloat32;
+  const int dtype = nccl_type<T>();
   if (dp) {
     double count = (double)r.tokens;
     coll_->allreduce_sum(&count, 1);
     r.tokens = (int64_t)count;
   }
   const double norm = (double)std::max<int64_t>(r.tokens, 1);
+  // fp16: backward runs on the loss times the scale (LossScaler), so small
+  // gradients survive fp16's range; the norm and AdamW divide it out.
+  const float step_scale = loss_scaling_ ? scaler_.scale : 1.0f;
+  model_.set_loss_scale(step_scale);
   OpProfiler* prof = model_.profiler();
   if (prof) prof->mark("zero grads", s);
   model_.zero_grad();
@@ -830,6 +851,28 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     FW_CUDA_CHECK(cudaMemcpyAsync(grad_shard_, model_.grads(), (shard_end_ - shard_begin_) * sizeof(T),
                                   cudaMemcpyDeviceToDevice, s));
   }
+  if (loss_scaling_) {
+    // An inf or NaN anywhere (in any rank's shard) skips the step and lowers
+    // the scale; the gradients stay scaled (AdamW unscales them in fp32).
+    if (prof) prof->mark("overflow check", s);
+    FW_CUDA_CHECK(cudaMemsetAsync(found_inf_, 0, sizeof(int), s));
+    if (zero1_)
+      grad_unscale_check<T>(grad_shard_, shard_end_ - shard_begin_, 1.0f, found_inf_, s);
+    else
+      grad_unscale_check<T>(model_.grads(), model_.layout.numel, 1.0f, found_inf_, s);
+    int found = 0;
+    FW_CUDA_CHECK(cudaMemcpyAsync(&found, found_inf_, sizeof(int), cudaMemcpyDeviceToHost, s));
+    if (prof) prof->stop(s);
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+    double any = found;
+    if (dp) coll_->allreduce_sum(&any, 1);
+    if (!scaler_.update(any > 0)) {
+      r.skipped = true;
+      r.grad_norm = INFINITY;
+      r.lr = sched_.at(step_);
+      return r;
+    }
+  }
   // global gradient norm (fp32 sum of squares; the shards' sums add up with ZeRO-1)
   if (prof) prof->mark("grad norm", s);
   if (zero1_)
@@ -842,14 +885,14 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   FW_CUDA_CHECK(cudaStreamSynchronize(s));
   double total = sumsq;
   if (dp && zero1_) coll_->allreduce_sum(&total, 1);
-  r.grad_norm = std::sqrt(total);
+  r.grad_norm = std::sqrt(total) / step_scale;
   r.lr = sched_.at(step_);
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     return r;
   }
   if (prof) prof->mark("adamw", s);
-  adamw(r.lr, clip_scale(cfg_.grad_clip, r.grad_norm));
+  adamw(r.lr, clip_scale(cfg_.grad_clip, r.grad_norm) / step_scale);
   if (dp && zero1_) {
     // every rank's updated shard to every rank
     const size_t count = shard_end_ - shard_begin_;
@@ -873,10 +916,13 @@ double CudaTrainer<T>::eval_loss(const int32_t* tokens, const int32_t* targets, 
 
 template struct CudaKVCache<float>;
 template struct CudaKVCache<bf16>;
+template struct CudaKVCache<f16>;
 template class CudaModel<float>;
 template class CudaModel<bf16>;
+template class CudaModel<f16>;
 template class CudaTrainer<float>;
 template class CudaTrainer<bf16>;
+template class CudaTrainer<f16>;
 
 }  // namespace cuda
 }  // namespace fw

@@ -11,10 +11,13 @@
 //   fw::cuda::CudaTrainer<bf16> tr(gpu, tcfg);           // fp32 master + AdamW
 //   fw::StepResult r = tr.step(tokens, targets, B, T);   // host int32 (B, T)
 //
-// Storage type T is float (fp32 training: parity with the CPU at 1e-4) or
-// bf16 (mixed precision: bf16 weights, activations and gradients, fp32 master
-// weights and AdamW moments, fp32 statistics and loss). GEMMs run on cuBLAS
-// with fp32 accumulation; the rest are the fused kernels of native/cuda.
+// Storage type T is float (fp32 training: parity with the CPU at 1e-4), bf16
+// (mixed precision: bf16 weights, activations and gradients, fp32 master
+// weights and AdamW moments, fp32 statistics and loss) or f16 (the same in
+// fp16, with dynamic loss scaling in CudaTrainer; attention runs on the
+// CUDA-core kernels, the tensor-core ones being bf16 only). GEMMs run on
+// cuBLAS with fp32 accumulation; the rest are the fused kernels of
+// native/cuda.
 //
 // Memory: parameters and gradients (T) in one flat buffer each, with the CPU's
 // ParamLayout offsets; per-layer saved activations (T) plus fp32 statistics;
@@ -25,6 +28,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -37,12 +41,14 @@
 #include "embedding_plan.h"
 #include "model.h"
 #include "op_profiler.h"
+#include "optim.cuh"
 #include "train.h"
 
 namespace fw {
 namespace cuda {
 
 using bf16 = __nv_bfloat16;
+using f16 = __half;
 class NcclCollective;  // collective_nccl.h
 
 // Caller-owned device KV cache: k, v (L, B, KVH, S, HS) of T, post-RoPE keys.
@@ -128,6 +134,9 @@ class CudaModel {
   // logits (they are not kept), so backward starts from dlogits. The
   // trainer switches it on; logits_host() is then meaningless.
   void set_fused_loss(bool on) { fused_loss_ = on; }
+  // Gradients of backward are of loss * scale (fp16 loss scaling; the
+  // trainer sets it). The returned loss is unscaled.
+  void set_loss_scale(float scale) { loss_scale_ = scale; }
 
   // Logits of the last forward (B, T, V), as fp32 on the host.
   std::vector<float> logits_host() const;
@@ -208,6 +217,7 @@ class CudaModel {
   bool fused_loss_ = false;
   bool dlogits_ready_ = false;
   double normalizer_ = 1.0;
+  double loss_scale_ = 1.0;
 
   // decode scratch
   int dec_B_ = 0, dec_T_ = 0, dec_S_ = 0;
@@ -259,6 +269,11 @@ class CudaTrainer {
   size_t optimizer_bytes() const { return opt_bytes_; }
   // Number of all-reduce buckets the last step enqueued during backward.
   int last_overlapped_buckets() const { return last_buckets_; }
+  // fp16 (T = __half) only: the dynamic loss scale's state (optim.cuh). A
+  // step whose gradients overflow is skipped (StepResult.skipped, grad_norm
+  // inf, step count unchanged) and the scale backs off; checkpoints keep it.
+  LossScaler& loss_scaler() { return scaler_; }
+  bool loss_scaling() const { return loss_scaling_; }
 
  private:
   void adamw(double lr, double clip);
@@ -280,6 +295,9 @@ class CudaTrainer {
   T* grad_shard_ = nullptr;   // zero1: this rank's reduced gradient shard
   size_t opt_bytes_ = 0;
   int last_buckets_ = 0;
+  LossScaler scaler_;
+  bool loss_scaling_ = false;
+  int* found_inf_ = nullptr;  // (1) device: an overflow in this step's gradients
 };
 
 }  // namespace cuda

@@ -450,6 +450,7 @@ void attention_cached_forward(T* out, float* lse, const T* q, const T* k_cache, 
                                             int, int, cudaStream_t);
 FW_ATTENTION_INSTANTIATE(float)
 FW_ATTENTION_INSTANTIATE(bf16)
+FW_ATTENTION_INSTANTIATE(f16)
 #undef FW_ATTENTION_INSTANTIATE
 
 }  // namespace cuda

@@ -52,9 +52,12 @@ void embedding_backward(T* dwte, const T* dout, const int32_t* ids, const int32_
 
 template void embedding_forward<float>(float*, const int32_t*, const float*, int, int, cudaStream_t);
 template void embedding_forward<bf16>(bf16*, const int32_t*, const bf16*, int, int, cudaStream_t);
+template void embedding_forward<f16>(f16*, const int32_t*, const f16*, int, int, cudaStream_t);
 template void embedding_backward<float>(float*, const float*, const int32_t*, const int32_t*, const int32_t*, int, int,
                                         cudaStream_t);
 template void embedding_backward<bf16>(bf16*, const bf16*, const int32_t*, const int32_t*, const int32_t*, int, int,
+                                       cudaStream_t);
+template void embedding_backward<f16>(f16*, const f16*, const int32_t*, const int32_t*, const int32_t*, int, int,
                                        cudaStream_t);
 
 }  // namespace cuda

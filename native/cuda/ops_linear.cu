@@ -49,8 +49,10 @@ void bias_backward(T* dbias, const T* dout, int N, int OC, cudaStream_t stream) 
 
 template void bias_add_forward<float>(float*, const float*, int, int, cudaStream_t);
 template void bias_add_forward<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
+template void bias_add_forward<f16>(f16*, const f16*, int, int, cudaStream_t);
 template void bias_backward<float>(float*, const float*, int, int, cudaStream_t);
 template void bias_backward<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
+template void bias_backward<f16>(f16*, const f16*, int, int, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

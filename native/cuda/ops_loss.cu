@@ -151,13 +151,18 @@ void crossentropy_forward_backward(T* logits_dlogits, float* losses, float* lse,
 
 template void crossentropy_forward<float>(float*, float*, const float*, const int32_t*, int, int, cudaStream_t);
 template void crossentropy_forward<bf16>(float*, float*, const bf16*, const int32_t*, int, int, cudaStream_t);
+template void crossentropy_forward<f16>(float*, float*, const f16*, const int32_t*, int, int, cudaStream_t);
 template void crossentropy_backward<float>(float*, const float*, const float*, const int32_t*, int, int, float,
                                            cudaStream_t);
 template void crossentropy_backward<bf16>(bf16*, const bf16*, const float*, const int32_t*, int, int, float,
                                           cudaStream_t);
+template void crossentropy_backward<f16>(f16*, const f16*, const float*, const int32_t*, int, int, float,
+                                          cudaStream_t);
 template void crossentropy_forward_backward<float>(float*, float*, float*, const int32_t*, int, int, float,
                                                    cudaStream_t);
 template void crossentropy_forward_backward<bf16>(bf16*, float*, float*, const int32_t*, int, int, float,
+                                                  cudaStream_t);
+template void crossentropy_forward_backward<f16>(f16*, float*, float*, const int32_t*, int, int, float,
                                                   cudaStream_t);
 
 }  // namespace cuda

@@ -123,9 +123,12 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
 
 template void rmsnorm_forward<float>(float*, float*, const float*, const float*, int, int, double, cudaStream_t);
 template void rmsnorm_forward<bf16>(bf16*, float*, const bf16*, const bf16*, int, int, double, cudaStream_t);
+template void rmsnorm_forward<f16>(f16*, float*, const f16*, const f16*, int, int, double, cudaStream_t);
 template void rmsnorm_backward<float>(float*, float*, const float*, const float*, const float*, const float*, int,
                                       int, float*, cudaStream_t);
 template void rmsnorm_backward<bf16>(bf16*, bf16*, const bf16*, const bf16*, const bf16*, const float*, int, int,
+                                     float*, cudaStream_t);
+template void rmsnorm_backward<f16>(f16*, f16*, const f16*, const f16*, const f16*, const float*, int, int,
                                      float*, cudaStream_t);
 
 }  // namespace cuda

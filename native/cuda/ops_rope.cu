@@ -69,8 +69,10 @@ void rope_backward(T* dx, const float* cos_t, const float* sin_t, int B, int T_,
 
 template void rope_forward<float>(float*, const float*, const float*, int, int, int, int, int, cudaStream_t);
 template void rope_forward<bf16>(bf16*, const float*, const float*, int, int, int, int, int, cudaStream_t);
+template void rope_forward<f16>(f16*, const float*, const float*, int, int, int, int, int, cudaStream_t);
 template void rope_backward<float>(float*, const float*, const float*, int, int, int, int, int, cudaStream_t);
 template void rope_backward<bf16>(bf16*, const float*, const float*, int, int, int, int, int, cudaStream_t);
+template void rope_backward<f16>(f16*, const float*, const float*, int, int, int, int, int, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

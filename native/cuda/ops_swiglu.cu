@@ -103,8 +103,10 @@ void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up
 
 template void swiglu_forward<float>(float*, const float*, const float*, size_t, cudaStream_t);
 template void swiglu_forward<bf16>(bf16*, const bf16*, const bf16*, size_t, cudaStream_t);
+template void swiglu_forward<f16>(f16*, const f16*, const f16*, size_t, cudaStream_t);
 template void swiglu_backward<float>(float*, float*, const float*, const float*, const float*, size_t, cudaStream_t);
 template void swiglu_backward<bf16>(bf16*, bf16*, const bf16*, const bf16*, const bf16*, size_t, cudaStream_t);
+template void swiglu_backward<f16>(f16*, f16*, const f16*, const f16*, const f16*, size_t, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

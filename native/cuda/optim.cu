@@ -1,9 +1,9 @@
 // optim.cu: the fused AdamW update and the gradient sum of squares.
 //
 // The update reads g, m, v and the fp32 master weight once, writes m, v, the
-// master and (bf16 training) the bf16 working copy the forward pass reads,
-// all in one kernel: the rounding to bf16 happens once per step from the fp32
-// master, so small updates are never lost to bf16's 8-bit mantissa.
+// master and (bf16 / fp16 training) the 16-bit working copy the forward pass
+// reads, all in one kernel: the rounding happens once per step from the fp32
+// master, so small updates are never lost to a 16-bit mantissa.
 // The norm uses a fixed grid (kNormBlocks) and a fixed order, so clipping is
 // deterministic, unlike an atomicAdd reduction. grad_unscale_check is the
 // per-step half of fp16 dynamic loss scaling (LossScaler holds the policy).
@@ -18,8 +18,8 @@ namespace cuda {
 constexpr int kNormBlocks = 1024;
 constexpr int kNormThreads = 256;
 
-template <typename TG>
-__global__ void adamw_kernel(float* master, bf16* params_bf16, float* m, float* v, const TG* grads, size_t n,
+template <typename TG, typename TP>
+__global__ void adamw_kernel(float* master, TP* params_copy, float* m, float* v, const TG* grads, size_t n,
                              float lr, float b1, float b2, float eps, float wd, float gs, float c1, float c2) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const float g = to_f32(grads[i]) * gs;
@@ -30,7 +30,7 @@ __global__ void adamw_kernel(float* master, bf16* params_bf16, float* m, float* 
     float p = master[i];
     p -= lr * ((mi * c1) / (sqrtf(vi * c2) + eps) + wd * p);
     master[i] = p;
-    if (params_bf16) params_bf16[i] = __float2bfloat16_rn(p);
+    if (params_copy) params_copy[i] = from_f32<TP>(p);
   }
 }
 
@@ -54,25 +54,13 @@ __global__ void sum_final_kernel(float* out, const float* partial, int n) {
   if (threadIdx.x == 0) *out = s;
 }
 
-__device__ __forceinline__ float to_f32_any(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32_any(float x) { return x; }
-__device__ __forceinline__ float to_f32_any(bf16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_f32_any(float x);
-template <>
-__device__ __forceinline__ float from_f32_any<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ bf16 from_f32_any<bf16>(float x) { return __float2bfloat16_rn(x); }
-template <>
-__device__ __forceinline__ __half from_f32_any<__half>(float x) { return __float2half_rn(x); }
-
 template <typename TG>
 __global__ void grad_unscale_check_kernel(TG* grads, size_t n, float inv_scale, int* found_inf) {
   bool bad = false;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    const float g = to_f32_any(grads[i]);
+    const float g = to_f32(grads[i]);
     bad |= !isfinite(g);
-    grads[i] = from_f32_any<TG>(g * inv_scale);
+    grads[i] = from_f32<TG>(g * inv_scale);
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1;  // benign race: every writer writes 1
 }
@@ -86,9 +74,9 @@ void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cu
   FW_CUDA_CHECK_LAUNCH();
 }
 
-template <typename TG>
-void adamw_update(float* master, bf16* params_bf16, float* m, float* v, const TG* grads, size_t n,
-                  const AdamWStep& s, cudaStream_t stream) {
+template <typename TG, typename TP>
+static void adamw_launch(float* master, TP* params_copy, float* m, float* v, const TG* grads, size_t n,
+                         const AdamWStep& s, cudaStream_t stream) {
   FW_CHECK(s.t >= 1, kInvalidArgument, "adamw_update: step t must be >= 1, got " << s.t);
   if (n == 0) return;
   // Bias corrections in double on the host, as on the CPU.
@@ -96,9 +84,21 @@ void adamw_update(float* master, bf16* params_bf16, float* m, float* v, const TG
   const float c2 = (float)(1.0 / (1.0 - std::pow((double)s.beta2, (double)s.t)));
   unsigned grid = ceil_div(n, 256);
   if (grid > 65535) grid = 65535;
-  adamw_kernel<TG><<<grid, 256, 0, stream>>>(master, params_bf16, m, v, grads, n, s.lr, s.beta1, s.beta2, s.eps,
-                                             s.weight_decay, s.grad_scale, c1, c2);
+  adamw_kernel<TG, TP><<<grid, 256, 0, stream>>>(master, params_copy, m, v, grads, n, s.lr, s.beta1, s.beta2,
+                                                 s.eps, s.weight_decay, s.grad_scale, c1, c2);
   FW_CUDA_CHECK_LAUNCH();
+}
+
+template <typename TG>
+void adamw_update(float* master, bf16* params_bf16, float* m, float* v, const TG* grads, size_t n,
+                  const AdamWStep& s, cudaStream_t stream) {
+  adamw_launch(master, params_bf16, m, v, grads, n, s, stream);
+}
+
+template <typename TG>
+void adamw_update(float* master, f16* params_f16, float* m, float* v, const TG* grads, size_t n, const AdamWStep& s,
+                  cudaStream_t stream) {
+  adamw_launch(master, params_f16, m, v, grads, n, s, stream);
 }
 
 size_t global_norm_scratch_floats() { return kNormBlocks; }
@@ -120,6 +120,8 @@ template void grad_unscale_check<bf16>(bf16*, size_t, float, int*, cudaStream_t)
 template void grad_unscale_check<__half>(__half*, size_t, float, int*, cudaStream_t);
 template void grad_sumsq<float>(float*, float*, const float*, size_t, cudaStream_t);
 template void grad_sumsq<bf16>(float*, float*, const bf16*, size_t, cudaStream_t);
+template void adamw_update<f16>(float*, f16*, float*, float*, const f16*, size_t, const AdamWStep&, cudaStream_t);
+template void grad_sumsq<f16>(float*, float*, const f16*, size_t, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

@@ -30,6 +30,10 @@ struct AdamWStep {
 template <typename TG>
 void adamw_update(float* master, __nv_bfloat16* params_bf16, float* m, float* v, const TG* grads, size_t n,
                   const AdamWStep& s, cudaStream_t stream);
+// The same for fp16 training: params_f16 the fp16 copy, grads fp16.
+template <typename TG>
+void adamw_update(float* master, __half* params_f16, float* m, float* v, const TG* grads, size_t n,
+                  const AdamWStep& s, cudaStream_t stream);
 
 // sum of squares of grads (n) into *out (one fp32 on the device), by a
 // two-pass reduction with a fixed order: bit-identical run to run.

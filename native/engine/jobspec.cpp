@@ -184,8 +184,9 @@ JobSpec jobspec_parse(const json& j) {
   FW_CHECK_HINT(s.device == "cpu" || s.device == "cuda", kInvalidArgument,
                 "job spec: device must be \"cpu\" or \"cuda\", got \"" << s.device << "\"", "see docs/worker.md");
   s.precision = top.str("precision", s.device == "cuda" ? "bf16" : "fp32");
-  FW_CHECK_HINT(s.precision == "fp32" || s.precision == "bf16", kInvalidArgument,
-                "job spec: precision must be \"fp32\" or \"bf16\", got \"" << s.precision << "\"", "see docs/worker.md");
+  FW_CHECK_HINT(s.precision == "fp32" || s.precision == "bf16" || s.precision == "fp16", kInvalidArgument,
+                "job spec: precision must be \"fp32\", \"bf16\" or \"fp16\", got \"" << s.precision << "\"",
+                "see docs/worker.md");
   top.finish();
   // Valid requests the engine cannot serve yet: kUnsupported (exit 5).
   FW_CHECK_HINT(s.device == "cuda" || s.precision == "fp32", kUnsupported,

@@ -51,7 +51,7 @@ struct JobSpec {
   uint64_t seed = 1337;
   int rank = 0, world_size = 1;
   std::string device = "cpu";     // "cpu" or "cuda" (the GPU chosen by LOCAL_RANK)
-  std::string precision = "fp32"; // "fp32", or "bf16" (cuda only; its default there)
+  std::string precision = "fp32"; // "fp32"; cuda only: "bf16" (its default there) or "fp16" (loss scaling)
 
   nlohmann::json source;        // the spec as given (echoed in the started event)
 

@@ -76,7 +76,7 @@ TEST(worker_jobspec, bad_specs_name_the_offending_key) {
       {[](json& j) { j["seed"] = -3; }, "seed must be a non-negative integer"},
       {[](json& j) { j["rank"] = 2; }, "rank 2 must be < world_size 1"},
       {[](json& j) { j["device"] = "gpu"; }, "device must be \"cpu\" or \"cuda\""},
-      {[](json& j) { j["precision"] = "fp16"; }, "precision must be \"fp32\" or \"bf16\""},
+      {[](json& j) { j["precision"] = "int8"; }, "precision must be \"fp32\", \"bf16\" or \"fp16\""},
   };
   for (const Case& c : cases) {
     json j = minimal();
@@ -96,6 +96,8 @@ TEST(worker_jobspec, device_and_precision) {
   EXPECT_EQ(s.precision, "bf16");  // the GPU's default: mixed precision
   j["precision"] = "fp32";
   EXPECT_EQ(fw::jobspec_parse(j).precision, "fp32");
+  j["precision"] = "fp16";
+  EXPECT_EQ(fw::jobspec_parse(j).precision, "fp16");
   // the device may change between restarts: checkpoints are fp32 on both
   fw::JobSpec cpu = fw::jobspec_parse(minimal());
   json cfg = {{"hidden_size", 8}};
@@ -105,6 +107,8 @@ TEST(worker_jobspec, device_and_precision) {
   json b = minimal();
   b["precision"] = "bf16";
   expect_error([&] { fw::jobspec_parse(b); }, ErrorKind::kUnsupported, "needs device \"cuda\"");
+  b["precision"] = "fp16";
+  expect_error([&] { fw::jobspec_parse(b); }, ErrorKind::kUnsupported, "precision \"fp16\" needs device \"cuda\"");
   json l = minimal();
   l["device"] = "cuda";
   l["lora"] = {{"r", 4}};

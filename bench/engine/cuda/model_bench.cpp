@@ -8,7 +8,7 @@
 // native/tests/cuda/CMakeLists.txt as fw_cuda_model_bench (needs fw_cuda).
 //
 //   fw_cuda_model_bench [--config 124m|tiny] [--batch 8] [--seq 1024]
-//       [--steps 20] [--warmup 3] [--precision bf16|fp32] [--tf32]
+//       [--steps 20] [--warmup 3] [--precision bf16|fp16|fp32] [--tf32]
 //       [--decode-batches 1,64] [--prompt 128] [--gen 128] [--graph]
 //       [--peak-tflops 989] [--hbm-tbps 3.35] [--grad-clip 1.0] [--seed 1]
 //       [--no-train] [--no-decode] [--profile N] [--json out.json]
@@ -96,7 +96,7 @@ struct Args {
   std::fprintf(stderr,
                "fw_cuda_model_bench: %s\n"
                "usage: fw_cuda_model_bench [--config 124m|tiny] [--batch B] [--seq T] [--steps N] [--warmup N]\n"
-               "  [--precision bf16|fp32] [--tf32] [--decode-batches 1,64] [--prompt N] [--gen N] [--graph]\n"
+               "  [--precision bf16|fp16|fp32] [--tf32] [--decode-batches 1,64] [--prompt N] [--gen N] [--graph]\n"
                "  [--peak-tflops F] [--hbm-tbps F] [--grad-clip F] [--seed N] [--no-train] [--no-decode]\n"
                "  [--profile N] [--json PATH]\n",
                msg);
@@ -139,7 +139,8 @@ Args parse(int argc, char** argv) {
     else usage(("unknown argument " + k).c_str());
   }
   if (a.config != "124m" && a.config != "tiny") usage("--config is 124m or tiny");
-  if (a.precision != "bf16" && a.precision != "fp32") usage("--precision is bf16 or fp32");
+  if (a.precision != "bf16" && a.precision != "fp16" && a.precision != "fp32")
+    usage("--precision is bf16, fp16 or fp32");
   if (a.batch < 1 || a.seq < 1 || a.steps < 1 || a.warmup < 0 || a.prompt < 1 || a.gen < 1)
     usage("batch, seq, steps, prompt and gen must be >= 1, warmup >= 0");
   for (int b : a.decode_batches)
@@ -540,7 +541,9 @@ void print_table(const json& r) {
 int main(int argc, char** argv) {
   try {
     const Args a = parse(argc, argv);
-    const json r = a.precision == "bf16" ? run<bf16>(a) : run<float>(a);
+    const json r = a.precision == "bf16"   ? run<bf16>(a)
+                   : a.precision == "fp16" ? run<__half>(a)
+                                           : run<float>(a);
     print_table(r);
     if (!a.json_path.empty()) {
       std::ofstream f(a.json_path);

@@ -190,7 +190,8 @@ void check_crossentropy() {
 }
 
 // AdamW: two tensors, one with weight decay and one without, three steps.
-template <typename TG>
+// TC: the 16-bit working copy AdamW writes (bf16, or fp16 for fp16 training).
+template <typename TG, typename TC = bf16>
 void check_adamw() {
   fw::ParamLayout layout;
   layout.add("w", {40, 37}, true);
@@ -200,7 +201,7 @@ void check_adamw() {
   cpu.init(cfg, layout);
   std::vector<float> params = randn(layout.numel, 14);
   Dev<float> d_master(params), d_m(layout.numel), d_v(layout.numel);
-  Dev<bf16> d_bf(layout.numel);
+  Dev<TC> d_bf(layout.numel);
   const double lr = 1e-2, gscale = 0.5;
   for (int64_t t = 1; t <= 3; t++) {
     std::vector<float> grads = rounded<TG>(randn(layout.numel, 100 + t));
@@ -225,12 +226,14 @@ void check_adamw() {
   expect_parity(label<TG>("adamw v"), d_v.f32(), cpu.v, 1e-4);
   // The bf16 working copy is written per tensor: compare tensor elements,
   // not the alignment padding between them (never touched by an update).
-  std::vector<float> bf = d_bf.f32(), bf_got, bf_want;
+  std::vector<float> bf = d_bf.f32(), master = d_master.f32(), bf_got, bf_want, master_got;
   for (const fw::TensorInfo& ti : layout.tensors) {
     bf_got.insert(bf_got.end(), bf.begin() + ti.offset, bf.begin() + ti.offset + ti.numel);
     bf_want.insert(bf_want.end(), params.begin() + ti.offset, params.begin() + ti.offset + ti.numel);
+    master_got.insert(master_got.end(), master.begin() + ti.offset, master.begin() + ti.offset + ti.numel);
   }
-  expect_parity(label<TG>("adamw bf16 copy"), bf_got, bf_want, 1e-2);
+  expect_parity(label<TG>(std::string("adamw 16-bit copy ") + type_name<TC>()), bf_got, bf_want, 1e-2);
+  EXPECT_EQ(bf_got, rounded<TC>(master_got)) << "the copy is the GPU's master rounded to nearest";
 }
 
 template <typename T>
@@ -269,36 +272,42 @@ TEST(cuda_ops, embedding_matches_cpu) {
   FW_REQUIRE_GPU();
   check_embedding<float>();
   check_embedding<bf16>();
+  check_embedding<f16>();
 }
 
 TEST(cuda_ops, rmsnorm_matches_cpu) {
   FW_REQUIRE_GPU();
   check_rmsnorm<float>();
   check_rmsnorm<bf16>();
+  check_rmsnorm<f16>();
 }
 
 TEST(cuda_ops, rope_matches_cpu) {
   FW_REQUIRE_GPU();
   check_rope<float>();
   check_rope<bf16>();
+  check_rope<f16>();
 }
 
 TEST(cuda_ops, swiglu_matches_cpu) {
   FW_REQUIRE_GPU();
   check_swiglu<float>();
   check_swiglu<bf16>();
+  check_swiglu<f16>();
 }
 
 TEST(cuda_ops, crossentropy_matches_cpu_with_ignore_index) {
   FW_REQUIRE_GPU();
   check_crossentropy<float>();
   check_crossentropy<bf16>();
+  check_crossentropy<f16>();
 }
 
 TEST(cuda_ops, adamw_matches_cpu) {
   FW_REQUIRE_GPU();
   check_adamw<float>();
   check_adamw<bf16>();
+  check_adamw<f16, f16>();
 }
 
 TEST(cuda_ops, grad_norm_matches_cpu_and_is_deterministic) {

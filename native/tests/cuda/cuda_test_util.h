@@ -31,6 +31,7 @@
 namespace fwcuda_test {
 
 using bf16 = __nv_bfloat16;
+using f16 = __half;
 
 inline bool have_gpu() {
   int n = 0;
@@ -57,17 +58,20 @@ constexpr double tol() {
 }
 template <typename T>
 constexpr const char* type_name() {
-  return std::is_same<T, float>::value ? "fp32" : "bf16";
+  return std::is_same<T, float>::value ? "fp32" : std::is_same<T, bf16>::value ? "bf16" : "fp16";
 }
 
 inline float to_float(float x) { return x; }
 inline float to_float(bf16 x) { return __bfloat162float(x); }
+inline float to_float(f16 x) { return __half2float(x); }
 template <typename T>
 T from_float(float x);
 template <>
 inline float from_float<float>(float x) { return x; }
 template <>
 inline bf16 from_float<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+inline f16 from_float<f16>(float x) { return __float2half_rn(x); }
 
 // x rounded to what storage type T can hold (identity for float).
 template <typename T>

@@ -157,6 +157,29 @@ TEST(cuda_worker, sigterm_checkpoint_resumes_bit_identically_and_moves_to_the_cp
   EXPECT_EQ(on_cpu.of("completed")[0]["step"], steps);
 }
 
+// fp16: loss scaling on, and the scale is part of what a checkpoint resumes.
+TEST(cuda_worker, fp16_run_trains_and_resumes_bit_identically) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  const int steps = 16;
+  WorkerResult straight = run_worker(write_spec(d, "s.json", on_gpu(base_spec(d, "s", steps), "fp16")));
+  ASSERT_EQ(straight.code, 0) << last_event(straight);
+  EXPECT_EQ(straight.of("started")[0]["precision"], "fp16");
+  auto ss = straight.of("step");
+  ASSERT_FALSE(ss.empty());
+  EXPECT_LT(ss.back()["loss"].get<double>(), ss.front()["loss"].get<double>());
+  const std::string spec = write_spec(d, "i.json", on_gpu(base_spec(d, "i", steps), "fp16"));
+  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  ASSERT_EQ(cut.code, 143);
+  const std::string ckdir = cut.of("checkpoint").back()["path"].get<std::string>();
+  const json state = json::parse(fwtest::read_bytes(fw::path_join(ckdir, "state.json")));
+  EXPECT_GT(state["extra"]["loss_scale"]["scale"].get<double>(), 0.0);
+  WorkerResult resumed = run_worker(spec);
+  ASSERT_EQ(resumed.code, 0) << last_event(resumed);
+  EXPECT_EQ(fwtest::read_bytes(d / "out-i/model.safetensors"), fwtest::read_bytes(d / "out-s/model.safetensors"));
+}
+
 TEST(cuda_worker, a_rank_beyond_the_visible_gpus_is_refused) {
   FW_REQUIRE_GPU();
   TempDir d;

@@ -83,7 +83,9 @@ class CudaBackend : public TrainBackend {
     tr_.load_master(host_.params.data());
   }
   const char* device() const override { return "cuda"; }
-  std::string precision() const override { return std::is_same_v<T, cuda::bf16> ? "bf16" : "fp32"; }
+  std::string precision() const override {
+    return std::is_same_v<T, cuda::bf16> ? "bf16" : std::is_same_v<T, cuda::f16> ? "fp16" : "fp32";
+  }
   Collective& collective() override { return s_->coll(); }
   StepResult step(const int32_t* tokens, const int32_t* targets, int B, int T_) override {
     return tr_.step(tokens, targets, B, T_);
@@ -99,12 +101,23 @@ class CudaBackend : public TrainBackend {
     tr_.download_master(host_.params.data());
     tr_.download_moments(m_.data(), v_.data());
     TrainState st{&host_.layout, host_.params.data(), m_.data(), v_.data(), tr_.step_count(), rng_};
-    return checkpoint_save_state(root, st, identity, pos, keep_last);
+    nlohmann::json extra = nlohmann::json::object();
+    if (tr_.loss_scaling())  // fp16: the dynamic loss scale resumes where it was
+      extra["loss_scale"] = {{"scale", tr_.loss_scaler().scale}, {"good_steps", tr_.loss_scaler().good_steps}};
+    return checkpoint_save_state(root, st, identity, pos, keep_last, extra);
   }
   DataPosition restore_checkpoint(const LoadedCheckpoint& ck) override {
     ensure_moments();
     TrainState st{&host_.layout, host_.params.data(), m_.data(), v_.data(), 0, Rng()};
-    DataPosition pos = checkpoint_restore_state(ck, st);
+    nlohmann::json extra;
+    DataPosition pos = checkpoint_restore_state(ck, st, &extra);
+    if (tr_.loss_scaling() && extra.is_object() && extra.contains("loss_scale")) {
+      const nlohmann::json& ls = extra["loss_scale"];
+      FW_CHECK(ls.value("scale", 0.0) > 0 && ls.value("good_steps", -1) >= 0, kCorrupt,
+               ck.dir << "/state.json: bad extra.loss_scale " << ls.dump());
+      tr_.loss_scaler().scale = ls["scale"].get<float>();
+      tr_.loss_scaler().good_steps = ls["good_steps"].get<int>();
+    }
     tr_.load_master(host_.params.data());
     tr_.load_moments(m_.data(), v_.data());
     tr_.set_step_count(st.step);
@@ -137,6 +150,7 @@ std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr s, Model& model, 
   FW_CHECK(s != nullptr, kInternal, "make_cuda_backend without a session");
   FW_CUDA_CHECK(cudaSetDevice(s->device));
   if (spec.precision == "bf16") return std::make_unique<CudaBackend<cuda::bf16>>(std::move(s), model, spec);
+  if (spec.precision == "fp16") return std::make_unique<CudaBackend<cuda::f16>>(std::move(s), model, spec);
   return std::make_unique<CudaBackend<float>>(std::move(s), model, spec);
 }
 
