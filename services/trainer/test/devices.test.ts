@@ -54,7 +54,8 @@ describe('devices', () => {
       [{ device: 'cuda', distillation: { teacherUri: baseUri, temperature: 2, alpha: 0.5 } }, 400, 'invalid-run', /distillation is not supported on cuda yet/],
       [{ device: 'cuda', worldSize: 3 }, 422, 'cannot-place', /device cuda needs 3 GPUs \(one per rank\); this trainer has FW_GPUS=2/],
       [{ device: 'tpu' }, 400, 'validation-failed', /device/],
-      [{ device: 'cuda', precision: 'fp16' }, 400, 'validation-failed', /precision/],
+      [{ device: 'cpu', precision: 'fp16' }, 400, 'invalid-run', /precision fp16 needs device cuda/],
+      [{ device: 'cuda', precision: 'int8' }, 400, 'validation-failed', /precision/],
     ];
     for (const [over, status, slug, detail] of cases) {
       const res = await post('/v1/runs', tinyRun(manifestUri, over));

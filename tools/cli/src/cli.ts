@@ -64,7 +64,7 @@ Training:
   --teacher URI              distil from this model folder (--distill-alpha X, --distill-temperature T)
   --world-size N             ranks (default 1)
   --device cpu|cuda          where the ranks train (default cpu; cuda: one GPU per rank)
-  --precision fp32|bf16      bf16: mixed precision, cuda only (default bf16 on cuda, fp32 on cpu)
+  --precision fp32|bf16|fp16 16-bit mixed precision is cuda only (default bf16 on cuda, fp32 on cpu)
   --checkpoint-interval N    steps between checkpoints
   --restart-budget N         restarts allowed after a rank dies
   --seed N                   seed of init, data order and dropout
@@ -181,7 +181,8 @@ async function submitBody(v: Values): Promise<CreateRunBody> {
     body.device = v.device;
   }
   if (v.precision !== undefined) {
-    if (v.precision !== 'fp32' && v.precision !== 'bf16') throw new UsageError(`--precision must be fp32 or bf16, got "${v.precision}"`);
+    if (v.precision !== 'fp32' && v.precision !== 'bf16' && v.precision !== 'fp16')
+      throw new UsageError(`--precision must be fp32, bf16 or fp16, got "${v.precision}"`);
     body.precision = v.precision;
   }
   const ci = int(v, 'checkpoint-interval', 0);

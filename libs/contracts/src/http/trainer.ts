@@ -63,8 +63,11 @@ export const RunDistillation = Type.Object(
   { additionalProperties: false },
 );
 
-/** Training precision of the worker: `bf16` is mixed precision (bf16 compute, fp32 master weights). */
-export const Precision = Type.Union([Type.Literal('fp32'), Type.Literal('bf16')]);
+/**
+ * Training precision of the worker: `bf16` and `fp16` are mixed precision (16-bit compute, fp32 master
+ * weights; `fp16` with dynamic loss scaling).
+ */
+export const Precision = Type.Union([Type.Literal('fp32'), Type.Literal('bf16'), Type.Literal('fp16')]);
 
 /** `POST /v1/runs` request. */
 export const CreateRunBody = Type.Object(
@@ -87,7 +90,7 @@ export const CreateRunBody = Type.Object(
     launcher: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' })),
     /** `cpu` (default) or `cuda`: one GPU per rank (LOCAL_RANK), gradients summed with NCCL. */
     device: Type.Optional(Device),
-    /** `fp32` or `bf16` (mixed precision, cuda only); default `bf16` on cuda, `fp32` on cpu. */
+    /** `fp32`, `bf16` or `fp16` (mixed precision, cuda only); default `bf16` on cuda, `fp32` on cpu. */
     precision: Type.Optional(Precision),
   },
   { additionalProperties: false },

@@ -87,7 +87,7 @@ export async function resolveRunRequest(
   // The cuda engine trains full models only, in fp32 or bf16; the cpu engine only in fp32 (docs/worker.md).
   const device = body.device ?? 'cpu';
   const precision = body.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
-  if (device === 'cpu' && precision === 'bf16') throw invalid('precision bf16 needs device cuda: the cpu engine trains in fp32');
+  if (device === 'cpu' && precision !== 'fp32') throw invalid(`precision ${precision} needs device cuda: the cpu engine trains in fp32`);
   if (device === 'cuda' && method === 'lora') throw invalid('method lora is not supported on cuda yet: use device cpu');
   if (device === 'cuda' && body.distillation) throw invalid('distillation is not supported on cuda yet: use device cpu');
 
