@@ -19,6 +19,7 @@
 #include "cuda_check.h"
 #include "decode.cuh"
 #include "embedding_plan.h"
+#include "gemv.cuh"
 #include "nccl_shim.h"
 #include "ops_attention.cuh"
 #include "ops_embedding.cuh"
@@ -587,15 +588,24 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
   // A prompt into an empty cache is ordinary causal attention over the
   // chunk itself; everything else reads the cache at the device position.
   const bool prefill = pos0 == 0 && T_len > 1;
+  // Up to kGemvMaxRows rows (decode at small batch): the projections run as
+  // warp-per-channel GEMVs (gemv.cuh), q/k/v in one launch, gate/up fused with
+  // SwiGLU, o and down added into x in place; cuBLAS otherwise.
+  const bool gv = gemv_fits<T>(N, C) && gemv_fits<T>(N, QD) && gemv_fits<T>(N, I);
   T* x = d.x;
   cudaStream_t s = stream_;
   embedding_forward(x, d_tokens, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
   for (int l = 0; l < c.num_hidden_layers; l++) {
     const LayerParams<T>& p = lp_[l];
     rmsnorm_forward(d.ln, d.rstd, x, p.ln1, N, C, c.rms_norm_eps, s);
-    linear_forward(blas_, d.q, d.ln, p.wq, p.bq, N, C, QD, s);
-    linear_forward(blas_, d.k, d.ln, p.wk, p.bk, N, C, KD, s);
-    linear_forward(blas_, d.v, d.ln, p.wv, p.bv, N, C, KD, s);
+    if (gv) {
+      const GemvOut<T> qkv[3] = {{p.wq, p.bq, d.q, QD}, {p.wk, p.bk, d.k, KD}, {p.wv, p.bv, d.v, KD}};
+      gemv(d.ln, N, C, qkv, 3, false, s);
+    } else {
+      linear_forward(blas_, d.q, d.ln, p.wq, p.bq, N, C, QD, s);
+      linear_forward(blas_, d.k, d.ln, p.wk, p.bk, N, C, KD, s);
+      linear_forward(blas_, d.v, d.ln, p.wv, p.bv, N, C, KD, s);
+    }
     if (prefill) {
       rope_forward(d.q, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
       rope_forward(d.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
@@ -608,19 +618,36 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       attention_decode_dpos(d.atty, d.q, cache.k_layer(l), cache.v_layer(l), B, T_len, NH, KVH, cache.S, HS,
                             cache.d_len, d.ws, s);
     }
-    gemm(blas_, false, true, N, C, QD, 1.0f, d.atty, QD, p.wo, QD, 1.0f, x, C, s);  // x += o_proj
-    if (p.bo) bias_add_forward(x, p.bo, N, C, s);
+    if (gv) {
+      const GemvOut<T> o = {p.wo, p.bo, x, C};
+      gemv(d.atty, N, QD, &o, 1, true, s);  // x += o_proj (+ bo)
+    } else {
+      gemm(blas_, false, true, N, C, QD, 1.0f, d.atty, QD, p.wo, QD, 1.0f, x, C, s);  // x += o_proj
+      if (p.bo) bias_add_forward(x, p.bo, N, C, s);
+    }
     rmsnorm_forward(d.ln, d.rstd, x, p.ln2, N, C, c.rms_norm_eps, s);
-    linear_forward(blas_, d.gate, d.ln, p.wgate, (const T*)nullptr, N, C, I, s);
-    linear_forward(blas_, d.up, d.ln, p.wup, (const T*)nullptr, N, C, I, s);
-    swiglu_forward(d.gate, d.gate, d.up, (size_t)N * I, s);  // elementwise: in place is safe
-    gemm(blas_, false, true, N, C, I, 1.0f, d.gate, I, p.wdown, I, 1.0f, x, C, s);  // x += down
+    if (gv) {
+      gemv_swiglu(d.gate, d.ln, p.wgate, p.wup, N, C, I, s);
+      const GemvOut<T> down = {p.wdown, nullptr, x, C};
+      gemv(d.gate, N, I, &down, 1, true, s);  // x += down
+    } else {
+      linear_forward(blas_, d.gate, d.ln, p.wgate, (const T*)nullptr, N, C, I, s);
+      linear_forward(blas_, d.up, d.ln, p.wup, (const T*)nullptr, N, C, I, s);
+      swiglu_forward(d.gate, d.gate, d.up, (size_t)N * I, s);  // elementwise: in place is safe
+      gemm(blas_, false, true, N, C, I, 1.0f, d.gate, I, p.wdown, I, 1.0f, x, C, s);  // x += down
+    }
   }
   const T* wnorm = params_ + layout.at("model.norm.weight").offset;
   const T* wlm = params_ + layout.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   if (all_logits || T_len == 1) {
     rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
-    linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, all_logits ? N : B, C, V, s);
+    const int rows = all_logits ? N : B;
+    if (gemv_fits<T>(rows, C)) {
+      const GemvOut<T> lm = {wlm, nullptr, logits_out, V};
+      gemv(d.ln, rows, C, &lm, 1, false, s);
+    } else {
+      linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, rows, C, V, s);
+    }
   } else {
     // the last position of each sequence: rows t = T-1 of (B, T, C)
     FW_CUDA_CHECK(cudaMemcpy2DAsync(d.last, C * sizeof(T), x + (size_t)(T_len - 1) * C,

@@ -123,7 +123,7 @@ elif [ -n "$SAN" ]; then
   # kernels (about 5 minutes for the forward/backward and KV-cache cases on
   # an H100), only the bf16 forward/backward (tensor-core attention)
   for tool in memcheck racecheck; do
-    SAN_RUNS=("cuda_ops_test:*" "cuda_attention_test:*" "cuda_decode_test:*")
+    SAN_RUNS=("cuda_ops_test:*" "cuda_attention_test:*" "cuda_decode_test:*" "cuda_gemv_test:*")
     if [ "$tool" = memcheck ]; then SAN_RUNS+=("cuda_model_test:*")
     else SAN_RUNS+=("cuda_model_test:cuda_model.forward_backward_match_cpu_bf16"); fi
     for run in "${SAN_RUNS[@]}"; do

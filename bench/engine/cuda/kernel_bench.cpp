@@ -16,6 +16,7 @@
 
 #include "cuda_check.h"
 #include "gemm_cublas.h"
+#include "gemv.cuh"
 #include "ops_attention.cuh"
 #include "ops_loss.cuh"
 #include "ops_rmsnorm.cuh"
@@ -130,6 +131,31 @@ int main(int argc, char** argv) {
     for (int nb : {1, 64}) {
       report("matmul_q8 (768->2048)", "N" + std::to_string(nb),
              time_ms([&] { fw::cuda::matmul_q8<bf16>(h, x, wq8, scale, nullptr, nb, I, C, 0); }, 200));
+    }
+    // Decode projections at batch 1 and 8: the warp-per-channel GEMV (q/k/v
+    // in one launch; the lm_head) against cuBLAS on the same shapes.
+    {
+      bf16* wqkv = dalloc<bf16>((size_t)3 * C * C);
+      bf16* wlm = dalloc<bf16>((size_t)V * C);
+      bf16* xo = dalloc<bf16>((size_t)8 * V);
+      for (int nb : {1, 8}) {
+        const std::string rows = "N" + std::to_string(nb);
+        const fw::cuda::GemvOut<bf16> qkv[3] = {{wqkv, nullptr, xo, C},
+                                                 {wqkv + (size_t)C * C, nullptr, xo + (size_t)nb * C, C},
+                                                 {wqkv + (size_t)2 * C * C, nullptr, xo + (size_t)2 * nb * C, C}};
+        report("gemv q/k/v (768->3x768)", rows,
+               time_ms([&] { fw::cuda::gemv(x, nb, C, qkv, 3, false, 0); }, 200));
+        report("cublas q/k/v (768->3x768, 3 gemms)", rows, time_ms([&] {
+                 for (int k = 0; k < 3; k++)
+                   fw::cuda::gemm<bf16>(blas, false, true, nb, C, C, 1.0f, x, C, wqkv + (size_t)k * C * C, C, 0.0f,
+                                        xo + (size_t)k * nb * C, C, 0);
+               }, 200));
+        const fw::cuda::GemvOut<bf16> lm = {wlm, nullptr, xo, V};
+        report("gemv lm_head (768->50304)", rows, time_ms([&] { fw::cuda::gemv(x, nb, C, &lm, 1, false, 0); }, 50));
+        report("cublas lm_head (768->50304)", rows, time_ms([&] {
+                 fw::cuda::gemm<bf16>(blas, false, true, nb, V, C, 1.0f, x, C, wlm, C, 0.0f, xo, V, 0);
+               }, 50));
+      }
     }
     // Decode attention against a 1024-token cache, one new token.
     for (int nb : {1, 64}) {

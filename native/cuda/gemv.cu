@@ -1,0 +1,152 @@
+// gemv.cu: small-batch matrix-vector products for decode (gemv.cuh).
+//
+// Grid: one warp per output channel across all projections of a launch (a
+// block of kWarps warps covers kWarps consecutive channels). Each lane reads
+// 16-byte packs of the weight row (Pack, cuda_common.cuh) and the matching
+// packs of every input row (small, served from L1/L2), accumulating in fp32;
+// a warp sum finishes each dot product and lane 0 writes the results. The
+// number of rows R is a template parameter (1..8) so the accumulators stay in
+// registers.
+#include "cuda_common.cuh"
+#include "gemv.cuh"
+
+namespace fw {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kMaxOuts = 3;
+
+template <typename T>
+struct GemvArgs {
+  GemvOut<T> outs[kMaxOuts];
+  int n_outs;
+  int first[kMaxOuts + 1];  // channel offsets of the projections in the grid
+};
+
+// acc[r] += dot(w row, x row r) over this lane's packs; a warp sum after.
+template <typename T, int R>
+__device__ __forceinline__ void dot_rows(float (&acc)[R], const T* wrow, const T* x, int IC) {
+  const int lane = threadIdx.x & 31;
+  const Pack<T>* wp = reinterpret_cast<const Pack<T>*>(wrow);
+  for (int j = lane; j < IC / kPack<T>; j += 32) {
+    const Pack<T> w = wp[j];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const Pack<T> xv = reinterpret_cast<const Pack<T>*>(x + (size_t)r * IC)[j];
+#pragma unroll
+      for (int k = 0; k < kPack<T>; k++) acc[r] = fmaf(to_f32(w.v[k]), to_f32(xv.v[k]), acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
+}
+
+template <typename T, int R>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate) {
+  const int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (ch >= a.first[a.n_outs]) return;
+  int s = 0;
+  while (ch >= a.first[s + 1]) s++;
+  const GemvOut<T>& g = a.outs[s];
+  const int o = ch - a.first[s];
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r] = 0.0f;
+  dot_rows<T, R>(acc, g.w + (size_t)o * IC, x, IC);
+  if ((threadIdx.x & 31) == 0) {
+    const float b = g.bias ? to_f32(g.bias[o]) : 0.0f;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      T* y = g.out + (size_t)r * g.oc + o;
+      *y = from_f32<T>((accumulate ? to_f32(*y) : 0.0f) + acc[r] + b);
+    }
+  }
+}
+
+template <typename T, int R>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_swiglu_kernel(T* h, const T* x, const T* wg, const T* wu, int IC, int I) {
+  const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (o >= I) return;
+  float g[R], u[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) g[r] = u[r] = 0.0f;
+  dot_rows<T, R>(g, wg + (size_t)o * IC, x, IC);
+  dot_rows<T, R>(u, wu + (size_t)o * IC, x, IC);
+  if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      // the gate and up values are rounded to T first, as the unfused path
+      // stores them, so both paths compute the same SwiGLU inputs
+      const float gr = to_f32(from_f32<T>(g[r])), ur = to_f32(from_f32<T>(u[r]));
+      const float sg = 1.0f / (1.0f + __expf(-gr));
+      h[(size_t)r * I + o] = from_f32<T>(gr * sg * ur);
+    }
+  }
+}
+
+// Runs CALL with the compile-time constant R = N (1..kGemvMaxRows).
+#define FW_GEMV_WITH_ROWS(N, CALL)                                                                       \
+  switch (N) {                                                                                           \
+    case 1: { constexpr int R = 1; CALL; } break;                                                        \
+    case 2: { constexpr int R = 2; CALL; } break;                                                        \
+    case 3: { constexpr int R = 3; CALL; } break;                                                        \
+    case 4: { constexpr int R = 4; CALL; } break;                                                        \
+    case 5: { constexpr int R = 5; CALL; } break;                                                        \
+    case 6: { constexpr int R = 6; CALL; } break;                                                        \
+    case 7: { constexpr int R = 7; CALL; } break;                                                        \
+    case 8: { constexpr int R = 8; CALL; } break;                                                        \
+    default: FW_CHECK(false, kInvalidArgument, "gemv: " << (N) << " rows, at most " << kGemvMaxRows);     \
+  }
+
+}  // namespace
+
+template <typename T>
+bool gemv_fits(int N, int IC) {
+  return N >= 1 && N <= kGemvMaxRows && IC > 0 && IC % kPack<T> == 0;
+}
+
+template <typename T>
+void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool accumulate, cudaStream_t stream) {
+  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x), kInvalidArgument,
+           "gemv: " << N << " rows of " << IC << " do not fit (at most " << kGemvMaxRows
+                    << " rows, 16-byte aligned rows)");
+  FW_CHECK(n_outs >= 1 && n_outs <= kMaxOuts, kInvalidArgument, "gemv: 1 to " << kMaxOuts << " projections");
+  GemvArgs<T> a{};
+  a.n_outs = n_outs;
+  a.first[0] = 0;
+  for (int i = 0; i < n_outs; i++) {
+    FW_CHECK(aligned16(outs[i].w) && outs[i].oc >= 0, kInvalidArgument, "gemv: weights must be 16-byte aligned");
+    a.outs[i] = outs[i];
+    a.first[i + 1] = a.first[i] + outs[i].oc;
+  }
+  const int channels = a.first[n_outs];
+  if (channels == 0) return;
+  FW_GEMV_WITH_ROWS(N, (gemv_kernel<T, R><<<ceil_div(channels, kWarps), kWarps * 32, 0, stream>>>(a, x, IC,
+                                                                                                  accumulate)));
+  FW_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void gemv_swiglu(T* h, const T* x, const T* wg, const T* wu, int N, int IC, int I, cudaStream_t stream) {
+  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x) && aligned16(wg) && aligned16(wu), kInvalidArgument,
+           "gemv_swiglu: " << N << " rows of " << IC << " do not fit");
+  if (I == 0) return;
+  FW_GEMV_WITH_ROWS(N, (gemv_swiglu_kernel<T, R><<<ceil_div(I, kWarps), kWarps * 32, 0, stream>>>(h, x, wg, wu, IC,
+                                                                                                  I)));
+  FW_CUDA_CHECK_LAUNCH();
+}
+
+#define FW_GEMV_INSTANTIATE(T)                                                                               \
+  template bool gemv_fits<T>(int, int);                                                                      \
+  template void gemv<T>(const T*, int, int, const GemvOut<T>*, int, bool, cudaStream_t);                     \
+  template void gemv_swiglu<T>(T*, const T*, const T*, const T*, int, int, int, cudaStream_t);
+FW_GEMV_INSTANTIATE(float)
+FW_GEMV_INSTANTIATE(bf16)
+FW_GEMV_INSTANTIATE(f16)
+#undef FW_GEMV_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace fw

@@ -1,0 +1,45 @@
+// gemv.cuh: matrix-vector products for decode at small batch, where cuBLAS
+// spends more time launching (split-K GEMMs of one row become two or three
+// kernels each) than reading the weights. One warp per output channel streams
+// its weight row once in 16-byte loads and applies it to every input row.
+// Several projections of the same input share one launch (q, k and v), the
+// gate and up projections fuse with SwiGLU, and the output projections add
+// into the residual stream in place.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace fw {
+namespace cuda {
+
+constexpr int kGemvMaxRows = 8;  // input rows (the decode batch) one launch serves
+
+// One projection: out (N, oc) (+)= x (N, IC) @ w (oc, IC)^T + bias (oc,
+// nullptr: none).
+template <typename T>
+struct GemvOut {
+  const T* w = nullptr;
+  const T* bias = nullptr;
+  T* out = nullptr;
+  int oc = 0;
+};
+
+// Whether the kernels below take these shapes: N <= kGemvMaxRows rows and IC
+// a multiple of 16 bytes of T (rows of x and w 16-byte aligned when their
+// base pointers are; gemv checks the pointers too).
+template <typename T>
+bool gemv_fits(int N, int IC);
+
+// Up to 3 projections of the same x in one launch. accumulate: out += ...
+// (the residual stream), else out = ... Throws kInvalidArgument when the
+// shapes or pointer alignment do not fit (gemv_fits first).
+template <typename T>
+void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool accumulate, cudaStream_t stream);
+
+// h (N, I) = silu(x @ wg^T) * (x @ wu^T), x (N, IC), wg and wu (I, IC): the
+// gate and up projections and SwiGLU in one pass over both weight matrices.
+template <typename T>
+void gemv_swiglu(T* h, const T* x, const T* wg, const T* wu, int N, int IC, int I, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fw
