@@ -23,6 +23,7 @@ struct GemvArgs {
   GemvOut<T> outs[kMaxOuts];
   int n_outs;
   int first[kMaxOuts + 1];  // channel offsets of the projections in the grid
+  int channels;             // first[n_outs]
 };
 
 // acc[r] += dot(w row, x row r) over this lane's packs; a warp sum after.
@@ -46,20 +47,24 @@ __device__ __forceinline__ void dot_rows(float (&acc)[R], const T* wrow, const T
 template <typename T, int R>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate) {
   const int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (ch >= a.first[a.n_outs]) return;
-  int s = 0;
-  while (ch >= a.first[s + 1]) s++;
-  const GemvOut<T>& g = a.outs[s];
-  const int o = ch - a.first[s];
+  if (ch >= a.channels) return;
+  // the projection of this channel, picked field by field with constant
+  // indices so the arguments stay in parameter space (no local-memory copy)
+  const int sel = (a.n_outs > 2 && ch >= a.first[2]) ? 2 : (a.n_outs > 1 && ch >= a.first[1]) ? 1 : 0;
+  const T* w = sel == 2 ? a.outs[2].w : sel == 1 ? a.outs[1].w : a.outs[0].w;
+  const T* bias = sel == 2 ? a.outs[2].bias : sel == 1 ? a.outs[1].bias : a.outs[0].bias;
+  T* out = sel == 2 ? a.outs[2].out : sel == 1 ? a.outs[1].out : a.outs[0].out;
+  const int oc = sel == 2 ? a.outs[2].oc : sel == 1 ? a.outs[1].oc : a.outs[0].oc;
+  const int o = ch - (sel == 2 ? a.first[2] : sel == 1 ? a.first[1] : 0);
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] = 0.0f;
-  dot_rows<T, R>(acc, g.w + (size_t)o * IC, x, IC);
+  dot_rows<T, R>(acc, w + (size_t)o * IC, x, IC);
   if ((threadIdx.x & 31) == 0) {
-    const float b = g.bias ? to_f32(g.bias[o]) : 0.0f;
+    const float b = bias ? to_f32(bias[o]) : 0.0f;
 #pragma unroll
     for (int r = 0; r < R; r++) {
-      T* y = g.out + (size_t)r * g.oc + o;
+      T* y = out + (size_t)r * oc + o;
       *y = from_f32<T>((accumulate ? to_f32(*y) : 0.0f) + acc[r] + b);
     }
   }
@@ -122,7 +127,7 @@ void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool ac
     a.outs[i] = outs[i];
     a.first[i + 1] = a.first[i] + outs[i].oc;
   }
-  const int channels = a.first[n_outs];
+  const int channels = a.channels = a.first[n_outs];
   if (channels == 0) return;
   FW_GEMV_WITH_ROWS(N, (gemv_kernel<T, R><<<ceil_div(channels, kWarps), kWarps * 32, 0, stream>>>(a, x, IC,
                                                                                                   accumulate)));
