@@ -75,6 +75,48 @@ __global__ void kv_append_dpos_kernel(T* k_cache, T* v_cache, const T* k, const 
   v_cache[dst] = v[idx];
 }
 
+// The decode step's q/k rotation and cache append in one launch: one thread
+// per rotated pair (b, t, head, i < HS/2) over the NH query heads and then
+// the KVH key heads. A query pair is rotated in place; a key pair is rotated
+// and written to the key cache (and to k, as rope_forward_dpos would), and
+// the same thread copies the matching value pair to the value cache. Same
+// arithmetic as rope_dpos_kernel + kv_append_dpos_kernel.
+template <typename T>
+__global__ void rope_append_dpos_kernel(T* q, T* k, const T* v, T* k_cache, T* v_cache, const float* cos_t,
+                                        const float* sin_t, int B, int Tq, int NH, int KVH, int S, int HS,
+                                        const int* d_pos) {
+  const int half = HS / 2, H = NH + KVH;
+  const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (idx >= (size_t)B * Tq * H * half) return;
+  const int i = idx % half;
+  const int hh = (idx / half) % H;
+  const size_t bt = idx / ((size_t)half * H);  // b * Tq + t
+  const int t = bt % Tq, b = bt / Tq;
+  const int pos = *d_pos + t;
+  const size_t tab = (size_t)pos * half + i;
+  const float c = cos_t[tab], s = sin_t[tab];
+  if (hh < NH) {
+    T* x = q + (bt * NH + hh) * HS;
+    const float x1 = to_f32(x[i]), x2 = to_f32(x[i + half]);
+    x[i] = from_f32<T>(x1 * c - x2 * s);
+    x[i + half] = from_f32<T>(x2 * c + x1 * s);
+    return;
+  }
+  const int h = hh - NH;
+  T* x = k + (bt * KVH + h) * HS;
+  const float x1 = to_f32(x[i]), x2 = to_f32(x[i + half]);
+  const T r1 = from_f32<T>(x1 * c - x2 * s), r2 = from_f32<T>(x2 * c + x1 * s);
+  x[i] = r1;
+  x[i + half] = r2;
+  if (pos < 0 || pos >= S) return;  // out of the cache: never write past it
+  const size_t dst = (((size_t)b * KVH + h) * S + pos) * HS;
+  const T* vv = v + (bt * KVH + h) * HS;
+  k_cache[dst + i] = r1;
+  k_cache[dst + i + half] = r2;
+  v_cache[dst + i] = vv[i];
+  v_cache[dst + i + half] = vv[i + half];
+}
+
 // ---------------------------------------------------------------- attention
 
 // VEC consecutive elements of T at p (aligned to VEC * sizeof(T) bytes) are
@@ -468,6 +510,18 @@ void kv_cache_append_dpos(T* k_cache, T* v_cache, const T* k, const T* v, int B,
 }
 
 template <typename T>
+void rope_append_dpos(T* q, T* k, const T* v, T* k_cache, T* v_cache, const float* cos_t, const float* sin_t, int B,
+                      int Tq, int NH, int KVH, int S, int HS, const int* d_pos, cudaStream_t stream) {
+  FW_CHECK(HS % 2 == 0, kInvalidArgument, "rope_append_dpos: head_dim " << HS << " must be even");
+  FW_CHECK(Tq <= S, kInvalidArgument, "rope_append_dpos: " << Tq << " tokens exceed the cache capacity " << S);
+  const size_t n = (size_t)B * Tq * (NH + KVH) * (HS / 2);
+  if (n == 0) return;
+  rope_append_dpos_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(q, k, v, k_cache, v_cache, cos_t, sin_t, B, Tq,
+                                                                   NH, KVH, S, HS, d_pos);
+  FW_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
 void argmax_rows(int32_t* out, const T* logits, int N, int V, cudaStream_t stream) {
   FW_CHECK(N >= 0 && V > 0, kInvalidArgument, "argmax_rows: bad sizes N " << N << " V " << V);
   if (N == 0) return;
@@ -492,7 +546,9 @@ void add_device_int(int* d, int delta, cudaStream_t stream) {
                                         cudaStream_t);                                                            \
   template void attention_decode_dpos<T>(T*, const T*, const T*, const T*, int, int, int, int, int, int,           \
                                          const int*, float*, cudaStream_t);                                        \
-  template void argmax_rows<T>(int32_t*, const T*, int, int, cudaStream_t);
+  template void argmax_rows<T>(int32_t*, const T*, int, int, cudaStream_t);                                     \
+  template void rope_append_dpos<T>(T*, T*, const T*, T*, T*, const float*, const float*, int, int, int, int, int, \
+                                    int, const int*, cudaStream_t);
 FW_DECODE_INSTANTIATE(float)
 FW_DECODE_INSTANTIATE(bf16)
 FW_DECODE_INSTANTIATE(f16)

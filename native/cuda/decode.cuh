@@ -33,6 +33,13 @@ template <typename T>
 void kv_cache_append_dpos(T* k_cache, T* v_cache, const T* k, const T* v, int B, int Tq, int KVH, int S, int HS,
                           const int* d_pos, cudaStream_t stream);
 
+// rope_forward_dpos on q (B, Tq, NH, HS) and k (B, Tq, KVH, HS), then
+// kv_cache_append_dpos of k and v, in one launch (the decode step's three
+// launches before the attention); the same results.
+template <typename T>
+void rope_append_dpos(T* q, T* k, const T* v, T* k_cache, T* v_cache, const float* cos_t, const float* sin_t, int B,
+                      int Tq, int NH, int KVH, int S, int HS, const int* d_pos, cudaStream_t stream);
+
 // Floats of workspace attention_decode_dpos needs for these sizes.
 size_t attention_decode_workspace_floats(int B, int Tq, int NH, int S, int HS);
 

@@ -612,9 +612,8 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       kv_cache_append(cache.k_layer(l), cache.v_layer(l), d.k, d.v, B, T_len, KVH, cache.S, HS, 0, s);
       attention_forward(d.atty, d.lse, d.q, d.k, d.v, B, T_len, NH, KVH, HS, s);
     } else {
-      rope_forward_dpos(d.q, rope_cos_, rope_sin_, B, T_len, NH, HS, cache.d_len, s);
-      rope_forward_dpos(d.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, cache.d_len, s);
-      kv_cache_append_dpos(cache.k_layer(l), cache.v_layer(l), d.k, d.v, B, T_len, KVH, cache.S, HS, cache.d_len, s);
+      rope_append_dpos(d.q, d.k, d.v, cache.k_layer(l), cache.v_layer(l), rope_cos_, rope_sin_, B, T_len, NH, KVH,
+                       cache.S, HS, cache.d_len, s);
       attention_decode_dpos(d.atty, d.q, cache.k_layer(l), cache.v_layer(l), B, T_len, NH, KVH, cache.S, HS,
                             cache.d_len, d.ws, s);
     }

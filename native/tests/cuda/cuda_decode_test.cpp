@@ -71,6 +71,29 @@ void check_append(int B, int Tq, int KVH, int HS, int S, int pos, uint64_t seed)
   expect_parity(tag("kv_cache_append_dpos v", B, Tq, KVH, KVH, HS, S, pos, tn), gv->f32(), rv->f32(), 0.0);
 }
 
+// The fused decode-step kernel against the three it replaces: the same bits.
+template <typename T>
+void check_rope_append(int B, int Tq, int NH, int KVH, int HS, int S, int pos, uint64_t seed) {
+  RopeTables tab(S + Tq, HS);  // positions up to pos + Tq - 1, even past the cache
+  const size_t nq = (size_t)B * Tq * NH * HS, nk = (size_t)B * Tq * KVH * HS, nc = (size_t)B * KVH * S * HS;
+  const std::vector<float> q = rounded<T>(randn(nq, seed)), k = rounded<T>(randn(nk, seed + 1));
+  const std::vector<float> v = rounded<T>(randn(nk, seed + 2)), kc = rounded<T>(randn(nc, seed + 3));
+  const std::vector<float> vc = rounded<T>(randn(nc, seed + 4));
+  auto rq = dev<T>(q), rk = dev<T>(k), rkc = dev<T>(kc), rvc = dev<T>(vc);
+  auto gq = dev<T>(q), gk = dev<T>(k), gkc = dev<T>(kc), gvc = dev<T>(vc), dv = dev<T>(v);
+  auto d_pos = dev_int(pos);
+  fw::cuda::rope_forward_dpos<T>(rq->get(), tab.cos_t.get(), tab.sin_t.get(), B, Tq, NH, HS, d_pos->get(), 0);
+  fw::cuda::rope_forward_dpos<T>(rk->get(), tab.cos_t.get(), tab.sin_t.get(), B, Tq, KVH, HS, d_pos->get(), 0);
+  fw::cuda::kv_cache_append_dpos<T>(rkc->get(), rvc->get(), rk->get(), dv->get(), B, Tq, KVH, S, HS, d_pos->get(), 0);
+  fw::cuda::rope_append_dpos<T>(gq->get(), gk->get(), dv->get(), gkc->get(), gvc->get(), tab.cos_t.get(),
+                                tab.sin_t.get(), B, Tq, NH, KVH, S, HS, d_pos->get(), 0);
+  const char* tn = type_name<T>();
+  EXPECT_EQ(gq->f32(), rq->f32()) << tag("rope_append_dpos q", B, Tq, NH, KVH, HS, S, pos, tn);
+  EXPECT_EQ(gk->f32(), rk->f32()) << tag("rope_append_dpos k", B, Tq, NH, KVH, HS, S, pos, tn);
+  EXPECT_EQ(gkc->f32(), rkc->f32()) << tag("rope_append_dpos k cache", B, Tq, NH, KVH, HS, S, pos, tn);
+  EXPECT_EQ(gvc->f32(), rvc->f32()) << tag("rope_append_dpos v cache", B, Tq, NH, KVH, HS, S, pos, tn);
+}
+
 // ---------------------------------------------------------------- attention
 
 // out (B, Tq, NH, HS) in double: query t at position pos + t over keys 0..pos+t.
@@ -277,6 +300,17 @@ TEST(cuda_decode, kv_append_dpos_matches_kv_cache_append) {
       check_append<float>(3, Tq, 2, 64, 300, pos, seed += 10);
       check_append<bf16>(3, Tq, 2, 64, 300, pos, seed += 10);
       check_append<float>(1, Tq, 1, 16, 300, pos, seed += 10);
+    }
+}
+
+TEST(cuda_decode, rope_append_dpos_equals_rope_then_append) {
+  FW_REQUIRE_GPU();
+  uint64_t seed = 500;
+  for (int Tq : {1, 3})
+    for (int pos : {0, 1, 129, 300 - Tq, 301 - Tq}) {  // the last: one token past the cache, skipped
+      check_rope_append<float>(3, Tq, 4, 2, 64, 300, pos, seed += 10);
+      check_rope_append<bf16>(2, Tq, 4, 1, 128, 300, pos, seed += 10);
+      check_rope_append<f16>(1, Tq, 2, 2, 16, 300, pos, seed += 10);
     }
 }
 
