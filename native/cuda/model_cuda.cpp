@@ -20,6 +20,8 @@
 #include "decode.cuh"
 #include "embedding_plan.h"
 #include "gemv.cuh"
+#include "quant.cuh"
+#include "quant.h"
 #include "nccl_shim.h"
 #include "ops_attention.cuh"
 #include "ops_embedding.cuh"
@@ -195,11 +197,59 @@ CudaModel<T>::CudaModel(const Config& c, Blas& blas, cudaStream_t stream) : cfg(
 template <typename T>
 CudaModel<T>::~CudaModel() {
   free_acts();
+  cudaFree(q8_block_);
   cudaFree(dec_block_);
   cudaFree(params_);
   cudaFree(grads_);
   cudaFree(rope_cos_);
   cudaFree(rope_sin_);
+}
+
+template <typename T>
+void CudaModel<T>::set_int8_decode(bool on) {
+  FW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cudaFree(q8_block_);
+  q8_block_ = nullptr;
+  q8_.clear();
+  q8_bytes_ = 0;
+  if (!on) return;
+  // Quantise on the host from the fp32 values of the parameters, exactly as
+  // InferEngine does from its Model, then upload into one allocation.
+  std::vector<float> host(layout.numel);
+  download_params(host.data());
+  const Config& c = cfg;
+  const int C = c.hidden_size, I = c.intermediate_size, QD = c.num_attention_heads * c.head_dim,
+            KD = c.num_key_value_heads * c.head_dim;
+  std::vector<QuantMatrix> mats;
+  for (int l = 0; l < c.num_hidden_layers; l++) {
+    const LayerParams<float> p = layer_param_ptrs(layout, host.data(), l);
+    mats.push_back(quantize_q8(p.wq, QD, C));
+    mats.push_back(quantize_q8(p.wk, KD, C));
+    mats.push_back(quantize_q8(p.wv, KD, C));
+    mats.push_back(quantize_q8(p.wo, C, QD));
+    mats.push_back(quantize_q8(p.wgate, I, C));
+    mats.push_back(quantize_q8(p.wup, I, C));
+    mats.push_back(quantize_q8(p.wdown, C, I));
+  }
+  const char* lm = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  mats.push_back(quantize_q8(host.data() + layout.at(lm).offset, c.vocab_size, C));
+  size_t bytes = 0;
+  for (const QuantMatrix& m : mats) bytes += (m.q.size() + 255) / 256 * 256 + (m.scale.size() * 4 + 255) / 256 * 256;
+  FW_CUDA_CHECK(cudaMalloc(&q8_block_, bytes));
+  char* at = static_cast<char*>(q8_block_);
+  for (const QuantMatrix& m : mats) {
+    Q8 d;
+    d.oc = m.OC;
+    d.ic = m.IC;
+    d.q = reinterpret_cast<int8_t*>(at);
+    FW_CUDA_CHECK(cudaMemcpy(d.q, m.q.data(), m.q.size(), cudaMemcpyHostToDevice));
+    at += (m.q.size() + 255) / 256 * 256;
+    d.scale = reinterpret_cast<float*>(at);
+    FW_CUDA_CHECK(cudaMemcpy(d.scale, m.scale.data(), m.scale.size() * 4, cudaMemcpyHostToDevice));
+    at += (m.scale.size() * 4 + 255) / 256 * 256;
+    q8_.push_back(d);
+    q8_bytes_ += m.bytes();
+  }
 }
 
 template <typename T>
@@ -592,13 +642,22 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
   // warp-per-channel GEMVs (gemv.cuh), q/k/v in one launch, gate/up fused with
   // SwiGLU, o and down added into x in place; cuBLAS otherwise.
   const bool gv = gemv_fits<T>(N, C) && gemv_fits<T>(N, QD) && gemv_fits<T>(N, I);
+  const bool q8 = !q8_.empty();  // INT8 weights (set_int8_decode) take precedence
+  auto q8mm = [&](T* out, const T* in, int l, int w, const T* bias) {
+    const Q8& m = q8_[(size_t)l * 7 + w];
+    matmul_q8<T>(out, in, m.q, m.scale, bias, N, m.oc, m.ic, stream_);
+  };
   T* x = d.x;
   cudaStream_t s = stream_;
   embedding_forward(x, d_tokens, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
   for (int l = 0; l < c.num_hidden_layers; l++) {
     const LayerParams<T>& p = lp_[l];
     rmsnorm_forward(d.ln, d.rstd, x, p.ln1, N, C, c.rms_norm_eps, s);
-    if (gv) {
+    if (q8) {
+      q8mm(d.q, d.ln, l, 0, p.bq);
+      q8mm(d.k, d.ln, l, 1, p.bk);
+      q8mm(d.v, d.ln, l, 2, p.bv);
+    } else if (gv) {
       const GemvOut<T> qkv[3] = {{p.wq, p.bq, d.q, QD}, {p.wk, p.bk, d.k, KD}, {p.wv, p.bv, d.v, KD}};
       gemv(d.ln, N, C, qkv, 3, false, s);
     } else {
@@ -617,7 +676,10 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       attention_decode_dpos(d.atty, d.q, cache.k_layer(l), cache.v_layer(l), B, T_len, NH, KVH, cache.S, HS,
                             cache.d_len, d.ws, s);
     }
-    if (gv) {
+    if (q8) {
+      q8mm(d.ln, d.atty, l, 3, p.bo);  // d.ln is free until the next norm
+      add_inplace(x, d.ln, (size_t)N * C, s);
+    } else if (gv) {
       const GemvOut<T> o = {p.wo, p.bo, x, C};
       gemv(d.atty, N, QD, &o, 1, true, s);  // x += o_proj (+ bo)
     } else {
@@ -625,7 +687,13 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       if (p.bo) bias_add_forward(x, p.bo, N, C, s);
     }
     rmsnorm_forward(d.ln, d.rstd, x, p.ln2, N, C, c.rms_norm_eps, s);
-    if (gv) {
+    if (q8) {
+      q8mm(d.gate, d.ln, l, 4, nullptr);
+      q8mm(d.up, d.ln, l, 5, nullptr);
+      swiglu_forward(d.gate, d.gate, d.up, (size_t)N * I, s);
+      q8mm(d.ln, d.gate, l, 6, nullptr);
+      add_inplace(x, d.ln, (size_t)N * C, s);
+    } else if (gv) {
       gemv_swiglu(d.gate, d.ln, p.wgate, p.wup, N, C, I, s);
       const GemvOut<T> down = {p.wdown, nullptr, x, C};
       gemv(d.gate, N, I, &down, 1, true, s);  // x += down
@@ -641,7 +709,10 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
   if (all_logits || T_len == 1) {
     rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
     const int rows = all_logits ? N : B;
-    if (gemv_fits<T>(rows, C)) {
+    if (q8) {
+      const Q8& m = q8_.back();
+      matmul_q8<T>(logits_out, d.ln, m.q, m.scale, (const T*)nullptr, rows, m.oc, m.ic, s);
+    } else if (gemv_fits<T>(rows, C)) {
       const GemvOut<T> lm = {wlm, nullptr, logits_out, V};
       gemv(d.ln, rows, C, &lm, 1, false, s);
     } else {
@@ -652,7 +723,12 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
     FW_CUDA_CHECK(cudaMemcpy2DAsync(d.last, C * sizeof(T), x + (size_t)(T_len - 1) * C,
                                     (size_t)T_len * C * sizeof(T), C * sizeof(T), B, cudaMemcpyDeviceToDevice, s));
     rmsnorm_forward(d.ln, d.rstd, d.last, wnorm, B, C, c.rms_norm_eps, s);
-    linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, B, C, V, s);
+    if (q8) {
+      const Q8& m = q8_.back();
+      matmul_q8<T>(logits_out, d.ln, m.q, m.scale, (const T*)nullptr, B, m.oc, m.ic, s);
+    } else {
+      linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, B, C, V, s);
+    }
   }
   add_device_int(cache.d_len, T_len, s);
   cache.len += T_len;

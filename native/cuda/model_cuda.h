@@ -162,6 +162,15 @@ class CudaModel {
   CudaDecodeGraph capture_decode(const int32_t* d_tokens, int B, int T_, CudaKVCache<T>& cache, T* logits_out,
                                  const std::function<void(cudaStream_t)>& after = nullptr);
 
+  // INT8 weight-only decode, as fw::InferEngine with int8: q/k/v/o,
+  // gate/up/down and the lm_head quantised per output channel (quant.h,
+  // from the current parameters); forward_cached / forward_cached_device then
+  // run them through matmul_q8 (4x fewer weight bytes per token). forward()
+  // and training are unaffected. Call again after the parameters change.
+  void set_int8_decode(bool on);
+  bool int8_decode() const { return !q8_.empty(); }
+  size_t int8_bytes() const { return q8_bytes_; }
+
   // Per-op GPU times of forward, backward and CudaTrainer::step go to `p`
   // while it is attached (nullptr detaches); see op_profiler.h.
   void set_profiler(OpProfiler* p) { prof_ = p; }
@@ -218,6 +227,16 @@ class CudaModel {
   bool dlogits_ready_ = false;
   double normalizer_ = 1.0;
   double loss_scale_ = 1.0;
+
+  // INT8 decode weights: per layer q, k, v, o, gate, up, down, then lm_head
+  struct Q8 {
+    int8_t* q = nullptr;
+    float* scale = nullptr;
+    int oc = 0, ic = 0;
+  };
+  std::vector<Q8> q8_;
+  void* q8_block_ = nullptr;
+  size_t q8_bytes_ = 0;
 
   // decode scratch
   int dec_B_ = 0, dec_T_ = 0, dec_S_ = 0;

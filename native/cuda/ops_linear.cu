@@ -13,6 +13,12 @@ __global__ void bias_add_kernel(T* out, const T* bias, size_t total, int OC) {
     out[i] = from_f32<T>(to_f32(out[i]) + to_f32(bias[i % OC]));
 }
 
+template <typename T>
+__global__ void add_inplace_kernel(T* x, const T* y, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] = from_f32<T>(to_f32(x[i]) + to_f32(y[i]));
+}
+
 // block (32, 32), grid (ceil(OC / 32)).
 template <typename T>
 __global__ void bias_backward_kernel(T* dbias, const T* dout, int N, int OC) {
@@ -41,6 +47,15 @@ void bias_add_forward(T* out, const T* bias, int N, int OC, cudaStream_t stream)
 }
 
 template <typename T>
+void add_inplace(T* x, const T* y, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  unsigned grid = ceil_div(n, 256);
+  if (grid > 65535) grid = 65535;
+  add_inplace_kernel<T><<<grid, 256, 0, stream>>>(x, y, n);
+  FW_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
 void bias_backward(T* dbias, const T* dout, int N, int OC, cudaStream_t stream) {
   if (OC == 0) return;
   bias_backward_kernel<T><<<ceil_div(OC, 32), dim3(32, 32), 0, stream>>>(dbias, dout, N, OC);
@@ -53,6 +68,9 @@ template void bias_add_forward<f16>(f16*, const f16*, int, int, cudaStream_t);
 template void bias_backward<float>(float*, const float*, int, int, cudaStream_t);
 template void bias_backward<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
 template void bias_backward<f16>(f16*, const f16*, int, int, cudaStream_t);
+template void add_inplace<float>(float*, const float*, size_t, cudaStream_t);
+template void add_inplace<bf16>(bf16*, const bf16*, size_t, cudaStream_t);
+template void add_inplace<f16>(f16*, const f16*, size_t, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

@@ -12,6 +12,10 @@ namespace cuda {
 template <typename T>
 void bias_add_forward(T* out, const T* bias, int N, int OC, cudaStream_t stream);
 
+// x (n) += y (n) elementwise (a residual add).
+template <typename T>
+void add_inplace(T* x, const T* y, size_t n, cudaStream_t stream);
+
 // dbias (OC) += column sums of dout (N, OC), fixed order (deterministic).
 template <typename T>
 void bias_backward(T* dbias, const T* dout, int N, int OC, cudaStream_t stream);

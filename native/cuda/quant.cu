@@ -75,6 +75,8 @@ template void matmul_q8<float>(float*, const float*, const int8_t*, const float*
                                cudaStream_t);
 template void matmul_q8<bf16>(bf16*, const bf16*, const int8_t*, const float*, const bf16*, int, int, int,
                               cudaStream_t);
+template void matmul_q8<f16>(f16*, const f16*, const int8_t*, const float*, const f16*, int, int, int,
+                              cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

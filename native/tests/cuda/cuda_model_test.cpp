@@ -17,6 +17,7 @@
 #include "cuda_test_util.h"
 #include "decode.cuh"
 #include "model.h"
+#include "infer.h"
 #include "model_cuda.h"
 #include "train.h"
 
@@ -438,6 +439,60 @@ TEST(cuda_model, fp16_training_skips_overflowing_steps_and_learns) {
   EXPECT_EQ(tr.step_count(), 30);
   EXPECT_LT(tr.loss_scaler().scale, 1e9f);
   EXPECT_LT(last, 0.5 * first);
+}
+
+// INT8 weight-only decode: the same quantised weights as fw::InferEngine
+// (quant.h, per output channel from the same fp32 values), so the GPU's
+// prefill and decode logits follow the CPU engine's int8 logits to the
+// storage type's tolerance; switching it off gives the full-precision path
+// back.
+template <typename T>
+void check_int8_decode(const ModelCase& mc, uint64_t seed) {
+  const fw::Config cfg = fw::config_from_json(mc.cfg);
+  fw::Model cpu = cpu_model<T>(cfg, seed, 0.02);
+  const int Tt = mc.T, V = cfg.vocab_size;
+  std::vector<int32_t> tok, tgt;
+  batch(tok, tgt, 1, Tt, V, seed + 3);
+  // CPU: every position's logits of one sequence, int8 weights
+  fw::InferEngine eng(cpu, true);
+  fw::InferCache cc;
+  cc.init(cfg, 1, Tt);
+  std::vector<int> seq(Tt, 0), pos(Tt);
+  for (int t = 0; t < Tt; t++) pos[t] = t;
+  std::vector<float> want((size_t)Tt * V);
+  const int P = Tt / 2;
+  eng.forward(tok.data(), seq.data(), pos.data(), P, cc, want.data());
+  for (int t = P; t < Tt; t++) eng.forward(&tok[t], &seq[t], &pos[t], 1, cc, want.data() + (size_t)t * V);
+
+  fw::cuda::Blas blas;
+  fw::cuda::CudaModel<T> gpu(cfg, blas);
+  gpu.load_params(cpu.params.data());
+  gpu.set_int8_decode(true);
+  EXPECT_TRUE(gpu.int8_decode());
+  EXPECT_EQ(gpu.int8_bytes(), eng.weight_bytes()) << "the same matrices, quantised the same way";
+  fw::cuda::CudaKVCache<T> cache(cfg, 1, Tt);
+  Dev<T> out((size_t)Tt * V);
+  gpu.forward_cached(tok.data(), 1, P, cache, out.get(), true);  // prefill, every position
+  std::vector<float> got = out.f32();
+  got.resize((size_t)Tt * V);
+  for (int t = P; t < Tt; t++) {
+    gpu.forward_cached(&tok[t], 1, 1, cache, out.get(), false);
+    std::vector<float> step = out.f32();
+    std::copy(step.begin(), step.begin() + V, got.begin() + (size_t)t * V);
+  }
+  const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + "]";
+  expect_model_parity<T>("int8 decode vs InferEngine int8" + tag, got, want, false, 1e-2);
+  gpu.set_int8_decode(false);
+  EXPECT_FALSE(gpu.int8_decode());
+}
+
+TEST(cuda_model, int8_decode_matches_the_cpu_infer_engine) {
+  FW_REQUIRE_GPU();
+  uint64_t seed = 600;
+  for (const ModelCase& mc : cases()) {
+    check_int8_decode<float>(mc, seed += 10);
+    check_int8_decode<bf16>(mc, seed += 10);
+  }
 }
 
 TEST(cuda_model, bad_tokens_are_invalid_argument) {
