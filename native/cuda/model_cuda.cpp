@@ -211,7 +211,6 @@ void CudaModel<T>::set_int8_decode(bool on) {
   cudaFree(q8_block_);
   q8_block_ = nullptr;
   q8_.clear();
-  q8_bytes_ = 0;
   if (!on) return;
   // Quantise on the host from the fp32 values of the parameters, exactly as
   // InferEngine does from its Model, then upload into one allocation.
@@ -248,7 +247,6 @@ void CudaModel<T>::set_int8_decode(bool on) {
     FW_CUDA_CHECK(cudaMemcpy(d.scale, m.scale.data(), m.scale.size() * 4, cudaMemcpyHostToDevice));
     at += (m.scale.size() * 4 + 255) / 256 * 256;
     q8_.push_back(d);
-    q8_bytes_ += m.bytes();
   }
 }
 
@@ -805,10 +803,7 @@ CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCol
     to_f32_buffer(master_, model_.params() + shard_begin_, shard, model_.stream());
     opt_bytes_ += shard * sizeof(float);
   }
-  if constexpr (std::is_same<T, f16>::value) {
-    FW_CUDA_CHECK(cudaMalloc(&found_inf_, sizeof(int)));
-    loss_scaling_ = true;
-  }
+  if constexpr (kLossScaling) FW_CUDA_CHECK(cudaMalloc(&found_inf_, sizeof(int)));
   FW_CUDA_CHECK(cudaMalloc(&norm_, sizeof(float)));
   FW_CUDA_CHECK(cudaMalloc(&norm_scratch_, global_norm_scratch_floats() * sizeof(float)));
   FW_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
@@ -912,7 +907,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   const double norm = (double)std::max<int64_t>(r.tokens, 1);
   // fp16: backward runs on the loss times the scale (LossScaler), so small
   // gradients survive fp16's range; the norm and AdamW divide it out.
-  const float step_scale = loss_scaling_ ? scaler_.scale : 1.0f;
+  const float step_scale = kLossScaling ? scaler_.scale : 1.0f;
   model_.set_loss_scale(step_scale);
   OpProfiler* prof = model_.profiler();
   if (prof) prof->mark("zero grads", s);
@@ -953,7 +948,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     FW_CUDA_CHECK(cudaMemcpyAsync(grad_shard_, model_.grads(), (shard_end_ - shard_begin_) * sizeof(T),
                                   cudaMemcpyDeviceToDevice, s));
   }
-  if (loss_scaling_) {
+  if constexpr (kLossScaling) {
     // An inf or NaN anywhere (in any rank's shard) skips the step and lowers
     // the scale; the gradients stay scaled (AdamW unscales them in fp32).
     if (prof) prof->mark("overflow check", s);

@@ -34,6 +34,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -169,7 +170,11 @@ class CudaModel {
   // and training are unaffected. Call again after the parameters change.
   void set_int8_decode(bool on);
   bool int8_decode() const { return !q8_.empty(); }
-  size_t int8_bytes() const { return q8_bytes_; }
+  size_t int8_bytes() const {  // int8 weights plus fp32 scales, as QuantMatrix::bytes
+    size_t b = 0;
+    for (const Q8& m : q8_) b += (size_t)m.oc * m.ic + (size_t)m.oc * sizeof(float);
+    return b;
+  }
 
   // Per-op GPU times of forward, backward and CudaTrainer::step go to `p`
   // while it is attached (nullptr detaches); see op_profiler.h.
@@ -236,7 +241,6 @@ class CudaModel {
   };
   std::vector<Q8> q8_;
   void* q8_block_ = nullptr;
-  size_t q8_bytes_ = 0;
 
   // decode scratch
   int dec_B_ = 0, dec_T_ = 0, dec_S_ = 0;
@@ -292,7 +296,8 @@ class CudaTrainer {
   // step whose gradients overflow is skipped (StepResult.skipped, grad_norm
   // inf, step count unchanged) and the scale backs off; checkpoints keep it.
   LossScaler& loss_scaler() { return scaler_; }
-  bool loss_scaling() const { return loss_scaling_; }
+  static constexpr bool kLossScaling = std::is_same<T, f16>::value;
+  bool loss_scaling() const { return kLossScaling; }
 
  private:
   void adamw(double lr, double clip);
@@ -315,7 +320,6 @@ class CudaTrainer {
   size_t opt_bytes_ = 0;
   int last_buckets_ = 0;
   LossScaler scaler_;
-  bool loss_scaling_ = false;
   int* found_inf_ = nullptr;  // (1) device: an overflow in this step's gradients
 };
 

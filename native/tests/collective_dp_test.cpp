@@ -18,8 +18,11 @@
 #include "model.h"
 #include "train.h"
 #include "train_rng.h"
+#include "io_testutil.h"
 
 namespace {
+
+using fwtest::rel_l2;
 
 fw::Config tiny_config() {
   fw::Config c;
@@ -52,15 +55,6 @@ int64_t count_targets(const int32_t* tgt, size_t n) {
   int64_t k = 0;
   for (size_t i = 0; i < n; i++) k += tgt[i] != fw::kIgnoreIndex;
   return k;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / den);
 }
 
 // Plain SGD, w -= lr * g, on the model's own forward/backward: the trainer

@@ -25,6 +25,7 @@
 namespace {
 
 using json = nlohmann::json;
+using fwtest::rel_l2;
 using fwtest::TempDir;
 using fwtest::tiny_config;
 using fwtest::worker_path;
@@ -113,15 +114,6 @@ std::string write_spec(const TempDir& d, const std::string& tag, int batch, int 
                {"seed", 42}};
   fwtest::write_bytes(d / (tag + ".json"), spec.dump(2));
   return d / (tag + ".json");
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / den);
 }
 
 // Rank r of 2 with batch B reads permutation positions r, r+2, ... in groups

@@ -1,18 +1,31 @@
-// io_testutil.h: helpers shared by the io_/infer_/worker_ tests: a scratch
-// directory removed at the end of the test, and an assertion that a call
-// throws fw::Error of a given kind whose message mentions a substring.
+// io_testutil.h: helpers shared by the io_/infer_/worker_/collective_ tests:
+// a scratch directory removed at the end of the test, an assertion that a
+// call throws fw::Error of a given kind whose message mentions a substring,
+// and the norm-wise relative error of two weight vectors.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common.h"
 #include "fileio.h"
 
 namespace fwtest {
+
+// Norm-wise relative error ||a - b|| / ||b|| (b the reference).
+inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return std::sqrt(num / den);
+}
 
 struct TempDir {
   std::string path;

@@ -532,6 +532,11 @@ TEST(cuda_model, op_profiler_times_every_op_and_changes_nothing) {
   b.set_profiler(&prof);
   std::vector<int32_t> tok, tgt;
   const int steps = 2;
+  cudaEvent_t t0, t1;  // the profiled steps' whole GPU span, on the same stream
+  ASSERT_EQ(cudaEventCreate(&t0), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&t1), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(t0, b.stream()), cudaSuccess);
   for (int s = 0; s < steps; s++) {
     batch(tok, tgt, 4, mc.T, cfg.vocab_size, 700 + s);
     fw::StepResult ra = ta.step(tok.data(), tgt.data(), 4, mc.T);
@@ -539,14 +544,24 @@ TEST(cuda_model, op_profiler_times_every_op_and_changes_nothing) {
     EXPECT_EQ(ra.loss, rb.loss);  // bit for bit: marks are events, not work
     EXPECT_EQ(ra.grad_norm, rb.grad_norm);
   }
+  ASSERT_EQ(cudaEventRecord(t1, b.stream()), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(t1), cudaSuccess);
+  float span = 0;
+  ASSERT_EQ(cudaEventElapsedTime(&span, t0, t1), cudaSuccess);
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
   b.set_profiler(nullptr);
   const auto ops = prof.collect();
   std::map<std::string, double> ms(ops.begin(), ops.end());
+  double total = 0;
+  for (const auto& [name, t] : ops) total += t;
+  // the ops' intervals do not overlap and lie inside the steps' span
+  EXPECT_LE(total, span * 1.001 + 1e-3);
   for (const char* op : {"embedding", "rmsnorm", "gemm q/k/v", "rope", "attention", "gemm o", "gemm gate/up", "swiglu",
                          "gemm down", "gemm lm_head", "cross-entropy", "gemm down bwd", "attention bwd",
                          "gemm lm_head bwd", "embedding bwd", "grad norm", "adamw", "zero grads"}) {
     ASSERT_TRUE(ms.count(op)) << op;
-    EXPECT_GE(ms[op], 0.0) << op;
+    EXPECT_GT(ms[op], 0.0) << op << ": every op launches GPU work";
   }
   const int L = cfg.num_hidden_layers, micro = steps * tc.grad_accum;
   EXPECT_EQ(prof.count("attention"), micro * L);

@@ -21,6 +21,7 @@
 
 using json = nlohmann::json;
 using fwtest::base_spec;
+using fwtest::rel_l2;
 using fwtest::run_worker;
 using fwtest::TempDir;
 using fwtest::WorkerResult;
@@ -28,15 +29,6 @@ using fwtest::write_shards;
 using fwtest::write_spec;
 
 namespace {
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 uint32_t f32_bits(float x) {
   uint32_t u;
