@@ -5,6 +5,7 @@
 #include "lora_cublas.h"
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "common.h"
 #include "lora.h"
@@ -58,6 +59,7 @@ void lora_backward(Blas& blas, T* dinp, T* dA, T* dB, T* du, T* xd, const T* dou
                                  const LoraDims&, cudaStream_t);
 FW_LORA_INSTANTIATE(float)
 FW_LORA_INSTANTIATE(__nv_bfloat16)
+FW_LORA_INSTANTIATE(__half)
 #undef FW_LORA_INSTANTIATE
 
 }  // namespace cuda

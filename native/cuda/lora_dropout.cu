@@ -63,6 +63,8 @@ template void lora_dropout_forward<float>(float*, const float*, size_t, uint64_t
 template void lora_dropout_forward<bf16>(bf16*, const bf16*, size_t, uint64_t, double, cudaStream_t);
 template void lora_dropout_backward<float>(float*, const float*, size_t, uint64_t, double, cudaStream_t);
 template void lora_dropout_backward<bf16>(bf16*, const bf16*, size_t, uint64_t, double, cudaStream_t);
+template void lora_dropout_forward<f16>(f16*, const f16*, size_t, uint64_t, double, cudaStream_t);
+template void lora_dropout_backward<f16>(f16*, const f16*, size_t, uint64_t, double, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fw

@@ -43,10 +43,6 @@ namespace cuda {
 
 namespace {
 
-// Extra zeroed elements after the flat parameter / gradient buffers, so that
-// ZeRO-1 can split them into world_size equal shards (world_size <= 1024).
-constexpr size_t kShardSlack = 1024;
-
 // 16-bit storage (bf16 or fp16): the trainer keeps an fp32 master copy.
 template <typename T>
 constexpr bool has_master() {
@@ -64,38 +60,6 @@ void from_f32_buffer(bf16* dst, const float* src, size_t n, cudaStream_t s) { ca
 void from_f32_buffer(f16* dst, const float* src, size_t n, cudaStream_t s) { cast_f32_to_f16(dst, src, n, s); }
 void to_f32_buffer(float* dst, const bf16* src, size_t n, cudaStream_t s) { cast_bf16_to_f32(dst, src, n, s); }
 void to_f32_buffer(float* dst, const f16* src, size_t n, cudaStream_t s) { cast_f16_to_f32(dst, src, n, s); }
-
-template <typename T>
-void upload_f32(T* dst, const float* src, size_t n, cudaStream_t s) {
-  if (n == 0) return;
-  if constexpr (std::is_same<T, float>::value) {
-    FW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    FW_CUDA_CHECK(cudaStreamSynchronize(s));
-  } else {
-    float* tmp = nullptr;
-    FW_CUDA_CHECK(cudaMallocAsync(&tmp, n * sizeof(float), s));
-    FW_CUDA_CHECK(cudaMemcpyAsync(tmp, src, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    from_f32_buffer(dst, tmp, n, s);
-    FW_CUDA_CHECK(cudaFreeAsync(tmp, s));
-    FW_CUDA_CHECK(cudaStreamSynchronize(s));
-  }
-}
-
-template <typename T>
-void download_f32(float* dst, const T* src, size_t n, cudaStream_t s) {
-  if (n == 0) return;
-  if constexpr (std::is_same<T, float>::value) {
-    FW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, s));
-    FW_CUDA_CHECK(cudaStreamSynchronize(s));
-  } else {
-    float* tmp = nullptr;
-    FW_CUDA_CHECK(cudaMallocAsync(&tmp, n * sizeof(float), s));
-    to_f32_buffer(tmp, src, n, s);
-    FW_CUDA_CHECK(cudaMemcpyAsync(dst, tmp, n * sizeof(float), cudaMemcpyDeviceToHost, s));
-    FW_CUDA_CHECK(cudaFreeAsync(tmp, s));
-    FW_CUDA_CHECK(cudaStreamSynchronize(s));
-  }
-}
 
 // Carves consecutive 256-byte aligned arrays out of one allocation; a first
 // pass with base == nullptr measures the size.
@@ -320,7 +284,7 @@ static LayerActs<T> carve_layer(const Config& c, size_t N, void* base, size_t* b
 
 template <typename T>
 void CudaModel<T>::ensure_acts(int B, int T_len) {
-  if (B == B_ && T_len == T_ && act_block_) return;
+  if (B == B_ && T_len == T_ && act_block_ && acts_recompute_ == recompute_) return;
   free_acts();
   const Config& c = cfg;
   const size_t N = (size_t)B * T_len, C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
@@ -330,7 +294,7 @@ void CudaModel<T>::ensure_acts(int B, int T_len) {
   auto carve_all = [&](void* base) {
     Carver cv(base);
     resid_ = cv.take<T>((L + 1) * N * C);
-    acts_ = reinterpret_cast<T*>(cv.take<char>(L * slot_bytes_));
+    acts_ = reinterpret_cast<T*>(cv.take<char>((recompute_ ? 1 : L) * slot_bytes_));
     lnf_ = cv.take<T>(N * C);
     rstdf_ = cv.take<float>(N);
     logits_ = cv.take<T>(N * V);
@@ -351,6 +315,28 @@ void CudaModel<T>::ensure_acts(int B, int T_len) {
   act_bytes_ = bytes;
   B_ = B;
   T_ = T_len;
+  acts_recompute_ = recompute_;
+}
+
+template <typename T>
+char* CudaModel<T>::slot(int l) const {
+  return reinterpret_cast<char*>(acts_) + (acts_recompute_ ? 0 : (size_t)l * slot_bytes_);
+}
+
+template <typename T>
+uint64_t CudaModel<T>::dropout_key() const {
+  return lora_ && training_ ? lora_step_dropout_key(lora_->cfg, dropout_step_) : 0;
+}
+
+template <typename T>
+void CudaModel<T>::lora_forward_at(int l, int m, T* out, const T* inp, int N, int IN, int OUT) {
+  if (lora_ && lora_->targets(l, m)) lora_->forward(blas_, l, m, out, inp, N, IN, OUT, dropout_key(), stream_);
+}
+
+template <typename T>
+void CudaModel<T>::lora_backward_at(int l, int m, T* dinp, const T* dout, const T* inp, int N, int IN, int OUT) {
+  if (lora_ && lora_->targets(l, m))
+    lora_->backward(blas_, l, m, dinp, dout, inp, N, IN, OUT, dropout_key(), stream_);
 }
 
 template <typename T>
@@ -363,7 +349,7 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   const Config& c = cfg;
   const int N = B * T_len, C = c.hidden_size, I = c.intermediate_size, NH = c.num_attention_heads,
             KVH = c.num_key_value_heads, HS = c.head_dim, QD = NH * HS, KD = KVH * HS;
-  LayerActs<T> a = carve_layer<T>(c, N, reinterpret_cast<char*>(acts_) + (size_t)l * slot_bytes_, nullptr);
+  LayerActs<T> a = carve_layer<T>(c, N, slot(l), nullptr);
   const LayerParams<T>& p = lp_[l];
   const T* x = resid_ + (size_t)l * N * C;
   T* out = resid_ + (size_t)(l + 1) * N * C;
@@ -374,6 +360,12 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   linear_forward(blas_, a.q, a.ln1, p.wq, p.bq, N, C, QD, s);
   linear_forward(blas_, a.k, a.ln1, p.wk, p.bk, N, C, KD, s);
   linear_forward(blas_, a.v, a.ln1, p.wv, p.bv, N, C, KD, s);
+  if (lora_) {
+    FW_OP("lora q/k/v");
+    lora_forward_at(l, 0, a.q, a.ln1, N, C, QD);
+    lora_forward_at(l, 1, a.k, a.ln1, N, C, KD);
+    lora_forward_at(l, 2, a.v, a.ln1, N, C, KD);
+  }
   FW_OP("rope");
   rope_forward(a.q, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
   rope_forward(a.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
@@ -385,11 +377,20 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   FW_OP("gemm o");
   gemm(blas_, false, true, N, C, QD, 1.0f, a.atty, QD, p.wo, QD, 1.0f, a.xmid, C, s);
   if (p.bo) bias_add_forward(a.xmid, p.bo, N, C, s);
+  if (lora_) {
+    FW_OP("lora o");
+    lora_forward_at(l, 3, a.xmid, a.atty, N, QD, C);
+  }
   FW_OP("rmsnorm");
   rmsnorm_forward(a.ln2, a.rstd2, a.xmid, p.ln2, N, C, c.rms_norm_eps, s);
   FW_OP("gemm gate/up");
   linear_forward(blas_, a.gate, a.ln2, p.wgate, (const T*)nullptr, N, C, I, s);
   linear_forward(blas_, a.up, a.ln2, p.wup, (const T*)nullptr, N, C, I, s);
+  if (lora_) {
+    FW_OP("lora gate/up");
+    lora_forward_at(l, 4, a.gate, a.ln2, N, C, I);
+    lora_forward_at(l, 5, a.up, a.ln2, N, C, I);
+  }
   FW_OP("swiglu");
   swiglu_forward(a.h, a.gate, a.up, (size_t)N * I, s);
   // out = xmid + h @ wdown^T
@@ -397,6 +398,10 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   FW_CUDA_CHECK(cudaMemcpyAsync(out, a.xmid, (size_t)N * C * sizeof(T), cudaMemcpyDeviceToDevice, s));
   FW_OP("gemm down");
   gemm(blas_, false, true, N, C, I, 1.0f, a.h, I, p.wdown, I, 1.0f, out, C, s);
+  if (lora_) {
+    FW_OP("lora down");
+    lora_forward_at(l, 6, out, a.h, N, I, C);
+  }
 }
 
 template <typename T>
@@ -466,7 +471,7 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   const Config& c = cfg;
   const int N = B * T_len, C = c.hidden_size, I = c.intermediate_size, NH = c.num_attention_heads,
             KVH = c.num_key_value_heads, HS = c.head_dim, QD = NH * HS, KD = KVH * HS;
-  LayerActs<T> a = carve_layer<T>(c, N, reinterpret_cast<char*>(acts_) + (size_t)l * slot_bytes_, nullptr);
+  LayerActs<T> a = carve_layer<T>(c, N, slot(l), nullptr);
   const LayerParams<T>& p = lp_[l];
   const LayerParams<T>& g = lg_[l];
   const T* x = resid_ + (size_t)l * N * C;
@@ -482,15 +487,22 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   cudaStream_t s = stream_;
   FW_OP("gemm down bwd");
   linear_backward(blas_, dh, g.wdown, (T*)nullptr, dx, a.h, p.wdown, N, I, C, false, s);
+  if (lora_) {
+    FW_OP("lora down bwd");
+    lora_backward_at(l, 6, dh, dx, a.h, N, I, C);
+  }
   FW_OP("swiglu bwd");
   swiglu_backward(dgate, dup, dh, a.gate, a.up, n * I, s);
   FW_OP("gemm gate/up bwd");
   linear_backward(blas_, dln, g.wgate, (T*)nullptr, dgate, a.ln2, p.wgate, N, C, I, false, s);
+  if (lora_) lora_backward_at(l, 4, dln, dgate, a.ln2, N, C, I);
   linear_backward(blas_, dln, g.wup, (T*)nullptr, dup, a.ln2, p.wup, N, C, I, true, s);
+  if (lora_) lora_backward_at(l, 5, dln, dup, a.ln2, N, C, I);
   FW_OP("rmsnorm bwd");
   rmsnorm_backward(dx, g.ln2, dln, a.xmid, p.ln2, a.rstd2, N, C, rms_scratch_, s);  // dx is now d xmid
   FW_OP("gemm o bwd");
   linear_backward(blas_, datty, g.wo, g.bo, dx, a.atty, p.wo, N, QD, C, false, s);
+  if (lora_) lora_backward_at(l, 3, datty, dx, a.atty, N, QD, C);
   FW_OP("attention bwd");
   attention_backward(dq, dk, dv, att_scratch_, datty, a.atty, a.lse, a.q, a.k, a.v, B, T_len, NH, KVH, HS, s);
   FW_OP("rope bwd");
@@ -498,8 +510,11 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   rope_backward(dk, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
   FW_OP("gemm q/k/v bwd");
   linear_backward(blas_, dln, g.wq, g.bq, dq, a.ln1, p.wq, N, C, QD, false, s);
+  if (lora_) lora_backward_at(l, 0, dln, dq, a.ln1, N, C, QD);
   linear_backward(blas_, dln, g.wk, g.bk, dk, a.ln1, p.wk, N, C, KD, true, s);
+  if (lora_) lora_backward_at(l, 1, dln, dk, a.ln1, N, C, KD);
   linear_backward(blas_, dln, g.wv, g.bv, dv, a.ln1, p.wv, N, C, KD, true, s);
+  if (lora_) lora_backward_at(l, 2, dln, dv, a.ln1, N, C, KD);
   FW_OP("rmsnorm bwd");
   rmsnorm_backward(dx, g.ln1, dln, x, p.ln1, a.rstd1, N, C, rms_scratch_, s);  // dx is now d x
 }
@@ -507,6 +522,8 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
 template <typename T>
 void CudaModel<T>::backward() {
   FW_CHECK(have_targets_ && act_block_, kInvalidArgument, "backward() needs a forward() with targets first");
+  FW_CHECK(acts_recompute_ == recompute_, kInvalidArgument,
+           "set_recompute() changed between forward() and backward(); run forward() again");
   const Config& c = cfg;
   const int B = B_, T_len = T_, N = B * T_len, C = c.hidden_size, V = c.vocab_size, L = c.num_hidden_layers,
             I = c.intermediate_size, QD = c.num_attention_heads * c.head_dim,
@@ -531,6 +548,9 @@ void CudaModel<T>::backward() {
                    params_ + layout.at("model.norm.weight").offset, rstdf_, N, C, rms_scratch_, s);
   if (on_grads_ready) on_grads_ready(layout.at("model.norm.weight").offset);
   for (int l = L - 1; l >= 0; l--) {
+    // Recomputation reruns the layer's forward (same kernels, same dropout
+    // keys) into the shared slot; it rewrites resid l+1 with the same values.
+    if (acts_recompute_) layer_forward(l, B, T_len);
     layer_backward(l, B, T_len, dres);
     if (on_grads_ready && l > 0)
       on_grads_ready(layout.at("model.layers." + std::to_string(l) + ".input_layernorm.weight").offset);
@@ -554,6 +574,37 @@ std::vector<float> CudaModel<T>::logits_host() const {
   FW_CHECK(act_block_, kInvalidArgument, "no forward() yet");
   std::vector<float> out((size_t)B_ * T_ * cfg.vocab_size);
   download_f32(out.data(), logits_, out.size(), stream_);
+  return out;
+}
+
+template <typename T>
+DistillLoss CudaModel<T>::distill(const T* teacher_logits, double alpha, double temperature) {
+  FW_CHECK(have_targets_ && act_block_ && !dlogits_ready_, kInvalidArgument,
+           "distill() needs a forward() with targets and the fused loss off");
+  FW_CHECK(alpha >= 0 && alpha <= 1, kInvalidArgument, "distillation alpha must be in [0, 1], got " << alpha);
+  FW_CHECK(temperature > 0, kInvalidArgument, "distillation temperature must be > 0, got " << temperature);
+  const int N = B_ * T_, V = cfg.vocab_size;
+  cudaStream_t s = stream_;
+  // losses_ and lse_ take the per-row ce and kl: the cross-entropy backward,
+  // their only other reader, does not run once dlogits are ready.
+  FW_OP("distillation");
+  distill_forward_backward(logits_, losses_, lse_, teacher_logits, targets_, N, V, (float)alpha, (float)temperature,
+                           (float)(loss_scale_ / normalizer_), s);
+  std::vector<float> ce(N), kl(N);
+  FW_OP("losses to host");
+  FW_CUDA_CHECK(cudaMemcpyAsync(ce.data(), losses_, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, s));
+  FW_CUDA_CHECK(cudaMemcpyAsync(kl.data(), lse_, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, s));
+  if (prof_) prof_->stop(s);
+  FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  dlogits_ready_ = true;
+  DistillLoss out;
+  for (int n = 0; n < N; n++) {  // in row order, as distill_loss on the CPU
+    out.ce += ce[n];
+    out.kl += kl[n];
+  }
+  out.ce /= normalizer_;
+  out.kl /= normalizer_;
+  out.total = (1 - alpha) * out.ce + alpha * temperature * temperature * out.kl;
   return out;
 }
 
@@ -623,6 +674,8 @@ template <typename T>
 void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_len, CudaKVCache<T>& cache,
                                          T* logits_out, bool all_logits) {
   const Config& c = cfg;
+  FW_CHECK_HINT(!lora_, kUnsupported, "KV-cache decode with an attached LoRA adapter",
+                "merge the adapter into the weights (LoraT::merge_into) and load those");
   FW_CHECK(cache.L == c.num_hidden_layers && cache.B == B && cache.KVH == c.num_key_value_heads &&
                cache.HS == c.head_dim,
            kInvalidArgument, "KV cache shape does not match the model and batch");
@@ -769,15 +822,32 @@ CudaDecodeGraph CudaModel<T>::capture_decode(const int32_t* d_tokens, int B, int
 
 template <typename T>
 CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCollective* coll, bool zero1,
-                            size_t bucket_bytes)
-    : model_(model), cfg_(cfg), coll_(coll), zero1_(zero1), bucket_bytes_(bucket_bytes) {
+                            size_t bucket_bytes, CudaLora<T>* lora, CudaModel<T>* teacher)
+    : model_(model), lora_(lora), teacher_(teacher), cfg_(cfg), coll_(coll), zero1_(zero1), bucket_bytes_(bucket_bytes) {
   check_train_config(cfg);
-  FW_CHECK(!cfg.recompute, kUnsupported, "activation recomputation is not implemented on CUDA");
-  model_.enable_grads();
-  model_.set_fused_loss(true);
+  if (lora_) {
+    FW_CHECK_HINT(!model_.has_grads(), kInvalidArgument, "LoRA training needs a frozen base model",
+                  "do not call enable_grads() on the base model");
+    FW_CHECK(lora_->mcfg.num_hidden_layers == model_.cfg.num_hidden_layers &&
+                 lora_->mcfg.hidden_size == model_.cfg.hidden_size,
+             kInvalidArgument, "the LoRA adapter does not match the model's shape");
+    model_.set_lora(lora_);
+  } else {
+    model_.set_lora(nullptr);
+    model_.enable_grads();
+  }
+  if (teacher_) {
+    FW_CHECK(teacher_->cfg.vocab_size == model_.cfg.vocab_size, kInvalidArgument,
+             "teacher vocab " << teacher_->cfg.vocab_size << " != student vocab " << model_.cfg.vocab_size);
+    teacher_->set_recompute(true);  // forward only: one layer of activations
+    teacher_->set_training(false);
+  }
+  model_.set_recompute(cfg.recompute);
+  // The distillation loss needs the student's logits after the forward.
+  model_.set_fused_loss(teacher_ == nullptr);
   sched_ = lr_schedule(cfg);
   const int world = coll_ ? coll_->world_size() : 1;
-  const size_t n = model_.layout.numel;
+  const size_t n = tnumel();
   FW_CHECK(!zero1_ || (size_t)world <= kShardSlack, kUnsupported, "ZeRO-1 supports at most 1024 ranks");
   if (zero1_) {
     const size_t count = (n + world - 1) / world;
@@ -800,7 +870,7 @@ CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCol
   opt_bytes_ = 2 * shard * sizeof(float);
   if constexpr (has_master<T>()) {
     FW_CUDA_CHECK(cudaMalloc(&master_, shard * sizeof(float)));
-    to_f32_buffer(master_, model_.params() + shard_begin_, shard, model_.stream());
+    to_f32_buffer(master_, tparams() + shard_begin_, shard, model_.stream());
     opt_bytes_ += shard * sizeof(float);
   }
   if constexpr (kLossScaling) FW_CUDA_CHECK(cudaMalloc(&found_inf_, sizeof(int)));
@@ -826,51 +896,56 @@ CudaTrainer<T>::~CudaTrainer() {
 template <typename T>
 void CudaTrainer<T>::load_master(const float* host) {
   const size_t shard = shard_end_ - shard_begin_;
-  const size_t n = std::min(shard, model_.layout.numel - std::min(model_.layout.numel, shard_begin_));
+  const size_t n = std::min(shard, tnumel() - std::min(tnumel(), shard_begin_));
   if (has_master<T>()) {
     FW_CUDA_CHECK(cudaMemcpyAsync(master_, host + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice,
                                   model_.stream()));
     FW_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
   }
-  model_.load_params(host);
+  if (lora_)
+    lora_->load_params(host);
+  else
+    model_.load_params(host);
 }
 
 template <typename T>
 void CudaTrainer<T>::download_master(float* host) const {
-  const size_t n = model_.layout.numel;
-  if (!has_master<T>()) {
+  const size_t n = tnumel();
+  // the working copy (gathered with ZeRO-1), then this rank's shard from the master
+  if (lora_)
+    lora_->download_params(host);
+  else
     model_.download_params(host);
-    return;
-  }
-  // this rank's shard from the master, the rest from the (gathered) params
-  model_.download_params(host);
+  if (!has_master<T>()) return;
   const size_t m = std::min(shard_end_, n) - std::min(shard_begin_, n);
   FW_CUDA_CHECK(cudaMemcpy(host + shard_begin_, master_, m * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 template <typename T>
 void CudaTrainer<T>::download_moments(float* m, float* v) const {
-  const size_t n = std::min(shard_end_, model_.layout.numel) - std::min(shard_begin_, model_.layout.numel);
+  const size_t n = std::min(shard_end_, tnumel()) - std::min(shard_begin_, tnumel());
   FW_CUDA_CHECK(cudaMemcpy(m + shard_begin_, m_, n * sizeof(float), cudaMemcpyDeviceToHost));
   FW_CUDA_CHECK(cudaMemcpy(v + shard_begin_, v_, n * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 template <typename T>
 void CudaTrainer<T>::load_moments(const float* m, const float* v) {
-  const size_t n = std::min(shard_end_, model_.layout.numel) - std::min(shard_begin_, model_.layout.numel);
+  const size_t n = std::min(shard_end_, tnumel()) - std::min(shard_begin_, tnumel());
   FW_CUDA_CHECK(cudaMemcpy(m_, m + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice));
   FW_CUDA_CHECK(cudaMemcpy(v_, v + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
-// AdamW over this rank's shard [shard_begin_, shard_end_) of the flat buffer,
-// tensor by tensor (weight decay differs between tensors). The gradient is
-// model grads (or grad_shard_ with ZeRO-1), the fp32 master is the params
-// themselves in fp32 mode.
+// AdamW over this rank's shard [shard_begin_, shard_end_) of the flat
+// trainable buffer, tensor by tensor (weight decay differs between tensors).
+// The gradient is the trainable grads (or grad_shard_ with ZeRO-1), the fp32
+// master is the parameters themselves in fp32 mode.
 template <typename T>
 void CudaTrainer<T>::adamw(double lr, double clip) {
   cudaStream_t s = model_.stream();
   const size_t b = shard_begin_, e = shard_end_;
-  for (const TensorInfo& ti : model_.layout.tensors) {
+  T* params = tparams();
+  T* grads = tgrads();
+  for (const TensorInfo& ti : trainable_layout().tensors) {
     const size_t lo = std::max(b, ti.offset), hi = std::min(e, ti.offset + ti.numel);
     if (lo >= hi) continue;
     AdamWStep st;
@@ -881,11 +956,11 @@ void CudaTrainer<T>::adamw(double lr, double clip) {
     st.weight_decay = (ti.decay || cfg_.decay_norms_and_biases) ? (float)cfg_.weight_decay : 0.0f;
     st.grad_scale = (float)clip;
     st.t = step_ + 1;
-    const T* g = zero1_ ? grad_shard_ + (lo - b) : model_.grads() + lo;
+    const T* g = zero1_ ? grad_shard_ + (lo - b) : grads + lo;
     if constexpr (has_master<T>()) {
-      adamw_update<T>(master_ + (lo - b), model_.params() + lo, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
+      adamw_update<T>(master_ + (lo - b), params + lo, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
     } else {
-      adamw_update<T>(model_.params() + lo, (bf16*)nullptr, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
+      adamw_update<T>(params + lo, (bf16*)nullptr, m_ + (lo - b), v_ + (lo - b), g, hi - lo, st, s);
     }
   }
 }
@@ -909,28 +984,49 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   // gradients survive fp16's range; the norm and AdamW divide it out.
   const float step_scale = kLossScaling ? scaler_.scale : 1.0f;
   model_.set_loss_scale(step_scale);
+  model_.set_training(true);
+  model_.set_dropout_step((uint64_t)step_);
   OpProfiler* prof = model_.profiler();
   if (prof) prof->mark("zero grads", s);
-  model_.zero_grad();
+  if (lora_)
+    lora_->zero_grad();
+  else
+    model_.zero_grad();
   last_buckets_ = 0;
-  size_t sent_until = model_.layout.numel;
+  last_distill_ = DistillLoss{};
+  T* grads = tgrads();
+  const size_t numel = tnumel();
+  size_t sent_until = numel;
   for (int i = 0; i < k; i++) {
     // Overlap: during the last micro-batch's backward, each stretch of the
-    // gradient buffer that is final and at least a bucket long starts its
-    // all-reduce on NCCL's stream while backward goes on.
-    if (dp && !zero1_ && i == k - 1) {
+    // model's gradient buffer that is final and at least a bucket long starts
+    // its all-reduce on NCCL's stream while backward goes on. (A LoRA
+    // adapter's gradients are small and reduced in one piece after.)
+    if (dp && !zero1_ && !lora_ && i == k - 1) {
       model_.on_grads_ready = [&](size_t ready_from) {
         const size_t len = sent_until - ready_from;
         if (len * sizeof(T) < bucket_bytes_ && ready_from > 0) return;
         if (len == 0) return;
-        coll_->allreduce_async(model_.grads() + ready_from, len, dtype, s);
+        coll_->allreduce_async(grads + ready_from, len, dtype, s);
         sent_until = ready_from;
         last_buckets_++;
       };
     } else {
       model_.on_grads_ready = nullptr;
     }
-    r.loss += (double)model_.forward(tokens + i * mbn, targets + i * mbn, mb, T_len, norm);
+    const int32_t* tok = tokens + i * mbn;
+    const int32_t* tgt = targets + i * mbn;
+    if (!teacher_) {
+      r.loss += (double)model_.forward(tok, tgt, mb, T_len, norm);
+    } else {
+      model_.forward(tok, tgt, mb, T_len, norm);
+      teacher_->forward(tok, nullptr, mb, T_len);  // synchronises: its logits are ready
+      const DistillLoss d = model_.distill(teacher_->logits(), cfg_.distill_alpha, cfg_.distill_temperature);
+      last_distill_.total += d.total;
+      last_distill_.ce += d.ce;
+      last_distill_.kl += d.kl;
+      r.loss += d.total;
+    }
     model_.backward();
   }
   model_.on_grads_ready = nullptr;
@@ -938,14 +1034,19 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   if (dp) {
     if (zero1_) {
       const size_t count = shard_end_ - shard_begin_;
-      coll_->reduce_scatter_async(model_.grads(), grad_shard_, count, dtype, s);
+      coll_->reduce_scatter_async(grads, grad_shard_, count, dtype, s);
+    } else if (lora_) {
+      coll_->allreduce_async(grads, numel, dtype, s);
     }
     coll_->wait_all(s);
-    double loss = r.loss;
-    coll_->allreduce_sum(&loss, 1);
-    r.loss = loss;
+    double parts[3] = {r.loss, last_distill_.ce, last_distill_.kl};
+    coll_->allreduce_sum(parts, 3);
+    r.loss = parts[0];
+    last_distill_.total = parts[0];
+    last_distill_.ce = parts[1];
+    last_distill_.kl = parts[2];
   } else if (zero1_) {
-    FW_CUDA_CHECK(cudaMemcpyAsync(grad_shard_, model_.grads(), (shard_end_ - shard_begin_) * sizeof(T),
+    FW_CUDA_CHECK(cudaMemcpyAsync(grad_shard_, grads, (shard_end_ - shard_begin_) * sizeof(T),
                                   cudaMemcpyDeviceToDevice, s));
   }
   if constexpr (kLossScaling) {
@@ -956,7 +1057,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     if (zero1_)
       grad_unscale_check<T>(grad_shard_, shard_end_ - shard_begin_, 1.0f, found_inf_, s);
     else
-      grad_unscale_check<T>(model_.grads(), model_.layout.numel, 1.0f, found_inf_, s);
+      grad_unscale_check<T>(grads, numel, 1.0f, found_inf_, s);
     int found = 0;
     FW_CUDA_CHECK(cudaMemcpyAsync(&found, found_inf_, sizeof(int), cudaMemcpyDeviceToHost, s));
     if (prof) prof->stop(s);
@@ -975,7 +1076,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   if (zero1_)
     grad_sumsq<T>(norm_, norm_scratch_, grad_shard_, shard_end_ - shard_begin_, s);
   else
-    grad_sumsq<T>(norm_, norm_scratch_, model_.grads(), model_.layout.numel, s);
+    grad_sumsq<T>(norm_, norm_scratch_, grads, numel, s);
   float sumsq = 0;
   FW_CUDA_CHECK(cudaMemcpyAsync(&sumsq, norm_, sizeof(float), cudaMemcpyDeviceToHost, s));
   if (prof) prof->stop(s);
@@ -994,7 +1095,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
     // every rank's updated shard to every rank
     const size_t count = shard_end_ - shard_begin_;
     if (prof) prof->mark("zero1 all-gather", s);
-    coll_->all_gather_async(model_.params() + shard_begin_, model_.params(), count, dtype, s);
+    coll_->all_gather_async(tparams() + shard_begin_, tparams(), count, dtype, s);
     coll_->wait_all(s);
   }
   if (prof) prof->stop(s);
@@ -1005,9 +1106,12 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
 
 template <typename T>
 double CudaTrainer<T>::eval_loss(const int32_t* tokens, const int32_t* targets, int B, int T_len) {
+  // cross-entropy only, no dropout, as TrainerT::eval_loss
   model_.set_fused_loss(false);
+  model_.set_training(false);
   const double loss = (double)model_.forward(tokens, targets, B, T_len);
-  model_.set_fused_loss(true);
+  model_.set_training(true);
+  model_.set_fused_loss(teacher_ == nullptr);
   return loss;
 }
 

@@ -38,8 +38,10 @@
 #include <utility>
 #include <vector>
 
-#include "gemm_cublas.h"
+#include "distill.h"
 #include "embedding_plan.h"
+#include "gemm_cublas.h"
+#include "lora_cuda.h"
 #include "model.h"
 #include "op_profiler.h"
 #include "optim.cuh"
@@ -176,6 +178,30 @@ class CudaModel {
     return b;
   }
 
+  // LoRA (lora_cuda.h): the targeted projections add the adapter's output
+  // and backward fills the adapter's gradients; the base model is frozen
+  // (do not enable_grads()). Not owned; nullptr detaches. Decode refuses an
+  // attached adapter (merge it into the weights for serving).
+  void set_lora(CudaLora<T>* lora) { lora_ = lora; }
+  CudaLora<T>* lora() const { return lora_; }
+  // Training mode (the default): LoRA dropout is active, keyed by the step
+  // (set_dropout_step, as ModelT). Off for evaluation.
+  void set_training(bool on) { training_ = on; }
+  void set_dropout_step(uint64_t step) { dropout_step_ = step; }
+  // Activation recomputation: forward keeps one layer's activations (plus
+  // every layer's input) and backward reruns each layer's forward before its
+  // backward, with the same kernels and dropout keys, so the gradients are
+  // those of the plain path. Takes effect at the next forward.
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+
+  // Distillation (engine/distill.h) against teacher logits (B, T, V) on the
+  // device for the last forward, which had targets and the fused loss off:
+  // the logits become the gradient of the mixed loss (times the loss scale),
+  // so backward() starts from it. Returns the loss parts, each summed over
+  // the rows in order and divided by the forward's normalizer. Synchronises.
+  DistillLoss distill(const T* teacher_logits, double alpha, double temperature);
+
   // Per-op GPU times of forward, backward and CudaTrainer::step go to `p`
   // while it is attached (nullptr detaches); see op_profiler.h.
   void set_profiler(OpProfiler* p) { prof_ = p; }
@@ -192,6 +218,11 @@ class CudaModel {
   void free_acts();
   void check_tokens(const int32_t* tokens, const int32_t* targets, int B, int T_) const;
   void layer_forward(int l, int B, int T_);
+  char* slot(int l) const;  // layer l's saved activations (one shared slot with recompute)
+  uint64_t dropout_key() const;
+  // A projection's forward / backward plus the LoRA adapter's, when it targets (l, m).
+  void lora_forward_at(int l, int m, T* out, const T* inp, int N, int IN, int OUT);
+  void lora_backward_at(int l, int m, T* dinp, const T* dout, const T* inp, int N, int IN, int OUT);
   void layer_backward(int l, int B, int T_, T* dx);
   LayerParams<T> layer_ptrs(T* base, int l) const;
   void ensure_decode(int B, int T_, int S);
@@ -199,6 +230,11 @@ class CudaModel {
   Blas& blas_;
   cudaStream_t stream_;
   OpProfiler* prof_ = nullptr;
+  CudaLora<T>* lora_ = nullptr;
+  bool training_ = true;
+  uint64_t dropout_step_ = 0;
+  bool recompute_ = false;
+  bool acts_recompute_ = false;  // recompute_ when the activations were sized
   T* params_ = nullptr;
   T* grads_ = nullptr;
   float* rope_cos_ = nullptr;  // (max_position_embeddings, HS/2)
@@ -211,7 +247,7 @@ class CudaModel {
   size_t act_bytes_ = 0;
   void* act_block_ = nullptr;  // one allocation, carved
   T* resid_ = nullptr;         // (L+1, N, C)
-  T* acts_ = nullptr;          // (L, slot) per-layer activations and their fp32 statistics
+  T* acts_ = nullptr;          // (L or 1, slot) per-layer activations and their fp32 statistics
   T* lnf_ = nullptr;           // (N, C)
   float* rstdf_ = nullptr;     // (N)
   T* logits_ = nullptr;        // (N, V), dlogits in backward
@@ -247,9 +283,13 @@ class CudaModel {
   void* dec_block_ = nullptr;
 };
 
-// One optimizer step on the GPU (train.h's TrainerT, full fine-tuning):
-// micro-batches -> grads -> (all-reduce) -> global norm -> clip -> AdamW
-// with fp32 master weights and moments. In bf16 mode the update writes the
+// One optimizer step on the GPU (train.h's TrainerT): micro-batches ->
+// grads -> (all-reduce) -> global norm -> clip -> AdamW with fp32 master
+// weights and moments. Full fine-tuning, or with `lora` only the adapter is
+// trained (the model stays frozen: it must have no gradients); with a
+// `teacher` (same vocabulary, forward only, switched to recomputation) the
+// loss is distill.h's mix of cross-entropy and KL to the teacher's logits.
+// TrainConfig::recompute switches the model to activation recomputation. In bf16 mode the update writes the
 // bf16 working copy the next forward reads; in fp32 mode the parameters are
 // the master. A non-finite gradient norm skips the update (StepResult.skipped).
 //
@@ -263,7 +303,7 @@ template <typename T>
 class CudaTrainer {
  public:
   CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCollective* coll = nullptr, bool zero1 = false,
-              size_t bucket_bytes = 25u << 20);
+              size_t bucket_bytes = 25u << 20, CudaLora<T>* lora = nullptr, CudaModel<T>* teacher = nullptr);
   ~CudaTrainer();
   CudaTrainer(const CudaTrainer&) = delete;
   CudaTrainer& operator=(const CudaTrainer&) = delete;
@@ -273,18 +313,23 @@ class CudaTrainer {
 
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }
-  // Set the fp32 master weights (and the model's working copy) from fp32
-  // host values (layout.numel), e.g. when resuming from a checkpoint; in
-  // bf16 mode the constructor otherwise starts the master from the bf16
-  // parameters.
+  // What the optimizer updates: the model's layout, or the adapter's.
+  const ParamLayout& trainable_layout() const { return lora_ ? lora_->layout : model_.layout; }
+  // Last step's loss parts when distilling (summed over ranks).
+  const DistillLoss& last_distill() const { return last_distill_; }
+  // Set the fp32 master weights (and the working copy: the model's, or the
+  // adapter's) from fp32 host values (trainable_layout().numel), e.g. when
+  // resuming from a checkpoint; in 16-bit modes the constructor otherwise
+  // starts the master from the 16-bit parameters.
   void load_master(const float* host);
-  // fp32 master weights and AdamW moments to host buffers of layout.numel
-  // in layout order (with zero1 only this rank's shard_range() of the
-  // moments is written, and only that range of the master is current).
+  // fp32 master weights and AdamW moments to host buffers of
+  // trainable_layout().numel in layout order (with zero1 only this rank's
+  // shard_range() of the moments is written, and only that range of the
+  // master is current).
   void download_master(float* host) const;
   void download_moments(float* m, float* v) const;
   // Set this rank's AdamW moments from host fp32 buffers in layout order
-  // (layout.numel each; with zero1 only shard_range() is read), e.g. from a
+  // (trainable_layout().numel each; with zero1 only shard_range() is read), e.g. from a
   // checkpoint together with load_master and set_step_count.
   void load_moments(const float* m, const float* v);
   // Elements [first, last) of the flat buffer this rank updates.
@@ -301,8 +346,14 @@ class CudaTrainer {
 
  private:
   void adamw(double lr, double clip);
+  T* tparams() { return lora_ ? lora_->params() : model_.params(); }
+  T* tgrads() { return lora_ ? lora_->grads() : model_.grads(); }
+  size_t tnumel() const { return trainable_layout().numel; }
 
   CudaModel<T>& model_;
+  CudaLora<T>* lora_;
+  CudaModel<T>* teacher_;
+  DistillLoss last_distill_;
   TrainConfig cfg_;
   NcclCollective* coll_;
   bool zero1_;

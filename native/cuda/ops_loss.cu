@@ -149,6 +149,75 @@ void crossentropy_forward_backward(T* logits_dlogits, float* losses, float* lse,
   FW_CUDA_CHECK_LAUNCH();
 }
 
+// Distillation, one block per row, three reads of the student row and two of
+// the teacher's: the maxima, then the three sums of exponentials (student at
+// 1 and at tau, teacher at tau), then KL and the gradient written over the
+// student row. The arithmetic is fp32 (the CPU's is double).
+template <typename T>
+__global__ void distill_kernel(T* zd, float* ce, float* kl, const T* teacher, const int32_t* targets, int V,
+                               float alpha, float tau, float scale) {
+  __shared__ float shared[32];
+  const int n = blockIdx.x;
+  T* z = zd + (size_t)n * V;
+  const T* t = teacher + (size_t)n * V;
+  const int32_t y = targets[n];
+  if (y == -100) {
+    for (int i = threadIdx.x; i < V; i += blockDim.x) z[i] = from_f32<T>(0.0f);
+    if (threadIdx.x == 0) {
+      ce[n] = 0.0f;
+      kl[n] = 0.0f;
+    }
+    return;
+  }
+  const float inv_tau = 1.0f / tau;
+  float mz = -INFINITY, mt = -INFINITY;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    mz = fmaxf(mz, to_f32(z[i]));
+    mt = fmaxf(mt, to_f32(t[i]));
+  }
+  mz = block_max(mz, shared);
+  mt = block_max(mt, shared);
+  float s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const float zi = to_f32(z[i]) - mz;
+    s1 += __expf(zi);
+    s2 += __expf(zi * inv_tau);
+    s3 += __expf((to_f32(t[i]) - mt) * inv_tau);
+  }
+  const float lz = mz + logf(block_sum(s1, shared));                 // lse(z)
+  const float lzt = mz * inv_tau + logf(block_sum(s2, shared));      // lse(z / tau)
+  const float ltt = mt * inv_tau + logf(block_sum(s3, shared));      // lse(t / tau)
+  const float zy = to_f32(z[y]);
+  // Every thread has read z[y] above; block_sum's barriers order those
+  // reads before any write below.
+  __syncthreads();
+  float k = 0.0f;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const float zi = to_f32(z[i]);
+    const float log_ps = zi * inv_tau - lzt, log_pt = to_f32(t[i]) * inv_tau - ltt;
+    const float pt = __expf(log_pt);
+    k += pt * (log_pt - log_ps);
+    const float g = (1.0f - alpha) * (__expf(zi - lz) - (i == y ? 1.0f : 0.0f)) + alpha * tau * (__expf(log_ps) - pt);
+    z[i] = from_f32<T>(scale * g);
+  }
+  k = block_sum(k, shared);
+  if (threadIdx.x == 0) {
+    ce[n] = lz - zy;
+    kl[n] = k;
+  }
+}
+
+template <typename T>
+void distill_forward_backward(T* student_dlogits, float* ce, float* kl, const T* teacher, const int32_t* targets,
+                              int N, int V, float alpha, float temperature, float scale, cudaStream_t stream) {
+  FW_CHECK(alpha >= 0.0f && alpha <= 1.0f, kInvalidArgument, "distillation alpha must be in [0, 1], got " << alpha);
+  FW_CHECK(temperature > 0.0f, kInvalidArgument, "distillation temperature must be > 0, got " << temperature);
+  if (N == 0) return;
+  distill_kernel<T><<<N, kThreads, 0, stream>>>(student_dlogits, ce, kl, teacher, targets, V, alpha, temperature,
+                                                scale);
+  FW_CUDA_CHECK_LAUNCH();
+}
+
 template void crossentropy_forward<float>(float*, float*, const float*, const int32_t*, int, int, cudaStream_t);
 template void crossentropy_forward<bf16>(float*, float*, const bf16*, const int32_t*, int, int, cudaStream_t);
 template void crossentropy_forward<f16>(float*, float*, const f16*, const int32_t*, int, int, cudaStream_t);
@@ -164,6 +233,14 @@ template void crossentropy_forward_backward<bf16>(bf16*, float*, float*, const i
                                                   cudaStream_t);
 template void crossentropy_forward_backward<f16>(f16*, float*, float*, const int32_t*, int, int, float,
                                                   cudaStream_t);
+
+#define FW_DISTILL_INSTANTIATE(T)                                                                             \
+  template void distill_forward_backward<T>(T*, float*, float*, const T*, const int32_t*, int, int, float, float, \
+                                            float, cudaStream_t);
+FW_DISTILL_INSTANTIATE(float)
+FW_DISTILL_INSTANTIATE(bf16)
+FW_DISTILL_INSTANTIATE(f16)
+#undef FW_DISTILL_INSTANTIATE
 
 }  // namespace cuda
 }  // namespace fw

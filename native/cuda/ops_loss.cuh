@@ -1,5 +1,6 @@
 // ops_loss.cuh: softmax cross-entropy over the vocabulary with ignore index
-// -100, on the GPU (engine/ops_loss.h).
+// -100, on the GPU (engine/ops_loss.h), and the distillation loss
+// (engine/distill.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,6 +29,18 @@ void crossentropy_backward(T* dlogits, const T* logits, const float* lse, const 
 template <typename T>
 void crossentropy_forward_backward(T* logits_dlogits, float* losses, float* lse, const int32_t* targets, int N,
                                    int V, float scale, cudaStream_t stream);
+
+// Knowledge distillation, distill_loss (engine/distill.h) per row: for each
+// row n whose target is not -100,
+//   ce (n) = lse(z) - z[y],  kl (n) = KL(softmax(t / tau) || softmax(z / tau))
+// and the row of z (student logits, in place) becomes the gradient
+//   scale * ((1 - alpha) (softmax(z) - onehot(y)) + alpha tau (softmax(z/tau) - softmax(t/tau)))
+// with scale = loss scale / normalizer. Ignored rows: zero gradient, ce = kl
+// = 0. teacher (N, V) is only read. The caller sums ce and kl (in row order,
+// as the CPU does) and forms (1 - alpha) ce + alpha tau^2 kl.
+template <typename T>
+void distill_forward_backward(T* student_dlogits, float* ce, float* kl, const T* teacher, const int32_t* targets,
+                              int N, int V, float alpha, float temperature, float scale, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fw

@@ -12,6 +12,11 @@
 namespace fw {
 namespace cuda {
 
+// Extra zeroed elements after every flat parameter / gradient buffer a
+// trainer updates (the model's, a LoRA adapter's), so that ZeRO-1 can split
+// it into world_size equal shards (world_size <= kShardSlack).
+constexpr size_t kShardSlack = 1024;
+
 // Hyper-parameters of one AdamW update of one tensor (or a run of tensors
 // sharing the same weight decay).
 struct AdamWStep {

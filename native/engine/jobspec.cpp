@@ -192,11 +192,6 @@ JobSpec jobspec_parse(const json& j) {
   FW_CHECK_HINT(s.device == "cuda" || s.precision == "fp32", kUnsupported,
                 "job spec: precision \"" << s.precision << "\" needs device \"cuda\"; the cpu engine trains in fp32",
                 "drop precision or set device \"cuda\"");
-  if (s.device == "cuda") {
-    const char* what = s.use_lora ? "lora" : !s.teacher_path.empty() ? "distill" : s.train.recompute ? "train.recompute" : nullptr;
-    FW_CHECK_HINT(what == nullptr, kUnsupported, "job spec: " << what << " is not supported on device \"cuda\" yet",
-                  "use device \"cpu\" for LoRA, distillation and recomputation runs");
-  }
   return s;
 }
 

@@ -23,6 +23,11 @@ static std::string module_path(int m) {
   return std::string(m < 4 ? "self_attn." : "mlp.") + kLoraModuleNames[m];
 }
 
+uint64_t lora_step_dropout_key(const LoraConfig& cfg, uint64_t step) {
+  if (cfg.dropout <= 0) return 0;
+  return rng_mix(cfg.seed * 0x9E3779B97F4A7C15ull + step) | 1;
+}
+
 template <typename T>
 LoraT<T>::LoraT(const Config& model_cfg, const LoraConfig& c) : mcfg(model_cfg), cfg(c) {
   FW_CHECK(c.rank >= 1, kInvalidArgument, "LoRA rank must be >= 1, got " << c.rank);

@@ -36,6 +36,11 @@ struct LoraConfig {
   uint64_t seed = 0;            // init and dropout
 };
 
+// The dropout key of a training step (ModelT and the CUDA model pass it to
+// forward/backward as drop_key): a pure function of (seed, step), never 0;
+// 0 (no dropout) when cfg.dropout is 0.
+uint64_t lora_step_dropout_key(const LoraConfig& cfg, uint64_t step);
+
 template <typename T>
 struct LoraT {
   // Validates (rank >= 1, 0 <= dropout < 1, known module names: q_proj,

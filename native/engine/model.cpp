@@ -368,8 +368,8 @@ size_t ModelT<T>::activation_bytes() const {
 
 template <typename T>
 uint64_t ModelT<T>::dropout_key() const {
-  if (!lora_ || !training_ || lora_->cfg.dropout <= 0) return 0;
-  return rng_mix(lora_->cfg.seed * 0x9E3779B97F4A7C15ull + dropout_step_) | 1;  // never 0
+  if (!lora_ || !training_) return 0;
+  return lora_step_dropout_key(lora_->cfg, dropout_step_);
 }
 
 template <typename T>

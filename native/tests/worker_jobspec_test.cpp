@@ -109,16 +109,20 @@ TEST(worker_jobspec, device_and_precision) {
   expect_error([&] { fw::jobspec_parse(b); }, ErrorKind::kUnsupported, "needs device \"cuda\"");
   b["precision"] = "fp16";
   expect_error([&] { fw::jobspec_parse(b); }, ErrorKind::kUnsupported, "precision \"fp16\" needs device \"cuda\"");
+
+  // LoRA, distillation and recomputation train on either device
   json l = minimal();
   l["device"] = "cuda";
+  l["precision"] = "fp16";
   l["lora"] = {{"r", 4}};
-  expect_error([&] { fw::jobspec_parse(l); }, ErrorKind::kUnsupported, "lora is not supported on device \"cuda\"");
-  json d = minimal();
-  d["device"] = "cuda";
-  d["distill"] = {{"teacher", "/m"}};
-  expect_error([&] { fw::jobspec_parse(d); }, ErrorKind::kUnsupported, "distill is not supported");
-  json r = minimal();
-  r["device"] = "cuda";
-  r["train"] = {{"recompute", true}};
-  expect_error([&] { fw::jobspec_parse(r); }, ErrorKind::kUnsupported, "train.recompute is not supported");
+  l["distill"] = {{"teacher", "/m"}, {"alpha", 0.25}};
+  l["train"] = {{"recompute", true}};
+  fw::JobSpec g = fw::jobspec_parse(l);
+  EXPECT_EQ(g.device, "cuda");
+  EXPECT_EQ(g.precision, "fp16");
+  EXPECT_TRUE(g.use_lora);
+  EXPECT_EQ(g.lora.rank, 4);
+  EXPECT_EQ(g.teacher_path, "/m");
+  EXPECT_DOUBLE_EQ(g.train.distill_alpha, 0.25);
+  EXPECT_TRUE(g.train.recompute);
 }

@@ -7,8 +7,9 @@
 //   cpu   fw::Trainer on the host model (LoRA, distillation, Gloo data
 //         parallel); always built.
 //   cuda  fw::cuda::CudaTrainer on a copy of the host model on the GPU chosen
-//         by LOCAL_RANK (fp32, or bf16 with fp32 master weights; NCCL data
-//         parallel with the unique id exchanged through the trainer's store).
+//         by LOCAL_RANK (fp32, or bf16 / fp16 with fp32 master weights; LoRA,
+//         distillation and recomputation as on the cpu; NCCL data parallel
+//         with the unique id exchanged through the trainer's store).
 //         Built when the CUDA backend links (cuBLAS found); otherwise asking
 //         for it is kUnsupported.
 //
@@ -44,7 +45,7 @@ class TrainBackend {
   virtual double eval_loss(const int32_t* tokens, const int32_t* targets, int B, int T) = 0;
   virtual int64_t step_count() const = 0;
   virtual size_t trainable_param_count() const = 0;
-  // Distillation parts of the last step (cpu only; zeros elsewhere).
+  // Distillation parts of the last step (zeros without a teacher).
   virtual DistillLoss last_distill() const { return {}; }
   virtual std::string save_checkpoint(const std::string& root, const nlohmann::json& identity, const DataPosition& pos,
                                       int keep_last) = 0;
@@ -69,7 +70,10 @@ struct CudaSessionDeleter {
 };
 using CudaSessionPtr = std::unique_ptr<CudaSession, CudaSessionDeleter>;
 CudaSessionPtr cuda_join(const CollectiveEnv& cenv);
-std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr session, Model& model, const JobSpec& spec);
+// With lora, only the adapter is trained (its host params receive the result
+// in weights_to_host); with a teacher, the loss is distillation's.
+std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr session, Model& model, const JobSpec& spec,
+                                                Lora* lora = nullptr, const Model* teacher = nullptr);
 
 // Whether this build has the CUDA backend, and the CUDA devices it sees (0
 // without the backend or without a driver).

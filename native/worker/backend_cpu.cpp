@@ -60,7 +60,7 @@ CudaSessionPtr cuda_join(const CollectiveEnv&) {
   return nullptr;
 }
 
-std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr, Model&, const JobSpec&) {
+std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr, Model&, const JobSpec&, Lora*, const Model*) {
   FW_CHECK(false, kUnsupported, "device \"cuda\": this fw_worker was built without the CUDA backend");
   return nullptr;
 }

@@ -177,7 +177,7 @@ int run(const std::string& spec_text) {
   if (!spec.teacher_path.empty()) teacher = fw::model_load_hf(spec.teacher_path);
 
   std::unique_ptr<fw::worker::TrainBackend> backend =
-      on_gpu ? fw::worker::make_cuda_backend(std::move(gpu), *model, spec)
+      on_gpu ? fw::worker::make_cuda_backend(std::move(gpu), *model, spec, lora.get(), teacher.get())
              : fw::worker::make_cpu_backend(*model, spec, lora.get(), teacher.get(), std::move(coll));
   fw::worker::TrainBackend& tr = *backend;
   const int B = spec.batch_size, T = spec.seq_len;

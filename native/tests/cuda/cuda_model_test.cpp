@@ -6,6 +6,9 @@
 //    forward's logits at every position;
 //  - three AdamW steps of CudaTrainer equal fw::Trainer's; bf16 training
 //    lowers the loss; ZeRO-1 on one rank equals the plain path;
+//  - LoRA (with dropout) in the model, activation recomputation (bit for
+//    bit the plain gradients), and LoRA + distillation training against
+//    fw::Trainer;
 //  - bad token ids are a clear kInvalidArgument.
 // The error metric is cuda_test_util.h's: max|gpu - cpu| / max|cpu| per tensor.
 #include <cmath>
@@ -18,6 +21,7 @@
 #include "decode.cuh"
 #include "model.h"
 #include "infer.h"
+#include "lora.h"
 #include "model_cuda.h"
 #include "train.h"
 
@@ -439,6 +443,216 @@ TEST(cuda_model, fp16_training_skips_overflowing_steps_and_learns) {
   EXPECT_EQ(tr.step_count(), 30);
   EXPECT_LT(tr.loss_scaler().scale, 1e9f);
   EXPECT_LT(last, 0.5 * first);
+}
+
+// A LoRA adapter on every projection with random A and B (a fresh one has
+// B = 0 and would leave half the gradients untested), rounded to T.
+template <typename T>
+fw::Lora random_lora(const fw::Config& cfg, uint64_t seed, double dropout) {
+  fw::LoraConfig lc;
+  lc.rank = 4;
+  lc.alpha = 8;
+  lc.dropout = dropout;
+  lc.seed = seed;
+  lc.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  fw::Lora lora(cfg, lc);
+  lora.init(seed);
+  fw::Rng r(seed + 5);
+  for (const fw::TensorInfo& t : lora.layout.tensors)
+    if (t.name.find("lora_B") != std::string::npos)
+      for (size_t i = 0; i < t.numel; i++) lora.params[t.offset + i] = (float)(0.05 * r.normal());
+  lora.params = rounded<T>(lora.params);
+  return lora;
+}
+
+// LoRA in the model: with dropout (the CPU's mask, keyed by the step), the
+// logits and every adapter gradient follow the CPU's; the base model gets
+// no gradients; evaluation (training off) drops nothing.
+template <typename T>
+void check_lora(const ModelCase& mc, uint64_t seed) {
+  const fw::Config cfg = fw::config_from_json(mc.cfg);
+  fw::Model cpu = cpu_model<T>(cfg, seed);
+  fw::Lora host = random_lora<T>(cfg, seed + 1, 0.1);
+  std::vector<int32_t> tok, tgt;
+  batch(tok, tgt, mc.B, mc.T, cfg.vocab_size, seed + 7);
+  cpu.set_lora(&host);
+  cpu.set_dropout_step(3);
+  const float cpu_loss = cpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
+  std::vector<float> cpu_logits(cpu.logits(), cpu.logits() + (size_t)mc.B * mc.T * cfg.vocab_size);
+  cpu.backward();
+  cpu.set_training(false);
+  const float cpu_eval = cpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
+
+  fw::cuda::Blas blas;
+  fw::cuda::CudaModel<T> gpu(cfg, blas);
+  gpu.load_params(cpu.params.data());
+  fw::cuda::CudaLora<T> lora(host);
+  gpu.set_lora(&lora);
+  gpu.set_dropout_step(3);
+  const float gpu_loss = gpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
+  std::vector<float> gpu_logits = gpu.logits_host();
+  gpu.backward();
+  EXPECT_FALSE(gpu.has_grads()) << "LoRA training leaves the base model frozen";
+  std::vector<float> g(lora.layout.numel);
+  lora.download_grads(g.data());
+  gpu.set_training(false);
+  const float gpu_eval = gpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
+
+  const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + ", lora]";
+  expect_model_parity<T>("logits" + tag, gpu_logits, cpu_logits, false);
+  expect_parity("loss" + tag, {gpu_loss}, {cpu_loss}, tol<T>());
+  expect_parity("eval loss (no dropout)" + tag, {gpu_eval}, {cpu_eval}, tol<T>());
+  for (const fw::TensorInfo& t : host.layout.tensors)
+    expect_model_parity<T>("d " + t.name.substr(t.name.find("layers.")) + tag, slice(g, t), slice(host.grads, t));
+  fw::cuda::CudaKVCache<T> cache(cfg, mc.B, mc.T);
+  Dev<T> out((size_t)mc.B * cfg.vocab_size);
+  EXPECT_THROW(gpu.forward_cached(tok.data(), mc.B, 1, cache, out.get()), fw::Error) << "decode needs a merged adapter";
+}
+
+TEST(cuda_model, lora_forward_backward_match_cpu) {
+  FW_REQUIRE_GPU();
+  uint64_t seed = 600;
+  for (const ModelCase& mc : cases()) {
+    check_lora<float>(mc, seed += 10);
+    check_lora<bf16>(mc, seed += 10);
+  }
+}
+
+// Activation recomputation: one layer's activations instead of L, and the
+// same gradients bit for bit (the same kernels rerun on the same inputs),
+// for the full model and for a LoRA adapter with dropout.
+template <typename T>
+void check_recompute(const ModelCase& mc, uint64_t seed) {
+  const fw::Config cfg = fw::config_from_json(mc.cfg);
+  fw::Model cpu = cpu_model<T>(cfg, seed);
+  std::vector<int32_t> tok, tgt;
+  batch(tok, tgt, mc.B, mc.T, cfg.vocab_size, seed + 7);
+  fw::cuda::Blas blas;
+  const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + "]";
+  auto grads = [&](bool recompute, size_t* act_bytes) {
+    fw::cuda::CudaModel<T> gpu(cfg, blas);
+    gpu.load_params(cpu.params.data());
+    gpu.enable_grads();
+    gpu.set_recompute(recompute);
+    const float loss = gpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
+    gpu.backward();
+    std::vector<float> g(gpu.layout.numel + 1);
+    gpu.download_grads(g.data());
+    g.back() = loss;
+    *act_bytes = gpu.activation_bytes();
+    return g;
+  };
+  size_t plain_bytes = 0, re_bytes = 0;
+  const std::vector<float> plain = grads(false, &plain_bytes);
+  const std::vector<float> re = grads(true, &re_bytes);
+  expect_parity("recompute: loss and every gradient" + tag, re, plain, 0.0);
+  if (cfg.num_hidden_layers > 1) {
+    EXPECT_LT(re_bytes, plain_bytes) << tag;
+  }
+
+  fw::Lora host = random_lora<T>(cfg, seed + 1, 0.1);
+  auto lora_grads = [&](bool recompute) {
+    fw::cuda::CudaModel<T> gpu(cfg, blas);
+    gpu.load_params(cpu.params.data());
+    fw::cuda::CudaLora<T> lora(host);
+    gpu.set_lora(&lora);
+    gpu.set_dropout_step(5);
+    gpu.set_recompute(recompute);
+    gpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
+    gpu.backward();
+    std::vector<float> g(lora.layout.numel);
+    lora.download_grads(g.data());
+    return g;
+  };
+  expect_parity("recompute: LoRA gradients with dropout" + tag, lora_grads(true), lora_grads(false), 0.0);
+}
+
+TEST(cuda_model, recompute_gives_the_same_gradients_with_less_memory) {
+  FW_REQUIRE_GPU();
+  uint64_t seed = 700;
+  for (const ModelCase& mc : cases()) {
+    check_recompute<float>(mc, seed += 10);
+    check_recompute<bf16>(mc, seed += 10);
+  }
+}
+
+// LoRA + distillation + recomputation, three AdamW steps against
+// fw::Trainer with the same adapter, teacher and batches (fp32): loss,
+// its parts, the gradient norm and the trained adapter agree, and the base
+// model is untouched. bf16 and fp16 take the same path and must learn.
+TEST(cuda_model, lora_distillation_trainer_matches_cpu) {
+  FW_REQUIRE_GPU();
+  const ModelCase mc = cases()[2];
+  const fw::Config cfg = fw::config_from_json(mc.cfg);
+  fw::Model cpu = cpu_model<float>(cfg, 61);
+  fw::Model teacher = cpu_model<float>(cfg, 62);
+  fw::Lora host = random_lora<float>(cfg, 63, 0.1);
+  const fw::Lora start = host;
+  fw::TrainConfig tc;
+  tc.lr = 1e-2;
+  tc.min_lr = 1e-3;
+  tc.warmup_steps = 1;
+  tc.total_steps = 10;
+  tc.grad_accum = 2;
+  tc.recompute = true;
+  tc.distill_alpha = 0.4;
+  tc.distill_temperature = 1.5;
+  fw::cuda::Blas blas;
+  fw::cuda::CudaModel<float> gpu(cfg, blas), gteacher(cfg, blas);
+  gpu.load_params(cpu.params.data());
+  gteacher.load_params(teacher.params.data());
+  fw::cuda::CudaLora<float> glora(host);
+  fw::Trainer ct(cpu, tc, &host, &teacher);
+  fw::cuda::CudaTrainer<float> gt(gpu, tc, nullptr, false, 25u << 20, &glora, &gteacher);
+  EXPECT_EQ(gt.trainable_layout().numel, host.layout.numel);
+  std::vector<int32_t> tok, tgt;
+  for (int s = 0; s < 3; s++) {
+    batch(tok, tgt, 4, mc.T, cfg.vocab_size, 800 + s);
+    fw::StepResult a = ct.step(tok.data(), tgt.data(), 4, mc.T);
+    fw::StepResult b = gt.step(tok.data(), tgt.data(), 4, mc.T);
+    const std::string at = " step " + std::to_string(s);
+    expect_parity("lora+distill loss" + at, {(float)b.loss}, {(float)a.loss}, 1e-4);
+    expect_parity("lora+distill ce" + at, {(float)gt.last_distill().ce}, {(float)ct.last_distill().ce}, 1e-4);
+    expect_parity("lora+distill kl" + at, {(float)gt.last_distill().kl}, {(float)ct.last_distill().kl}, 1e-4);
+    expect_parity("lora+distill grad norm" + at, {(float)b.grad_norm}, {(float)a.grad_norm}, 1e-4);
+    EXPECT_EQ(a.tokens, b.tokens);
+  }
+  std::vector<float> w(host.layout.numel);
+  gt.download_master(w.data());
+  for (const fw::TensorInfo& t : host.layout.tensors)
+    expect_close("trained " + t.name.substr(t.name.find("layers.")), slice(w, t), slice(host.params, t), 1e-4, 5e-4);
+  EXPECT_NE(w, start.params) << "the adapter must have been trained";
+  std::vector<float> base(gpu.layout.numel);
+  gpu.download_params(base.data());
+  EXPECT_EQ(base, cpu.params) << "LoRA training must leave the base model untouched";
+
+  // 16-bit: the same run on one memorised batch lowers the mixed loss
+  auto learns = [&](auto tag) {
+    using T = decltype(tag);
+    fw::cuda::CudaModel<T> m(cfg, blas), t(cfg, blas);
+    m.load_params(cpu.params.data());
+    t.load_params(teacher.params.data());
+    fw::cuda::CudaLora<T> l(start);
+    fw::TrainConfig c = tc;
+    c.lr = 3e-2;
+    c.total_steps = 40;
+    fw::cuda::CudaTrainer<T> tr(m, c, nullptr, false, 25u << 20, &l, &t);
+    tr.load_master(start.params.data());
+    batch(tok, tgt, 4, mc.T, cfg.vocab_size, 900);
+    double first = NAN, last = NAN;
+    for (int s = 0; s < 60 && tr.step_count() < 25; s++) {
+      fw::StepResult r = tr.step(tok.data(), tgt.data(), 4, mc.T);
+      if (r.skipped) continue;
+      ASSERT_TRUE(std::isfinite(r.loss));
+      if (std::isnan(first)) first = r.loss;
+      last = r.loss;
+    }
+    std::printf("%s lora+distill+recompute training: loss %.4f -> %.4f\n", type_name<T>(), first, last);
+    EXPECT_EQ(tr.step_count(), 25);
+    EXPECT_LT(last, first);
+  };
+  learns(bf16{});
+  learns(f16{});
 }
 
 // INT8 weight-only decode: the same quantised weights as fw::InferEngine

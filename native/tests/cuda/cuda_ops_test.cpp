@@ -9,6 +9,7 @@
 
 #include "cast.cuh"
 #include "cuda_test_util.h"
+#include "distill.h"
 #include "embedding_plan.h"
 #include "model.h"
 #include "ops_embedding.cuh"
@@ -189,6 +190,55 @@ void check_crossentropy() {
   }
 }
 
+// Distillation: the per-row ce / kl and the gradient written over the
+// student's logits against distill_loss on the CPU (same rounded inputs),
+// with ignored rows, and alpha at both ends of its range too.
+template <typename T>
+void check_distill() {
+  const int N = 11, V = 1037;
+  std::vector<float> student = rounded<T>(randn((size_t)N * V, 21, 3.0));
+  std::vector<float> teacher = rounded<T>(randn((size_t)N * V, 22, 3.0));
+  std::vector<int32_t> targets(N);
+  for (int n = 0; n < N; n++) targets[n] = n % 5 == 2 ? fw::kIgnoreIndex : (n * 97) % V;
+  const double normalizer = 9.0;  // the non-ignored rows
+  for (const double alpha : {0.0, 0.4, 1.0}) {
+    const double tau = 2.5;
+    const std::string what = " alpha " + std::to_string(alpha).substr(0, 3);
+    std::vector<float> d_ref((size_t)N * V);
+    const fw::DistillLoss ref =
+        fw::distill_loss(d_ref.data(), student.data(), teacher.data(), targets.data(), N, V, alpha, tau, normalizer);
+    Dev<int32_t> d_t(targets);
+    auto d_s = dev<T>(student);
+    auto d_te = dev<T>(teacher);
+    Dev<float> ce(N), kl(N);
+    fw::cuda::distill_forward_backward(d_s->get(), ce.get(), kl.get(), d_te->get(), d_t.get(), N, V, (float)alpha,
+                                       (float)tau, (float)(1.0 / normalizer), 0);
+    double ce_sum = 0, kl_sum = 0;
+    const std::vector<float> ce_h = ce.f32(), kl_h = kl.f32();
+    for (int n = 0; n < N; n++) {
+      ce_sum += ce_h[n];
+      kl_sum += kl_h[n];
+      if (targets[n] == fw::kIgnoreIndex) {
+        EXPECT_EQ(ce_h[n], 0.0f);
+        EXPECT_EQ(kl_h[n], 0.0f);
+      }
+    }
+    expect_parity(label<T>("distill ce" + what), {(float)(ce_sum / normalizer)}, {(float)ref.ce}, 1e-4);
+    expect_parity(label<T>("distill kl" + what), {(float)(kl_sum / normalizer)}, {(float)ref.kl}, 1e-4);
+    expect_parity(label<T>("distill dlogits" + what), d_s->f32(), d_ref, tol<T>());
+  }
+  // out-of-range hyper-parameters are refused before any launch
+  Dev<int32_t> d_t(targets);
+  auto d_s = dev<T>(student);
+  Dev<float> ce(N), kl(N);
+  EXPECT_THROW(fw::cuda::distill_forward_backward(d_s->get(), ce.get(), kl.get(), d_s->get(), d_t.get(), N, V, 1.5f,
+                                                  2.0f, 1.0f, 0),
+               fw::Error);
+  EXPECT_THROW(fw::cuda::distill_forward_backward(d_s->get(), ce.get(), kl.get(), d_s->get(), d_t.get(), N, V, 0.5f,
+                                                  0.0f, 1.0f, 0),
+               fw::Error);
+}
+
 // AdamW: two tensors, one with weight decay and one without, three steps.
 // TC: the 16-bit working copy AdamW writes (bf16, or fp16 for fp16 training).
 template <typename TG, typename TC = bf16>
@@ -301,6 +351,13 @@ TEST(cuda_ops, crossentropy_matches_cpu_with_ignore_index) {
   check_crossentropy<float>();
   check_crossentropy<bf16>();
   check_crossentropy<f16>();
+}
+
+TEST(cuda_ops, distillation_matches_cpu) {
+  FW_REQUIRE_GPU();
+  check_distill<float>();
+  check_distill<bf16>();
+  check_distill<f16>();
 }
 
 TEST(cuda_ops, adamw_matches_cpu) {

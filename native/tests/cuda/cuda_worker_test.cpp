@@ -1,7 +1,8 @@
 // cuda_worker_test.cpp: fw_worker with "device": "cuda" end to end, as the
 // trainer runs it: the same tiny run on the GPU and on the CPU, a bf16 run,
 // SIGTERM -> checkpoint -> resume on the GPU (bit-identical to an
-// uninterrupted GPU run), and a GPU checkpoint resumed on the CPU.
+// uninterrupted GPU run), a GPU checkpoint resumed on the CPU, and a LoRA
+// run with distillation and recomputation (against the CPU's, and resumed).
 // The binary comes from FW_WORKER_BIN (set by CMake); one GPU is enough.
 #include <gtest/gtest.h>
 
@@ -17,12 +18,14 @@
 #include "cuda_test_util.h"
 #include "fileio.h"
 #include "hf_io.h"
+#include "lora.h"
 #include "model.h"
 
 using json = nlohmann::json;
 using fwtest::base_spec;
 using fwtest::rel_l2;
 using fwtest::run_worker;
+using fwtest::tiny_config;
 using fwtest::TempDir;
 using fwtest::WorkerResult;
 using fwtest::write_shards;
@@ -184,4 +187,58 @@ TEST(cuda_worker, a_rank_beyond_the_visible_gpus_is_refused) {
   EXPECT_EQ(r.code, 2);
   ASSERT_FALSE(r.of("error").empty());
   EXPECT_NE(r.of("error")[0]["message"].get<std::string>().find("CUDA device(s) are visible"), std::string::npos);
+}
+
+// LoRA (with dropout) + distillation + recomputation: the GPU's fp32 run
+// follows the CPU's step by step and writes the same adapter; a bf16 run cut
+// by SIGTERM resumes from its checkpoint (the adapter's tensors) to the same
+// adapter bytes as an uninterrupted one.
+TEST(cuda_worker, lora_distillation_run_matches_the_cpu_and_resumes) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  fw::Model base(fw::config_from_json(tiny_config()));
+  base.init_random(5);
+  fw::model_save_hf(base, d / "base", d / "tokenizer.json");
+  fw::Model teacher(fw::config_from_json(tiny_config()));
+  teacher.init_random(6);
+  fw::model_save_hf(teacher, d / "teacher");
+  auto spec_for = [&](const std::string& tag, int steps) {
+    json spec = base_spec(d, tag, steps);
+    spec["model"] = {{"path", d / "base"}};
+    spec["lora"] = {{"r", 4}, {"alpha", 8}, {"dropout", 0.05}, {"target_modules", {"q_proj", "v_proj", "down_proj"}},
+                    {"merge", true}};
+    spec["distill"] = {{"teacher", d / "teacher"}, {"alpha", 0.5}, {"temperature", 2.0}};
+    spec["train"]["recompute"] = true;
+    return spec;
+  };
+  WorkerResult cpu = run_worker(write_spec(d, "cpu.json", spec_for("cpu", 8)));
+  ASSERT_EQ(cpu.code, 0) << last_event(cpu);
+  WorkerResult gpu = run_worker(write_spec(d, "gpu.json", on_gpu(spec_for("gpu", 8), "fp32")));
+  ASSERT_EQ(gpu.code, 0) << last_event(gpu);
+  EXPECT_EQ(gpu.of("started")[0]["trainable_params"], cpu.of("started")[0]["trainable_params"]);
+  auto cs = cpu.of("step"), gs = gpu.of("step");
+  ASSERT_EQ(cs.size(), gs.size());
+  for (size_t i = 0; i < cs.size(); i++) {
+    for (const char* k : {"loss", "ce", "kl"}) {
+      const double c = cs[i][k].get<double>(), g = gs[i][k].get<double>();
+      EXPECT_NEAR(g, c, 1e-4 * std::fabs(c) + 1e-7) << k << " at step " << i + 1;
+    }
+  }
+  auto ac = fw::adapter_load(d / "out-cpu", base.cfg), ag = fw::adapter_load(d / "out-gpu", base.cfg);
+  EXPECT_LT(rel_l2(ag->params, ac->params), 1e-4);
+  auto merged = fw::model_load_hf(d / "out-gpu/merged");
+  EXPECT_NE(merged->params, base.params);
+
+  const int steps = 10;
+  WorkerResult straight = run_worker(write_spec(d, "s.json", on_gpu(spec_for("s", steps), "bf16")));
+  ASSERT_EQ(straight.code, 0) << last_event(straight);
+  const std::string spec = write_spec(d, "i.json", on_gpu(spec_for("i", steps), "bf16"));
+  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  ASSERT_EQ(cut.code, 143);
+  WorkerResult resumed = run_worker(spec);
+  ASSERT_EQ(resumed.code, 0) << last_event(resumed);
+  EXPECT_GT(resumed.of("started")[0]["step"].get<int64_t>(), 0);
+  EXPECT_EQ(fwtest::read_bytes(d / "out-i/adapter_model.safetensors"),
+            fwtest::read_bytes(d / "out-s/adapter_model.safetensors"));
 }

@@ -69,18 +69,35 @@ CudaSessionPtr cuda_join(const CollectiveEnv& cenv) {
 
 namespace {
 
+// The teacher on the GPU, uploaded once (forward only).
+template <typename T>
+std::unique_ptr<cuda::CudaModel<T>> upload_teacher(const Model* teacher, cuda::Blas& blas) {
+  if (!teacher) return nullptr;
+  auto t = std::make_unique<cuda::CudaModel<T>>(teacher->cfg, blas);
+  t->load_params(teacher->params.data());
+  return t;
+}
+
+template <typename T>
+std::unique_ptr<cuda::CudaLora<T>> upload_lora(const Lora* lora) {
+  return lora ? std::make_unique<cuda::CudaLora<T>>(*lora) : nullptr;
+}
+
 template <typename T>
 class CudaBackend : public TrainBackend {
  public:
-  CudaBackend(CudaSessionPtr s, Model& host, const JobSpec& spec)
+  CudaBackend(CudaSessionPtr s, Model& host, const JobSpec& spec, Lora* lora, const Model* teacher)
       : s_(std::move(s)),
         host_(host),
+        host_lora_(lora),
         gpu_(host.cfg, blas_),
-        tr_(gpu_, spec.train, s_->nccl.get()),
+        lora_(upload_lora<T>(lora)),
+        teacher_(upload_teacher<T>(teacher, blas_)),
+        tr_(gpu_, spec.train, s_->nccl.get(), false, 25u << 20, lora_.get(), teacher_.get()),
         rng_(spec.train.seed) {
-    // The master starts from the exact fp32 weights (the constructor's
-    // default would start it from their bf16 rounding).
-    tr_.load_master(host_.params.data());
+    // The master starts from the exact fp32 values (the constructor's
+    // default would start it from their 16-bit rounding).
+    tr_.load_master(trainable_host());
   }
   const char* device() const override { return "cuda"; }
   std::string precision() const override {
@@ -94,13 +111,14 @@ class CudaBackend : public TrainBackend {
     return tr_.eval_loss(tokens, targets, B, T_);
   }
   int64_t step_count() const override { return tr_.step_count(); }
-  size_t trainable_param_count() const override { return host_.layout.count_params(); }
+  size_t trainable_param_count() const override { return tr_.trainable_layout().count_params(); }
+  DistillLoss last_distill() const override { return tr_.last_distill(); }
   std::string save_checkpoint(const std::string& root, const nlohmann::json& identity, const DataPosition& pos,
                               int keep_last) override {
     ensure_moments();
-    tr_.download_master(host_.params.data());
+    tr_.download_master(trainable_host());
     tr_.download_moments(m_.data(), v_.data());
-    TrainState st{&host_.layout, host_.params.data(), m_.data(), v_.data(), tr_.step_count(), rng_};
+    TrainState st{&tr_.trainable_layout(), trainable_host(), m_.data(), v_.data(), tr_.step_count(), rng_};
     nlohmann::json extra = nlohmann::json::object();
     if (tr_.loss_scaling())  // fp16: the dynamic loss scale resumes where it was
       extra["loss_scale"] = {{"scale", tr_.loss_scaler().scale}, {"good_steps", tr_.loss_scaler().good_steps}};
@@ -108,7 +126,7 @@ class CudaBackend : public TrainBackend {
   }
   DataPosition restore_checkpoint(const LoadedCheckpoint& ck) override {
     ensure_moments();
-    TrainState st{&host_.layout, host_.params.data(), m_.data(), v_.data(), 0, Rng()};
+    TrainState st{&tr_.trainable_layout(), trainable_host(), m_.data(), v_.data(), 0, Rng()};
     nlohmann::json extra;
     DataPosition pos = checkpoint_restore_state(ck, st, &extra);
     if (tr_.loss_scaling() && extra.is_object() && extra.contains("loss_scale")) {
@@ -118,27 +136,34 @@ class CudaBackend : public TrainBackend {
       tr_.loss_scaler().scale = ls["scale"].get<float>();
       tr_.loss_scaler().good_steps = ls["good_steps"].get<int>();
     }
-    tr_.load_master(host_.params.data());
+    tr_.load_master(trainable_host());
     tr_.load_moments(m_.data(), v_.data());
     tr_.set_step_count(st.step);
     rng_ = st.rng;
     return pos;
   }
-  void weights_to_host() override { tr_.download_master(host_.params.data()); }
+  // The trained tensors (the model, or the adapter) back into the host
+  // objects the worker saves from.
+  void weights_to_host() override { tr_.download_master(trainable_host()); }
   nlohmann::json describe() const override {
     return {{"gpu", s_->device_name}, {"cuda_device", s_->device}};
   }
 
  private:
   void ensure_moments() {
-    m_.resize(host_.layout.numel);
-    v_.resize(host_.layout.numel);
+    m_.resize(tr_.trainable_layout().numel);
+    v_.resize(tr_.trainable_layout().numel);
   }
+  // fp32 host copy of what is trained (layout order of trainable_layout()).
+  float* trainable_host() { return host_lora_ ? host_lora_->params.data() : host_.params.data(); }
 
   CudaSessionPtr s_;
   Model& host_;
-  cuda::Blas blas_;  // before gpu_: the model keeps a reference
+  Lora* host_lora_;
+  cuda::Blas blas_;  // before the models: they keep a reference
   cuda::CudaModel<T> gpu_;
+  std::unique_ptr<cuda::CudaLora<T>> lora_;
+  std::unique_ptr<cuda::CudaModel<T>> teacher_;
   cuda::CudaTrainer<T> tr_;
   Rng rng_;  // unused on the GPU (no dropout); kept so checkpoints match the cpu's
   std::vector<float> m_, v_;  // host staging for checkpoints
@@ -146,12 +171,15 @@ class CudaBackend : public TrainBackend {
 
 }  // namespace
 
-std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr s, Model& model, const JobSpec& spec) {
+std::unique_ptr<TrainBackend> make_cuda_backend(CudaSessionPtr s, Model& model, const JobSpec& spec, Lora* lora,
+                                                const Model* teacher) {
   FW_CHECK(s != nullptr, kInternal, "make_cuda_backend without a session");
   FW_CUDA_CHECK(cudaSetDevice(s->device));
-  if (spec.precision == "bf16") return std::make_unique<CudaBackend<cuda::bf16>>(std::move(s), model, spec);
-  if (spec.precision == "fp16") return std::make_unique<CudaBackend<cuda::f16>>(std::move(s), model, spec);
-  return std::make_unique<CudaBackend<float>>(std::move(s), model, spec);
+  if (spec.precision == "bf16")
+    return std::make_unique<CudaBackend<cuda::bf16>>(std::move(s), model, spec, lora, teacher);
+  if (spec.precision == "fp16")
+    return std::make_unique<CudaBackend<cuda::f16>>(std::move(s), model, spec, lora, teacher);
+  return std::make_unique<CudaBackend<float>>(std::move(s), model, spec, lora, teacher);
 }
 
 }  // namespace worker
