@@ -45,13 +45,9 @@ async function seenGpus(workRoot: string, runId: string, rank: number): Promise<
 
 describe('devices', () => {
   it('devices - precision defaults to the device, and what the engines cannot train is refused with a clear detail', async () => {
-    await h.artifacts.put('models/base/config.json', Buffer.from('{"model_type":"llama"}'), { overwrite: true });
-    const baseUri = `${h.artifacts.rootUri}models/base/`;
     const cases: [Record<string, unknown>, number, string, RegExp][] = [
       [{ precision: 'bf16' }, 400, 'invalid-run', /precision bf16 needs device cuda/],
       [{ device: 'cpu', precision: 'bf16' }, 400, 'invalid-run', /precision bf16 needs device cuda/],
-      [{ device: 'cuda', method: 'lora', lora: { rank: 4, alpha: 8 }, model: { baseUri } }, 400, 'invalid-run', /method lora is not supported on cuda yet/],
-      [{ device: 'cuda', distillation: { teacherUri: baseUri, temperature: 2, alpha: 0.5 } }, 400, 'invalid-run', /distillation is not supported on cuda yet/],
       [{ device: 'cuda', worldSize: 3 }, 422, 'cannot-place', /device cuda needs 3 GPUs \(one per rank\); this trainer has FW_GPUS=2/],
       [{ device: 'tpu' }, 400, 'validation-failed', /device/],
       [{ device: 'cpu', precision: 'fp16' }, 400, 'invalid-run', /precision fp16 needs device cuda/],
@@ -101,4 +97,36 @@ describe('devices', () => {
     await h.waitRun(b, (r) => r.status === 'cancelled');
     expect(h.scheduler.heldGpus().size).toBe(0);
   }, 60_000);
+
+  it('devices - a LoRA run with distillation and recomputation trains on cuda: its job.json carries all three', async () => {
+    await h.artifacts.put('models/base/config.json', Buffer.from('{"model_type":"llama"}'), { overwrite: true });
+    const baseUri = `${h.artifacts.rootUri}models/base/`;
+    const res = await post(
+      '/v1/runs',
+      long({
+        device: 'cuda',
+        precision: 'fp16',
+        method: 'lora',
+        lora: { rank: 4, alpha: 8 },
+        model: { baseUri },
+        distillation: { teacherUri: baseUri, temperature: 2, alpha: 0.5 },
+        hyperparameters: { maxSteps: 100_000, learningRate: 1e-3, batchSize: 4, seqLen: 32, recompute: true },
+      }),
+    );
+    expect(res.statusCode, res.body).toBe(201);
+    const run = res.json<{ id: string; spec: Record<string, unknown> }>();
+    expect(run.spec).toMatchObject({ device: 'cuda', precision: 'fp16', method: 'lora' });
+    await h.waitRun(run.id, (r) => r.status === 'running');
+    const job = JSON.parse(await readFile(join(h.workRoot, run.id, 'job.json'), 'utf8')) as Record<string, unknown>;
+    expect(job).toMatchObject({
+      device: 'cuda',
+      precision: 'fp16',
+      lora: { r: 4, alpha: 8 },
+      distill: { alpha: 0.5, temperature: 2 },
+      train: { recompute: true },
+    });
+    expect((await post(`/v1/runs/${run.id}/cancel`)).statusCode).toBe(202);
+    await h.waitRun(run.id, (r) => r.status === 'cancelled');
+    expect(h.scheduler.heldGpus().size).toBe(0);
+  }, 30_000);
 });

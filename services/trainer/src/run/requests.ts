@@ -84,12 +84,10 @@ export async function resolveRunRequest(
   if (h.warmupSteps !== undefined && h.warmupSteps > h.maxSteps) throw invalid('hyperparameters.warmupSteps must not exceed maxSteps');
   if (h.gradAccumSteps !== undefined && h.batchSize % h.gradAccumSteps !== 0) throw invalid('hyperparameters.gradAccumSteps must divide batchSize');
 
-  // The cuda engine trains full models only, in fp32 or bf16; the cpu engine only in fp32 (docs/worker.md).
+  // The cuda engine trains in fp32, bf16 or fp16; the cpu engine only in fp32 (docs/worker.md).
   const device = body.device ?? 'cpu';
   const precision = body.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
   if (device === 'cpu' && precision !== 'fp32') throw invalid(`precision ${precision} needs device cuda: the cpu engine trains in fp32`);
-  if (device === 'cuda' && method === 'lora') throw invalid('method lora is not supported on cuda yet: use device cpu');
-  if (device === 'cuda' && body.distillation) throw invalid('distillation is not supported on cuda yet: use device cpu');
 
   const launcherName = body.launcher ?? deps.defaultLauncher;
   const launcher = deps.launchers[launcherName];
