@@ -92,10 +92,7 @@ size_t CudaLora<T>::bytes() const {
 }
 
 template <typename T>
-void CudaLora<T>::forward(Blas& blas, int l, int m, T* out, const T* inp, int N, int IN, int OUT, uint64_t drop_key,
-                          cudaStream_t stream) {
-  if (!targets(l, m)) return;
-  ensure(N);
+LoraDims CudaLora<T>::dims(int l, int m, int N, int IN, int OUT, uint64_t drop_key) const {
   LoraDims d;
   d.N = N;
   d.IN = IN;
@@ -104,7 +101,15 @@ void CudaLora<T>::forward(Blas& blas, int l, int m, T* out, const T* inp, int N,
   d.scale = scale;
   d.dropout = cfg.dropout;
   d.key = lora_dropout_key(drop_key, l, m);
-  lora_forward<T>(blas, out, saved_u(l, m), xd_, inp, A(l, m), B(l, m), d, stream);
+  return d;
+}
+
+template <typename T>
+void CudaLora<T>::forward(Blas& blas, int l, int m, T* out, const T* inp, int N, int IN, int OUT, uint64_t drop_key,
+                          cudaStream_t stream) {
+  if (!targets(l, m)) return;
+  ensure(N);
+  lora_forward<T>(blas, out, saved_u(l, m), xd_, inp, A(l, m), B(l, m), dims(l, m, N, IN, OUT, drop_key), stream);
 }
 
 template <typename T>
@@ -112,15 +117,8 @@ void CudaLora<T>::backward(Blas& blas, int l, int m, T* dinp, const T* dout, con
                            uint64_t drop_key, cudaStream_t stream) {
   if (!targets(l, m)) return;
   FW_CHECK(N == n_ && saved_, kInvalidArgument, "LoRA backward without its forward for " << N << " rows");
-  LoraDims d;
-  d.N = N;
-  d.IN = IN;
-  d.OUT = OUT;
-  d.r = cfg.rank;
-  d.scale = scale;
-  d.dropout = cfg.dropout;
-  d.key = lora_dropout_key(drop_key, l, m);
-  lora_backward<T>(blas, dinp, dA(l, m), dB(l, m), du_, xd_, dout, inp, saved_u(l, m), A(l, m), B(l, m), d, stream);
+  lora_backward<T>(blas, dinp, dA(l, m), dB(l, m), du_, xd_, dout, inp, saved_u(l, m), A(l, m), B(l, m),
+                   dims(l, m, N, IN, OUT, drop_key), stream);
 }
 
 template class CudaLora<float>;

@@ -23,6 +23,7 @@
 
 #include "gemm_cublas.h"
 #include "lora.h"
+#include "lora_cublas.h"
 
 namespace fw {
 namespace cuda {
@@ -66,6 +67,7 @@ class CudaLora {
 
  private:
   void ensure(int N);  // saved u and scratch for N rows
+  LoraDims dims(int l, int m, int N, int IN, int OUT, uint64_t drop_key) const;
   T* A(int l, int m) { return params_ + layout.tensors[a_index_[(size_t)l * kLoraModules + m]].offset; }
   T* B(int l, int m) { return params_ + layout.tensors[b_index_[(size_t)l * kLoraModules + m]].offset; }
   T* dA(int l, int m) { return grads_ + layout.tensors[a_index_[(size_t)l * kLoraModules + m]].offset; }

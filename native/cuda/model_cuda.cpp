@@ -55,9 +55,7 @@ constexpr int nccl_type() {
                                        : NcclType::kFloat32;
 }
 
-// fp32 <-> 16-bit storage on the device.
-void from_f32_buffer(bf16* dst, const float* src, size_t n, cudaStream_t s) { cast_f32_to_bf16(dst, src, n, s); }
-void from_f32_buffer(f16* dst, const float* src, size_t n, cudaStream_t s) { cast_f32_to_f16(dst, src, n, s); }
+// 16-bit storage -> fp32 on the device (the master weights' start).
 void to_f32_buffer(float* dst, const bf16* src, size_t n, cudaStream_t s) { cast_bf16_to_f32(dst, src, n, s); }
 void to_f32_buffer(float* dst, const f16* src, size_t n, cudaStream_t s) { cast_f16_to_f32(dst, src, n, s); }
 

@@ -75,12 +75,7 @@ TEST(worker_run, sigterm_checkpoints_and_resume_matches_uninterrupted_bit_for_bi
 TEST(worker_run, lora_with_distillation_writes_adapter_and_merged_folders) {
   TempDir d;
   write_shards(d);
-  fw::Model base(fw::config_from_json(tiny_config()));
-  base.init_random(5);
-  fw::model_save_hf(base, d / "base", d / "tokenizer.json");
-  fw::Model teacher(fw::config_from_json(tiny_config()));
-  teacher.init_random(6);
-  fw::model_save_hf(teacher, d / "teacher");
+  const fw::Model base = fwtest::write_base_and_teacher(d);
   json spec = base_spec(d, "l", 6);
   spec["model"] = {{"path", d / "base"}};
   spec["lora"] = {{"r", 4}, {"alpha", 8}, {"dropout", 0.05}, {"target_modules", {"q_proj", "v_proj"}}, {"merge", true}};

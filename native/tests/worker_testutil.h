@@ -17,7 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "fileio.h"
+#include "hf_io.h"
 #include "io_testutil.h"
+#include "model.h"
 #include "shards.h"
 #include "train_rng.h"
 
@@ -120,6 +122,19 @@ inline json base_spec(const TempDir& d, const std::string& tag, int steps) {
           {"eval", {{"interval", 5}, {"batches", 2}}},
           {"output_dir", d / ("out-" + tag)},
           {"seed", 42}};
+}
+
+// A base model (d/base, with the tokenizer) and a distillation teacher
+// (d/teacher) of tiny_config() with different random weights, saved as HF
+// folders for LoRA / distillation runs. Returns the base model.
+inline fw::Model write_base_and_teacher(const TempDir& d) {
+  fw::Model base(fw::config_from_json(tiny_config()));
+  base.init_random(5);
+  fw::model_save_hf(base, d / "base", d / "tokenizer.json");
+  fw::Model teacher(fw::config_from_json(tiny_config()));
+  teacher.init_random(6);
+  fw::model_save_hf(teacher, d / "teacher");
+  return base;
 }
 
 inline std::string write_spec(const TempDir& d, const std::string& name, const json& spec) {

@@ -25,7 +25,6 @@ using json = nlohmann::json;
 using fwtest::base_spec;
 using fwtest::rel_l2;
 using fwtest::run_worker;
-using fwtest::tiny_config;
 using fwtest::TempDir;
 using fwtest::WorkerResult;
 using fwtest::write_shards;
@@ -197,12 +196,7 @@ TEST(cuda_worker, lora_distillation_run_matches_the_cpu_and_resumes) {
   FW_REQUIRE_GPU();
   TempDir d;
   write_shards(d);
-  fw::Model base(fw::config_from_json(tiny_config()));
-  base.init_random(5);
-  fw::model_save_hf(base, d / "base", d / "tokenizer.json");
-  fw::Model teacher(fw::config_from_json(tiny_config()));
-  teacher.init_random(6);
-  fw::model_save_hf(teacher, d / "teacher");
+  const fw::Model base = fwtest::write_base_and_teacher(d);
   auto spec_for = [&](const std::string& tag, int steps) {
     json spec = base_spec(d, tag, steps);
     spec["model"] = {{"path", d / "base"}};
