@@ -145,6 +145,7 @@ JobSpec jobspec_parse(const json& j) {
     c.beta2 = t.num("beta2", 0.95, 0.0, 0.999999);
     c.eps = t.num("eps", 1e-8, 1e-30, 1.0);
     c.recompute = t.boolean("recompute", false);
+    s.zero1 = t.boolean("zero1", false);
     c.seed = s.seed;
     t.finish();
     FW_CHECK(s.batch_size % c.grad_accum == 0, kInvalidArgument,
@@ -192,6 +193,9 @@ JobSpec jobspec_parse(const json& j) {
   FW_CHECK_HINT(s.device == "cuda" || s.precision == "fp32", kUnsupported,
                 "job spec: precision \"" << s.precision << "\" needs device \"cuda\"; the cpu engine trains in fp32",
                 "drop precision or set device \"cuda\"");
+  FW_CHECK_HINT(s.device == "cuda" || !s.zero1, kUnsupported,
+                "job spec: train.zero1 needs device \"cuda\"; the cpu engine keeps the whole optimizer state on every rank",
+                "drop train.zero1 or set device \"cuda\"");
   return s;
 }
 

@@ -32,6 +32,7 @@ struct JobSpec {
   bool shuffle = true;
 
   TrainConfig train;            // lr, schedule, AdamW, clip, accum, recompute, distill_*
+  bool zero1 = false;           // cuda: shard the AdamW state (and fp32 master) over the ranks
   int batch_size = 8;           // B (rows per optimizer step, split into grad_accum micro-batches)
   int seq_len = 256;            // T
 

@@ -116,8 +116,9 @@ TEST(worker_jobspec, device_and_precision) {
   l["precision"] = "fp16";
   l["lora"] = {{"r", 4}};
   l["distill"] = {{"teacher", "/m"}, {"alpha", 0.25}};
-  l["train"] = {{"recompute", true}};
+  l["train"] = {{"recompute", true}, {"zero1", true}};
   fw::JobSpec g = fw::jobspec_parse(l);
+  EXPECT_TRUE(g.zero1);
   EXPECT_EQ(g.device, "cuda");
   EXPECT_EQ(g.precision, "fp16");
   EXPECT_TRUE(g.use_lora);
@@ -125,4 +126,9 @@ TEST(worker_jobspec, device_and_precision) {
   EXPECT_EQ(g.teacher_path, "/m");
   EXPECT_DOUBLE_EQ(g.train.distill_alpha, 0.25);
   EXPECT_TRUE(g.train.recompute);
+  // ZeRO-1 shards the GPU trainer's state; the cpu engine has no such mode
+  json z = minimal();
+  z["train"] = {{"zero1", true}};
+  expect_error([&] { fw::jobspec_parse(z); }, ErrorKind::kUnsupported, "train.zero1 needs device \"cuda\"");
+  EXPECT_FALSE(fw::jobspec_parse(minimal()).zero1);
 }

@@ -9,7 +9,8 @@
 //   cuda  fw::cuda::CudaTrainer on a copy of the host model on the GPU chosen
 //         by LOCAL_RANK (fp32, or bf16 / fp16 with fp32 master weights; LoRA,
 //         distillation and recomputation as on the cpu; NCCL data parallel
-//         with the unique id exchanged through the trainer's store).
+//         with the unique id exchanged through the trainer's store, and
+//         optionally ZeRO-1: train.zero1).
 //         Built when the CUDA backend links (cuBLAS found); otherwise asking
 //         for it is kUnsupported.
 //
@@ -47,6 +48,11 @@ class TrainBackend {
   virtual size_t trainable_param_count() const = 0;
   // Distillation parts of the last step (zeros without a teacher).
   virtual DistillLoss last_distill() const { return {}; }
+  // Collective: every rank calls it before one rank saves a checkpoint or
+  // takes the weights (save_checkpoint, weights_to_host). With ZeRO-1 each
+  // rank holds a shard of the fp32 master and the moments; this gathers them
+  // so that the saving rank has all of it. Nothing to do elsewhere.
+  virtual void gather_state() {}
   virtual std::string save_checkpoint(const std::string& root, const nlohmann::json& identity, const DataPosition& pos,
                                       int keep_last) = 0;
   virtual DataPosition restore_checkpoint(const LoadedCheckpoint& ck) = 0;

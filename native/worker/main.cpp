@@ -225,7 +225,9 @@ int run(const std::string& spec_text) {
   emit(started);
 
   auto save_checkpoint = [&](const char* reason) {
-    if (spec.checkpoint_dir.empty() || !lead) return;
+    if (spec.checkpoint_dir.empty()) return;
+    tr.gather_state();  // every rank: ZeRO-1's shards come together on the lead
+    if (!lead) return;
     double t0 = now_s();
     std::string dir = tr.save_checkpoint(spec.checkpoint_dir, identity, loader.position(), spec.keep_last);
     emit({{"event", "checkpoint"}, {"step", tr.step_count()}, {"path", dir}, {"reason", reason}, {"seconds", now_s() - t0}});
@@ -273,6 +275,7 @@ int run(const std::string& spec_text) {
     emit({{"event", "eval"}, {"step", tr.step_count()}, {"val_loss", val_loss}});
   }
 
+  tr.gather_state();
   if (!lead) {  // rank 0 holds the same weights and writes them
     emit({{"event", "completed"}, {"step", tr.step_count()}, {"loss", last_loss}, {"val_loss", nullptr},
           {"output_dir", nullptr}, {"kind", lora ? "lora" : "full"}, {"merged", false}});

@@ -236,3 +236,21 @@ TEST(cuda_worker, lora_distillation_run_matches_the_cpu_and_resumes) {
   EXPECT_EQ(fwtest::read_bytes(d / "out-i/adapter_model.safetensors"),
             fwtest::read_bytes(d / "out-s/adapter_model.safetensors"));
 }
+
+// train.zero1: on one rank the shards are the whole buffers, so the run is
+// bit-identical to the plain one, and its checkpoints and output go through
+// the gather path (gather_state). Across ranks it needs one GPU per rank.
+TEST(cuda_worker, zero1_run_on_one_rank_equals_the_plain_run) {
+  FW_REQUIRE_GPU();
+  TempDir d;
+  write_shards(d);
+  const int steps = 8;
+  WorkerResult plain = run_worker(write_spec(d, "p.json", on_gpu(base_spec(d, "p", steps), "bf16")));
+  ASSERT_EQ(plain.code, 0) << last_event(plain);
+  json z = on_gpu(base_spec(d, "z", steps), "bf16");
+  z["train"]["zero1"] = true;
+  WorkerResult zero1 = run_worker(write_spec(d, "z.json", z));
+  ASSERT_EQ(zero1.code, 0) << last_event(zero1);
+  EXPECT_EQ(fwtest::read_bytes(d / "out-z/model.safetensors"), fwtest::read_bytes(d / "out-p/model.safetensors"));
+  EXPECT_FALSE(zero1.of("checkpoint").empty());
+}

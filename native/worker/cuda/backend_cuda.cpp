@@ -3,6 +3,7 @@
 // without linking.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <type_traits>
 #include <utility>
@@ -93,7 +94,7 @@ class CudaBackend : public TrainBackend {
         gpu_(host.cfg, blas_),
         lora_(upload_lora<T>(lora)),
         teacher_(upload_teacher<T>(teacher, blas_)),
-        tr_(gpu_, spec.train, s_->nccl.get(), false, 25u << 20, lora_.get(), teacher_.get()),
+        tr_(gpu_, spec.train, s_->nccl.get(), spec.zero1, 25u << 20, lora_.get(), teacher_.get()),
         rng_(spec.train.seed) {
     // The master starts from the exact fp32 values (the constructor's
     // default would start it from their 16-bit rounding).
@@ -113,11 +114,10 @@ class CudaBackend : public TrainBackend {
   int64_t step_count() const override { return tr_.step_count(); }
   size_t trainable_param_count() const override { return tr_.trainable_layout().count_params(); }
   DistillLoss last_distill() const override { return tr_.last_distill(); }
+  void gather_state() override { stage(true); }
   std::string save_checkpoint(const std::string& root, const nlohmann::json& identity, const DataPosition& pos,
                               int keep_last) override {
-    ensure_moments();
-    tr_.download_master(trainable_host());
-    tr_.download_moments(m_.data(), v_.data());
+    stage(false);
     TrainState st{&tr_.trainable_layout(), trainable_host(), m_.data(), v_.data(), tr_.step_count(), rng_};
     nlohmann::json extra = nlohmann::json::object();
     if (tr_.loss_scaling())  // fp16: the dynamic loss scale resumes where it was
@@ -140,11 +140,12 @@ class CudaBackend : public TrainBackend {
     tr_.load_moments(m_.data(), v_.data());
     tr_.set_step_count(st.step);
     rng_ = st.rng;
+    staged_step_ = -1;
     return pos;
   }
   // The trained tensors (the model, or the adapter) back into the host
   // objects the worker saves from.
-  void weights_to_host() override { tr_.download_master(trainable_host()); }
+  void weights_to_host() override { stage(false); }
   nlohmann::json describe() const override {
     return {{"gpu", s_->device_name}, {"cuda_device", s_->device}};
   }
@@ -153,6 +154,35 @@ class CudaBackend : public TrainBackend {
   void ensure_moments() {
     m_.resize(tr_.trainable_layout().numel);
     v_.resize(tr_.trainable_layout().numel);
+  }
+  // The fp32 master (into the host model or adapter) and the moments (m_,
+  // v_) on the host, once per step. With ZeRO-1 across ranks each rank holds
+  // one shard of both: every rank zeroes the rest and a sum over the ranks
+  // (exact: x + 0 = x) assembles the whole on every rank; that is a
+  // collective, so only gather_state (called by all ranks) may do it.
+  void stage(bool collective) {
+    if (staged_step_ == tr_.step_count()) return;
+    ensure_moments();
+    float* w = trainable_host();
+    const size_t n = tr_.trainable_layout().numel;
+    const bool sharded = tr_.shard_range() != std::pair<size_t, size_t>{0, n};
+    FW_CHECK(collective || !sharded, kInternal, "ZeRO-1 state must be gathered on every rank first (gather_state)");
+    tr_.download_master(w);
+    if (sharded) {
+      std::fill(m_.begin(), m_.end(), 0.0f);
+      std::fill(v_.begin(), v_.end(), 0.0f);
+    }
+    tr_.download_moments(m_.data(), v_.data());
+    if (sharded) {
+      const auto [b, e] = tr_.shard_range();
+      for (size_t i = 0; i < n; i++)
+        if (i < b || i >= e) w[i] = 0.0f;
+      Collective& c = s_->coll();
+      c.allreduce_sum(w, n);
+      c.allreduce_sum(m_.data(), n);
+      c.allreduce_sum(v_.data(), n);
+    }
+    staged_step_ = tr_.step_count();
   }
   // fp32 host copy of what is trained (layout order of trainable_layout()).
   float* trainable_host() { return host_lora_ ? host_lora_->params.data() : host_.params.data(); }
@@ -167,6 +197,7 @@ class CudaBackend : public TrainBackend {
   cuda::CudaTrainer<T> tr_;
   Rng rng_;  // unused on the GPU (no dropout); kept so checkpoints match the cpu's
   std::vector<float> m_, v_;  // host staging for checkpoints
+  int64_t staged_step_ = -1;  // the step the host copies were staged at
 };
 
 }  // namespace

@@ -51,6 +51,7 @@ describe('devices', () => {
       [{ device: 'cuda', worldSize: 3 }, 422, 'cannot-place', /device cuda needs 3 GPUs \(one per rank\); this trainer has FW_GPUS=2/],
       [{ device: 'tpu' }, 400, 'validation-failed', /device/],
       [{ device: 'cpu', precision: 'fp16' }, 400, 'invalid-run', /precision fp16 needs device cuda/],
+      [{ hyperparameters: { maxSteps: 10, learningRate: 1e-3, batchSize: 4, seqLen: 32, zero1: true } }, 400, 'invalid-run', /zero1 needs device cuda/],
       [{ device: 'cuda', precision: 'int8' }, 400, 'validation-failed', /precision/],
     ];
     for (const [over, status, slug, detail] of cases) {
@@ -98,7 +99,7 @@ describe('devices', () => {
     expect(h.scheduler.heldGpus().size).toBe(0);
   }, 60_000);
 
-  it('devices - a LoRA run with distillation and recomputation trains on cuda: its job.json carries all three', async () => {
+  it('devices - a LoRA run with distillation, recomputation and ZeRO-1 trains on cuda: its job.json carries them all', async () => {
     await h.artifacts.put('models/base/config.json', Buffer.from('{"model_type":"llama"}'), { overwrite: true });
     const baseUri = `${h.artifacts.rootUri}models/base/`;
     const res = await post(
@@ -110,7 +111,7 @@ describe('devices', () => {
         lora: { rank: 4, alpha: 8 },
         model: { baseUri },
         distillation: { teacherUri: baseUri, temperature: 2, alpha: 0.5 },
-        hyperparameters: { maxSteps: 100_000, learningRate: 1e-3, batchSize: 4, seqLen: 32, recompute: true },
+        hyperparameters: { maxSteps: 100_000, learningRate: 1e-3, batchSize: 4, seqLen: 32, recompute: true, zero1: true },
       }),
     );
     expect(res.statusCode, res.body).toBe(201);
@@ -123,7 +124,7 @@ describe('devices', () => {
       precision: 'fp16',
       lora: { r: 4, alpha: 8 },
       distill: { alpha: 0.5, temperature: 2 },
-      train: { recompute: true },
+      train: { recompute: true, zero1: true },
     });
     expect((await post(`/v1/runs/${run.id}/cancel`)).statusCode).toBe(202);
     await h.waitRun(run.id, (r) => r.status === 'cancelled');

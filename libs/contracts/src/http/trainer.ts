@@ -44,6 +44,8 @@ export const RunHyperparameters = Type.Object(
     beta2: Type.Optional(Type.Number({ minimum: 0, exclusiveMaximum: 1 })),
     eps: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
     recompute: Type.Optional(Type.Boolean()),
+    /** cuda only: shard the AdamW moments and fp32 master weights over the ranks (ZeRO-1). */
+    zero1: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

@@ -57,6 +57,7 @@ export interface RunSpec {
     beta2?: number | undefined;
     eps?: number | undefined;
     recompute?: boolean | undefined;
+    zero1?: boolean | undefined;
   };
   worldSize: number;
   checkpointInterval: number;

@@ -26,6 +26,7 @@ export function buildJobSpec(spec: RunSpec, m: Materialised, workDir: string): R
     ['beta2', 'beta2'],
     ['eps', 'eps'],
     ['recompute', 'recompute'],
+    ['zero1', 'zero1'],
   ];
   for (const [from, to] of opt) if (h[from] !== undefined) train[to] = h[from];
   const job: Record<string, unknown> = {

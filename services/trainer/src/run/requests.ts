@@ -88,6 +88,7 @@ export async function resolveRunRequest(
   const device = body.device ?? 'cpu';
   const precision = body.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
   if (device === 'cpu' && precision !== 'fp32') throw invalid(`precision ${precision} needs device cuda: the cpu engine trains in fp32`);
+  if (device === 'cpu' && h.zero1) throw invalid('hyperparameters.zero1 needs device cuda: the cpu engine keeps the whole optimizer state on every rank');
 
   const launcherName = body.launcher ?? deps.defaultLauncher;
   const launcher = deps.launchers[launcherName];
