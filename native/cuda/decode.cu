@@ -24,6 +24,7 @@
 #include <climits>
 
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "decode.cuh"
 #include "ops_attention.cuh"
 
@@ -85,6 +86,7 @@ template <typename T>
 __global__ void rope_append_dpos_kernel(T* q, T* k, const T* v, T* k_cache, T* v_cache, const float* cos_t,
                                         const float* sin_t, int B, int Tq, int NH, int KVH, int S, int HS,
                                         const int* d_pos) {
+  pdl_wait_then_trigger();
   const int half = HS / 2, H = NH + KVH;
   const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (idx >= (size_t)B * Tq * H * half) return;
@@ -201,6 +203,7 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kDecThreads)
     attention_decode_split_kernel(float* __restrict__ ws, const T* __restrict__ q, const T* __restrict__ k_cache,
                                   const T* __restrict__ v_cache, const int* __restrict__ d_pos, DecodeDims d) {
+  pdl_wait_then_trigger();
   const int t = blockIdx.x / d.NH, h = blockIdx.x % d.NH, c = blockIdx.y, b = blockIdx.z;
   const int kend = min(*d_pos + t + 1, d.S);  // keys 0..kend-1 are this row's (causal, within the cache)
   const int j_begin = c * d.chunk;
@@ -335,6 +338,7 @@ template <typename T>
 __global__ void __launch_bounds__(kCombineThreads)
     attention_decode_combine_kernel(T* __restrict__ out, const float* __restrict__ ws, const int* __restrict__ d_pos,
                                     DecodeDims d) {
+  pdl_wait_then_trigger();
   const long long row = blockIdx.x;  // (b * Tq + t) * NH + h
   const int t = (int)((row / d.NH) % d.Tq);
   const int kend = min(*d_pos + t + 1, d.S);
@@ -381,11 +385,9 @@ template <typename T, int VEC>
 static void decode_launch(T* out, const T* q, const T* k_cache, const T* v_cache, const int* d_pos, float* ws,
                           const DecodeDims& d, cudaStream_t stream) {
   const dim3 grid((unsigned)(d.Tq * d.NH), (unsigned)d.nchunks, (unsigned)d.B);
-  attention_decode_split_kernel<T, VEC><<<grid, kDecThreads, 0, stream>>>(ws, q, k_cache, v_cache, d_pos, d);
-  FW_CUDA_CHECK_LAUNCH();
+  launch_pdl(attention_decode_split_kernel<T, VEC>, grid, dim3(kDecThreads), stream, ws, q, k_cache, v_cache, d_pos, d);
   const unsigned rows = (unsigned)((long long)d.B * d.Tq * d.NH);
-  attention_decode_combine_kernel<T><<<rows, kCombineThreads, 0, stream>>>(out, ws, d_pos, d);
-  FW_CUDA_CHECK_LAUNCH();
+  launch_pdl(attention_decode_combine_kernel<T>, dim3(rows), dim3(kCombineThreads), stream, out, ws, d_pos, d);
 }
 
 template <typename T>
@@ -453,6 +455,7 @@ __device__ __forceinline__ void argmax_merge(float& best, int& idx, float b_best
 // grid (N), block kArgmaxThreads.
 template <typename T>
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_rows_kernel(int32_t* out, const T* logits, int V) {
+  pdl_wait_then_trigger();
   const T* row = logits + (size_t)blockIdx.x * V;
   float best = -INFINITY;
   int idx = INT_MAX;
@@ -484,7 +487,10 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_rows_kernel(int32_t* ou
 }
 
 __global__ void set_int_kernel(int* d, int value) { *d = value; }
-__global__ void add_int_kernel(int* d, int delta) { *d += delta; }
+__global__ void add_int_kernel(int* d, int delta) {
+  pdl_wait_then_trigger();
+  *d += delta;
+}
 
 // ---------------------------------------------------------------- host
 
@@ -516,17 +522,15 @@ void rope_append_dpos(T* q, T* k, const T* v, T* k_cache, T* v_cache, const floa
   FW_CHECK(Tq <= S, kInvalidArgument, "rope_append_dpos: " << Tq << " tokens exceed the cache capacity " << S);
   const size_t n = (size_t)B * Tq * (NH + KVH) * (HS / 2);
   if (n == 0) return;
-  rope_append_dpos_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(q, k, v, k_cache, v_cache, cos_t, sin_t, B, Tq,
-                                                                   NH, KVH, S, HS, d_pos);
-  FW_CUDA_CHECK_LAUNCH();
+  launch_pdl(rope_append_dpos_kernel<T>, dim3(ceil_div(n, 256)), dim3(256), stream, q, k, v, k_cache, v_cache, cos_t,
+             sin_t, B, Tq, NH, KVH, S, HS, d_pos);
 }
 
 template <typename T>
 void argmax_rows(int32_t* out, const T* logits, int N, int V, cudaStream_t stream) {
   FW_CHECK(N >= 0 && V > 0, kInvalidArgument, "argmax_rows: bad sizes N " << N << " V " << V);
   if (N == 0) return;
-  argmax_rows_kernel<T><<<N, kArgmaxThreads, 0, stream>>>(out, logits, V);
-  FW_CUDA_CHECK_LAUNCH();
+  launch_pdl(argmax_rows_kernel<T>, dim3(N), dim3(kArgmaxThreads), stream, out, logits, V);
 }
 
 void set_device_int(int* d, int value, cudaStream_t stream) {
@@ -535,8 +539,7 @@ void set_device_int(int* d, int value, cudaStream_t stream) {
 }
 
 void add_device_int(int* d, int delta, cudaStream_t stream) {
-  add_int_kernel<<<1, 1, 0, stream>>>(d, delta);
-  FW_CUDA_CHECK_LAUNCH();
+  launch_pdl(add_int_kernel, dim3(1), dim3(1), stream, d, delta);
 }
 
 #define FW_DECODE_INSTANTIATE(T)                                                                                  \

@@ -8,6 +8,7 @@
 // number of rows R is a template parameter (1..8) so the accumulators stay in
 // registers.
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "gemv.cuh"
 
 namespace fw {
@@ -46,6 +47,7 @@ __device__ __forceinline__ void dot_rows(float (&acc)[R], const T* wrow, const T
 
 template <typename T, int R>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate) {
+  pdl_wait_then_trigger();
   const int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (ch >= a.channels) return;
   // the projection of this channel, picked field by field with constant
@@ -73,6 +75,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const 
 template <typename T, int R>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_swiglu_kernel(T* h, const T* x, const T* wg, const T* wu, int IC, int I) {
+  pdl_wait_then_trigger();
   const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (o >= I) return;
   float g[R], u[R];
@@ -129,8 +132,8 @@ void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool ac
   }
   const int channels = a.channels = a.first[n_outs];
   if (channels == 0) return;
-  FW_GEMV_WITH_ROWS(N, (gemv_kernel<T, R><<<ceil_div(channels, kWarps), kWarps * 32, 0, stream>>>(a, x, IC,
-                                                                                                  accumulate)));
+  FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R>, dim3(ceil_div(channels, kWarps)), dim3(kWarps * 32), stream, a, x,
+                                  IC, accumulate));
   FW_CUDA_CHECK_LAUNCH();
 }
 
@@ -139,8 +142,8 @@ void gemv_swiglu(T* h, const T* x, const T* wg, const T* wu, int N, int IC, int 
   FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x) && aligned16(wg) && aligned16(wu), kInvalidArgument,
            "gemv_swiglu: " << N << " rows of " << IC << " do not fit");
   if (I == 0) return;
-  FW_GEMV_WITH_ROWS(N, (gemv_swiglu_kernel<T, R><<<ceil_div(I, kWarps), kWarps * 32, 0, stream>>>(h, x, wg, wu, IC,
-                                                                                                  I)));
+  FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_swiglu_kernel<T, R>, dim3(ceil_div(I, kWarps)), dim3(kWarps * 32), stream, h, x,
+                                  wg, wu, IC, I));
   FW_CUDA_CHECK_LAUNCH();
 }
 

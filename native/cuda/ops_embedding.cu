@@ -7,6 +7,7 @@
 // order: the CPU loop's order, deterministic, and each dout row is read once
 // (an earlier version had every block scan all N ids).
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "ops_embedding.cuh"
 
 namespace fw {
@@ -14,6 +15,7 @@ namespace cuda {
 
 template <typename T>
 __global__ void embedding_forward_kernel(T* out, const int32_t* tokens, const T* wte, int C) {
+  pdl_wait_then_trigger();
   const int n = blockIdx.x;
   const T* src = wte + (size_t)tokens[n] * C;
   T* dst = out + (size_t)n * C;
@@ -37,7 +39,7 @@ __global__ void embedding_backward_kernel(T* dwte, const T* dout, const int32_t*
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C, cudaStream_t stream) {
   if (N == 0) return;
-  embedding_forward_kernel<T><<<N, 256, 0, stream>>>(out, tokens, wte, C);
+  launch_pdl(embedding_forward_kernel<T>, dim3(N), dim3(256), stream, out, tokens, wte, C);
   FW_CUDA_CHECK_LAUNCH();
 }
 

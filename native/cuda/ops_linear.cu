@@ -2,6 +2,7 @@
 // kernels around the cuBLAS matmuls of a Linear layer. The column sum reduces
 // 32 columns x 32 row lanes per block in a fixed order, like RMSNorm's dweight.
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "ops_linear.cuh"
 
 namespace fw {
@@ -15,6 +16,7 @@ __global__ void bias_add_kernel(T* out, const T* bias, size_t total, int OC) {
 
 template <typename T>
 __global__ void add_inplace_kernel(T* x, const T* y, size_t n) {
+  pdl_wait_then_trigger();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(y[i]));
 }
@@ -51,7 +53,7 @@ void add_inplace(T* x, const T* y, size_t n, cudaStream_t stream) {
   if (n == 0) return;
   unsigned grid = ceil_div(n, 256);
   if (grid > 65535) grid = 65535;
-  add_inplace_kernel<T><<<grid, 256, 0, stream>>>(x, y, n);
+  launch_pdl(add_inplace_kernel<T>, dim3(grid), dim3(256), stream, x, y, n);
   FW_CUDA_CHECK_LAUNCH();
 }
 

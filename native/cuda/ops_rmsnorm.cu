@@ -10,6 +10,7 @@
 // rows keeps the GPU busy at N = 8k rows and C = 768 (768 blocks instead of
 // the 24 a column-only split gives).
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "ops_rmsnorm.cuh"
 
 namespace fw {
@@ -20,6 +21,7 @@ constexpr int kRowsPerBlock = 8;  // warps per block, one row each
 template <typename T>
 __global__ void rmsnorm_forward_kernel(T* out, float* rstd, const T* inp, const T* weight, int N, int C,
                                        float eps) {
+  pdl_wait_then_trigger();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
@@ -96,8 +98,8 @@ template <typename T>
 void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, int C, double eps,
                      cudaStream_t stream) {
   if (N == 0) return;
-  rmsnorm_forward_kernel<T><<<ceil_div(N, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream>>>(out, rstd, inp, weight,
-                                                                                         N, C, (float)eps);
+  launch_pdl(rmsnorm_forward_kernel<T>, dim3(ceil_div(N, kRowsPerBlock)), dim3(32 * kRowsPerBlock), stream, out, rstd,
+             inp, weight, N, C, (float)eps);
   FW_CUDA_CHECK_LAUNCH();
 }
 

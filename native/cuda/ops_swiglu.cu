@@ -7,6 +7,7 @@
 // each thread moves 16 bytes per access; the arithmetic per element is the
 // same either way, so both paths give the same bits.
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "ops_swiglu.cuh"
 
 #include <type_traits>
@@ -32,6 +33,7 @@ __device__ __forceinline__ void swiglu_grad_one(T& dgate, T& dup, T dout, T gate
 // E = T: one element per step; E = Pack<T>: kPack<T> elements per step.
 template <typename T, typename E>
 __global__ void swiglu_forward_kernel(E* out, const E* gate, const E* up, size_t n) {
+  pdl_wait_then_trigger();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     if constexpr (std::is_same<E, T>::value) {
       out[i] = swiglu_one(gate[i], up[i]);
@@ -77,11 +79,10 @@ void swiglu_forward(T* out, const T* gate, const T* up, size_t N, cudaStream_t s
   if (packable<T>(N, out, gate, up)) {
     using P = Pack<T>;
     const size_t n = N / kPack<T>;
-    swiglu_forward_kernel<T, P><<<grid_for(n), 256, 0, stream>>>(reinterpret_cast<P*>(out),
-                                                                reinterpret_cast<const P*>(gate),
-                                                                reinterpret_cast<const P*>(up), n);
+    launch_pdl(swiglu_forward_kernel<T, P>, dim3(grid_for(n)), dim3(256), stream, reinterpret_cast<P*>(out),
+               reinterpret_cast<const P*>(gate), reinterpret_cast<const P*>(up), n);
   } else {
-    swiglu_forward_kernel<T, T><<<grid_for(N), 256, 0, stream>>>(out, gate, up, N);
+    launch_pdl(swiglu_forward_kernel<T, T>, dim3(grid_for(N)), dim3(256), stream, out, gate, up, N);
   }
   FW_CUDA_CHECK_LAUNCH();
 }

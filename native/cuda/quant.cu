@@ -8,6 +8,7 @@
 // the finished dot product (the symmetric quantisation has no zero point).
 // Larger N loops over row chunks, re-reading the row from L1/L2.
 #include "cuda_common.cuh"
+#include "launch.cuh"
 #include "quant.cuh"
 
 namespace fw {
@@ -20,6 +21,7 @@ template <typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     matmul_q8_kernel(T* out, const T* in, const int8_t* q, const float* scale, const T* bias, int N, int OC,
                      int IC) {
+  pdl_wait_then_trigger();
   const int lane = threadIdx.x & 31;
   const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (o >= OC) return;
@@ -67,7 +69,8 @@ void matmul_q8(T* out, const T* in, const int8_t* q, const float* scale, const T
   FW_CHECK(N >= 0 && OC >= 0 && IC >= 0, kInvalidArgument,
            "matmul_q8: negative shape N=" << N << " OC=" << OC << " IC=" << IC);
   if (N == 0 || OC == 0) return;
-  matmul_q8_kernel<T><<<ceil_div(OC, kWarps), kWarps * 32, 0, stream>>>(out, in, q, scale, bias, N, OC, IC);
+  launch_pdl(matmul_q8_kernel<T>, dim3(ceil_div(OC, kWarps)), dim3(kWarps * 32), stream, out, in, q, scale, bias, N,
+             OC, IC);
   FW_CUDA_CHECK_LAUNCH();
 }
 

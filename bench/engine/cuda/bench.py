@@ -471,6 +471,12 @@ def main():
     row("train peak memory", ("train", "peak_bytes"), gib)
     row("decode tokens/s, batch 1", ("decode1", "tokens_per_s"), lambda v: f"{v:,.0f}")
     row("decode batch 1, share of BW bound", ("decode1", "fraction_of_bound"), lambda v: f"{100 * v:.1f}%")
+    if any(k.startswith("graph_") for k in res.get("decode1_engine") or {}):
+        # the engine's decode step replayed as one CUDA graph, with programmatic
+        # dependent launch (launch.h) as configured and without it
+        row("decode tokens/s, batch 1 (CUDA graph)", ("decode1", "graph_tokens_per_s"), lambda v: f"{v:,.0f}")
+        row("decode batch 1 (graph), share of bound", ("decode1", "graph_fraction_of_bound"), lambda v: f"{100 * v:.1f}%")
+        row("  same, without PDL", ("decode1", "graph_no_pdl_fraction_of_bound"), lambda v: f"{100 * v:.1f}%")
     row("decode tokens/s, batch 64", ("decode64", "tokens_per_s"), lambda v: f"{v:,.0f}")
     row("decode peak memory, batch 64", ("decode64", "peak_bytes"), gib)
     if have_engine:

@@ -67,6 +67,7 @@
 
 #include "cuda_check.h"
 #include "decode.cuh"
+#include "launch.h"
 #include "gemm_cublas.h"
 #include "model.h"
 #include "model_cuda.h"
@@ -398,7 +399,11 @@ json bench_decode(const Args& a, const fw::Config& cfg, const std::vector<float>
     }
 
     if (a.graph) {  // one decode step captured as a CUDA graph, replayed `gen` times
-      try {
+      // Timed with programmatic dependent launch (launch.h) on and off, side
+      // by side; "graph_*" is the default setting's figure.
+      const bool pdl_default = fw::cuda::programmatic_launch();
+      auto time_graph = [&](bool pdl, double* tokens_per_s, int* mismatch) {
+        fw::cuda::set_programmatic_launch(pdl);
         int32_t* tok = nullptr;  // (Bd): the step reads it and its argmax overwrites it
         FW_CUDA_CHECK(cudaMalloc(&tok, (size_t)Bd * sizeof(int32_t)));
         prefill();
@@ -407,7 +412,6 @@ json bench_decode(const Args& a, const fw::Config& cfg, const std::vector<float>
           fw::cuda::argmax_rows(tok, logits, Bd, V, st);
         });
         float best = 1e30f;
-        std::vector<int32_t> graph_first;
         for (int rep = 0; rep < 3; rep++) {
           prefill();
           FW_CUDA_CHECK(cudaMemcpyAsync(tok, seq, (size_t)Bd * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
@@ -420,20 +424,34 @@ json bench_decode(const Args& a, const fw::Config& cfg, const std::vector<float>
         // the graph's last token must be the plain loop's last token
         std::vector<int32_t> last((size_t)Bd);
         FW_CUDA_CHECK(cudaMemcpy(last.data(), tok, last.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
-        int mismatch = 0;
-        for (int b = 0; b < Bd; b++) mismatch += last[b] != ids[(size_t)a.gen * Bd + b];
+        *mismatch = 0;
+        for (int b = 0; b < Bd; b++) *mismatch += last[b] != ids[(size_t)a.gen * Bd + b];
         cudaFree(tok);
-        const double gtps = (double)Bd * a.gen / (best * 1e-3);
+        *tokens_per_s = (double)Bd * a.gen / (best * 1e-3);
+      };
+      try {
+        double gtps = 0, off_tps = 0;
+        int mismatch = 0, off_mismatch = 0;
+        time_graph(false, &off_tps, &off_mismatch);
+        time_graph(pdl_default, &gtps, &mismatch);
         d["graph_tokens_per_s"] = gtps;
-        d["graph_ms_per_token"] = best / a.gen;
-        d["graph_last_token_mismatches"] = mismatch;
-        if (mismatch) std::fprintf(stderr, "decode batch %d: graph and plain loop disagree on %d sequences\n", Bd, mismatch);
-        if (bound > 0) d["graph_fraction_of_bound"] = gtps / bound;
+        d["graph_ms_per_token"] = 1e3 * Bd / gtps;
+        d["graph_programmatic_launch"] = pdl_default;
+        d["graph_last_token_mismatches"] = mismatch + off_mismatch;
+        d["graph_no_pdl_tokens_per_s"] = off_tps;
+        if (mismatch + off_mismatch)
+          std::fprintf(stderr, "decode batch %d: graph and plain loop disagree on %d sequences\n", Bd,
+                       mismatch + off_mismatch);
+        if (bound > 0) {
+          d["graph_fraction_of_bound"] = gtps / bound;
+          d["graph_no_pdl_fraction_of_bound"] = off_tps / bound;
+        }
       } catch (const std::exception& e) {
         (void)cudaGetLastError();
         d["graph_error"] = e.what();
         std::fprintf(stderr, "decode batch %d: CUDA graph capture failed: %s\n", Bd, e.what());
       }
+      fw::cuda::set_programmatic_launch(pdl_default);
     }
     cudaFree(logits);
     cudaFree(seq);

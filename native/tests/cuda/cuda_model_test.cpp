@@ -19,6 +19,7 @@
 
 #include "cuda_test_util.h"
 #include "decode.cuh"
+#include "launch.h"
 #include "model.h"
 #include "infer.h"
 #include "lora.h"
@@ -305,9 +306,17 @@ void check_graph_decode(const ModelCase& mc, uint64_t seed) {
     };
     auto plain = run(false);
     auto graphed = run(true);
+    // programmatic dependent launch (launch.h, on by default on sm_90) only
+    // overlaps launches: without it the graph computes the same bits
+    const bool pdl = fw::cuda::programmatic_launch();
+    fw::cuda::set_programmatic_launch(!pdl);
+    auto toggled = run(true);
+    fw::cuda::set_programmatic_launch(pdl);
     const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + "]";
     EXPECT_EQ(plain.first, graphed.first) << "greedy tokens differ between graph replay and plain steps" << tag;
     expect_parity("graph decode last logits" + tag, graphed.second, plain.second, 0.0);
+    EXPECT_EQ(toggled.first, graphed.first) << "programmatic launch changed the tokens" << tag;
+    expect_parity("graph decode, programmatic launch toggled" + tag, toggled.second, graphed.second, 0.0);
   }
   FW_CUDA_CHECK(cudaStreamDestroy(st));
 }
