@@ -10,7 +10,7 @@
 // writes past the capacity and attention_decode_dpos never reads past it, but
 // the caller keeps *d_pos + Tq <= S (and within the RoPE tables).
 //
-// Storage T is float or __nv_bfloat16, arithmetic fp32 (cuda_common.cuh).
+// Storage T is float, __nv_bfloat16 or __half, arithmetic fp32 (cuda_common.cuh).
 #pragma once
 
 #include <cuda_runtime.h>

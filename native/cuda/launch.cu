@@ -15,6 +15,11 @@ std::atomic<int> g_enabled{-1};
 constexpr int kMaxDevices = 64;
 std::atomic<int> g_supported[kMaxDevices];  // 0 unknown, 1 yes, 2 no
 
+// Built like every kernel of this library: its PTX version says whether the
+// kernels carry the griddepcontrol instructions (sm_90 code) or were built
+// for an older architecture only (then JIT-compiled without them).
+__global__ void pdl_probe_kernel() { pdl_wait_then_trigger(); }
+
 bool device_supports() {
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -28,7 +33,12 @@ bool device_supports() {
       (void)cudaGetLastError();
       major = 0;
     }
-    known = major >= 9 ? 1 : 2;
+    cudaFuncAttributes fa{};
+    if (major >= 9 && cudaFuncGetAttributes(&fa, pdl_probe_kernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      fa.ptxVersion = 0;
+    }
+    known = major >= 9 && fa.ptxVersion >= 90 ? 1 : 2;
     g_supported[dev].store(known, std::memory_order_relaxed);
   }
   return known == 1;

@@ -2,7 +2,7 @@
 //
 // On Hopper and later (compute capability >= 9.0) a kernel may be launched
 // before the previous kernel on its stream has finished: its blocks start,
-// wait at pdl_wait() (launch.cuh) until that kernel has completed and its
+// wait at pdl_wait_then_trigger() (launch.cuh) until that kernel has completed and its
 // writes are visible, then run. What overlaps is the launch itself (grid
 // setup, block scheduling), which dominates decode at small batch, where a
 // token is ~100 kernels of a few microseconds each; CUDA graphs keep the
@@ -15,7 +15,9 @@
 namespace fw {
 namespace cuda {
 
-// On by default where the device supports it; FW_CUDA_PDL=0 in the
+// On by default where the device supports it and the kernels were built
+// with sm_90 code (compiled from PTX for an older architecture, the wait is
+// not in them, so they are launched the ordinary way); FW_CUDA_PDL=0 in the
 // environment, or set_programmatic_launch(false), launches everything the
 // ordinary way (the benchmark compares both).
 void set_programmatic_launch(bool on);

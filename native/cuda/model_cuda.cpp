@@ -125,6 +125,9 @@ CudaDecodeGraph::~CudaDecodeGraph() {
 template <typename TC>
 void CudaDecodeGraph::launch(CudaKVCache<TC>& cache, cudaStream_t stream) {
   FW_CHECK(exec, kInvalidArgument, "no captured decode step");
+  FW_CHECK(!scratch_gen || *scratch_gen == gen, kInvalidArgument,
+           "the model's decode buffers were reallocated since this step was captured (a larger batch shape, or "
+           "set_int8_decode): capture it again");
   FW_CHECK(cache.len + T <= cache.S, kInvalidArgument,
            "decode past the KV cache capacity: " << cache.len << " + " << T << " > " << cache.S);
   FW_CUDA_CHECK(cudaGraphLaunch(exec, stream));
@@ -173,6 +176,7 @@ void CudaModel<T>::set_int8_decode(bool on) {
   cudaFree(q8_block_);
   q8_block_ = nullptr;
   q8_.clear();
+  scratch_gen_++;  // graphs captured with the old weights are stale
   if (!on) return;
   // Quantise on the host from the fp32 values of the parameters, exactly as
   // InferEngine does from its Model, then upload into one allocation.
@@ -642,7 +646,11 @@ static DecodeBufs<T> carve_decode(const Config& c, int B, int T_len, int S, void
 
 template <typename T>
 void CudaModel<T>::ensure_decode(int B, int T_len, int S) {
-  if (B == dec_B_ && T_len == dec_T_ && S == dec_S_ && dec_block_) return;
+  // The scratch holds nothing from one step to the next, so any shape that
+  // fits reuses it; it only grows. A captured graph stays valid until then.
+  size_t bytes = 0;
+  carve_decode<T>(cfg, B, T_len, S, nullptr, &bytes);
+  if (dec_block_ && bytes <= dec_bytes_) return;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   FW_CUDA_CHECK(cudaStreamIsCapturing(stream_, &cs));
   FW_CHECK(cs == cudaStreamCaptureStatusNone, kInvalidArgument,
@@ -650,12 +658,10 @@ void CudaModel<T>::ensure_decode(int B, int T_len, int S) {
   FW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
   cudaFree(dec_block_);
   dec_block_ = nullptr;
-  size_t bytes = 0;
-  carve_decode<T>(cfg, B, T_len, S, nullptr, &bytes);
+  dec_bytes_ = 0;
   FW_CUDA_CHECK(cudaMalloc(&dec_block_, bytes));
-  dec_B_ = B;
-  dec_T_ = T_len;
-  dec_S_ = S;
+  dec_bytes_ = bytes;
+  scratch_gen_++;
 }
 
 template <typename T>
@@ -810,6 +816,8 @@ CudaDecodeGraph CudaModel<T>::capture_decode(const int32_t* d_tokens, int B, int
   FW_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
   CudaDecodeGraph out;
   out.T = T_len;
+  out.scratch_gen = &scratch_gen_;
+  out.gen = scratch_gen_;
   const cudaError_t e = cudaGraphInstantiate(&out.exec, g, 0);
   cudaGraphDestroy(g);
   FW_CUDA_CHECK(e);

@@ -81,14 +81,23 @@ struct CudaKVCache {
 struct CudaDecodeGraph {
   cudaGraphExec_t exec = nullptr;
   int T = 1;
+  // The model's decode-buffer generation at capture: launch() refuses a
+  // graph whose buffers the model has since reallocated or re-quantised
+  // (the graph must not outlive the model either).
+  const uint64_t* scratch_gen = nullptr;
+  uint64_t gen = 0;
   CudaDecodeGraph() = default;
   ~CudaDecodeGraph();
   CudaDecodeGraph(const CudaDecodeGraph&) = delete;
   CudaDecodeGraph& operator=(const CudaDecodeGraph&) = delete;
-  CudaDecodeGraph(CudaDecodeGraph&& o) noexcept : exec(o.exec), T(o.T) { o.exec = nullptr; }
+  CudaDecodeGraph(CudaDecodeGraph&& o) noexcept : exec(o.exec), T(o.T), scratch_gen(o.scratch_gen), gen(o.gen) {
+    o.exec = nullptr;
+  }
   CudaDecodeGraph& operator=(CudaDecodeGraph&& o) noexcept {
     std::swap(exec, o.exec);
     std::swap(T, o.T);
+    std::swap(scratch_gen, o.scratch_gen);
+    std::swap(gen, o.gen);
     return *this;
   }
   template <typename TC>
@@ -279,8 +288,9 @@ class CudaModel {
   void* q8_block_ = nullptr;
 
   // decode scratch
-  int dec_B_ = 0, dec_T_ = 0, dec_S_ = 0;
+  size_t dec_bytes_ = 0;      // capacity of dec_block_ (it only grows)
   void* dec_block_ = nullptr;
+  uint64_t scratch_gen_ = 0;  // bumped when dec_block_ or the INT8 weights are replaced
 };
 
 // One optimizer step on the GPU (train.h's TrainerT): micro-batches ->

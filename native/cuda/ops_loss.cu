@@ -21,7 +21,7 @@ __device__ __forceinline__ void online_add(float v, float& m, float& s) {
   if (v > m) {
     s = s * __expf(m - v) + 1.0f;  // exp(-inf) = 0 on the first element
     m = v;
-  } else {
+  } else if (v != -INFINITY) {  // -inf adds nothing (and exp(-inf - -inf) would be NaN)
     s += __expf(v - m);
   }
 }

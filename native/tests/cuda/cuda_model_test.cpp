@@ -317,6 +317,13 @@ void check_graph_decode(const ModelCase& mc, uint64_t seed) {
     expect_parity("graph decode last logits" + tag, graphed.second, plain.second, 0.0);
     EXPECT_EQ(toggled.first, graphed.first) << "programmatic launch changed the tokens" << tag;
     expect_parity("graph decode, programmatic launch toggled" + tag, toggled.second, graphed.second, 0.0);
+    // a graph whose buffers the model has replaced since (here: the INT8
+    // weights re-made) is refused, not replayed on freed memory
+    cache.reset();
+    gpu.forward_cached(tok.data(), B, P, cache, logits.get());
+    fw::cuda::CudaDecodeGraph stale = gpu.capture_decode(next.get(), B, 1, cache, logits.get());
+    gpu.set_int8_decode(false);
+    EXPECT_THROW(stale.launch(cache, st), fw::Error) << tag;
   }
   FW_CUDA_CHECK(cudaStreamDestroy(st));
 }
