@@ -62,6 +62,7 @@ class CudaLora {
   void backward(Blas& blas, int l, int m, T* dinp, const T* dout, const T* inp, int N, int IN, int OUT,
                 uint64_t drop_key, cudaStream_t stream);
 
+  cudaStream_t stream() const { return stream_; }  // the model's: buffers are (re)sized on it
   // Device bytes held (parameters, gradients, saved activations, scratch).
   size_t bytes() const;
 

@@ -36,9 +36,10 @@ namespace fw {
 namespace cuda {
 
 // Profiling marks (op_profiler.h): nothing unless a profiler is attached.
-#define FW_OP(name)                        \
-  do {                                     \
-    if (prof_) prof_->mark(name, stream_); \
+// A layer's forward rerun by backward (recomputation) counts as one op.
+#define FW_OP(name)                                                             \
+  do {                                                                          \
+    if (prof_) prof_->mark(recomputing_ ? "recompute (forward again)" : name, stream_); \
   } while (0)
 
 namespace {
@@ -552,7 +553,11 @@ void CudaModel<T>::backward() {
   for (int l = L - 1; l >= 0; l--) {
     // Recomputation reruns the layer's forward (same kernels, same dropout
     // keys) into the shared slot; it rewrites resid l+1 with the same values.
-    if (acts_recompute_) layer_forward(l, B, T_len);
+    if (acts_recompute_) {
+      recomputing_ = true;
+      layer_forward(l, B, T_len);
+      recomputing_ = false;
+    }
     layer_backward(l, B, T_len, dres);
     if (on_grads_ready && l > 0)
       on_grads_ready(layout.at("model.layers." + std::to_string(l) + ".input_layernorm.weight").offset);
@@ -837,6 +842,8 @@ CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCol
     FW_CHECK(lora_->mcfg.num_hidden_layers == model_.cfg.num_hidden_layers &&
                  lora_->mcfg.hidden_size == model_.cfg.hidden_size,
              kInvalidArgument, "the LoRA adapter does not match the model's shape");
+    FW_CHECK(lora_->stream() == model_.stream(), kInvalidArgument,
+             "the LoRA adapter and the model must be on the same stream");
     model_.set_lora(lora_);
   } else {
     model_.set_lora(nullptr);

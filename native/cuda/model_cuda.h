@@ -244,6 +244,7 @@ class CudaModel {
   uint64_t dropout_step_ = 0;
   bool recompute_ = false;
   bool acts_recompute_ = false;  // recompute_ when the activations were sized
+  bool recomputing_ = false;     // backward is rerunning a layer's forward (profiler label)
   T* params_ = nullptr;
   T* grads_ = nullptr;
   float* rope_cos_ = nullptr;  // (max_position_embeddings, HS/2)

@@ -237,9 +237,10 @@ TEST(cuda_worker, lora_distillation_run_matches_the_cpu_and_resumes) {
             fwtest::read_bytes(d / "out-s/adapter_model.safetensors"));
 }
 
-// train.zero1: on one rank the shards are the whole buffers, so the run is
-// bit-identical to the plain one, and its checkpoints and output go through
-// the gather path (gather_state). Across ranks it needs one GPU per rank.
+// train.zero1 on one rank: the shard is the whole buffer, so the run must be
+// bit-identical to the plain one (the ZeRO-1 reduce-scatter / AdamW-on-shard /
+// all-gather step on one rank). The cross-rank gather of the shards for
+// checkpoints (gather_state's sum) needs one GPU per rank to run at all.
 TEST(cuda_worker, zero1_run_on_one_rank_equals_the_plain_run) {
   FW_REQUIRE_GPU();
   TempDir d;

@@ -96,6 +96,9 @@ class CudaBackend : public TrainBackend {
         teacher_(upload_teacher<T>(teacher, blas_)),
         tr_(gpu_, spec.train, s_->nccl.get(), spec.zero1, 25u << 20, lora_.get(), teacher_.get()),
         rng_(spec.train.seed) {
+    // With an adapter the base model is frozen and load_master below loads
+    // the adapter only: the base weights go up here.
+    if (host_lora_) gpu_.load_params(host_.params.data());
     // The master starts from the exact fp32 values (the constructor's
     // default would start it from their 16-bit rounding).
     tr_.load_master(trainable_host());
@@ -119,7 +122,7 @@ class CudaBackend : public TrainBackend {
                               int keep_last) override {
     stage(false);
     TrainState st{&tr_.trainable_layout(), trainable_host(), m_.data(), v_.data(), tr_.step_count(), rng_};
-    nlohmann::json extra = nlohmann::json::object();
+    nlohmann::json extra;  // null unless there is something to keep, as the cpu writes it
     if (tr_.loss_scaling())  // fp16: the dynamic loss scale resumes where it was
       extra["loss_scale"] = {{"scale", tr_.loss_scaler().scale}, {"good_steps", tr_.loss_scaler().good_steps}};
     return checkpoint_save_state(root, st, identity, pos, keep_last, extra);
@@ -195,7 +198,7 @@ class CudaBackend : public TrainBackend {
   std::unique_ptr<cuda::CudaLora<T>> lora_;
   std::unique_ptr<cuda::CudaModel<T>> teacher_;
   cuda::CudaTrainer<T> tr_;
-  Rng rng_;  // unused on the GPU (no dropout); kept so checkpoints match the cpu's
+  Rng rng_;  // the spare generator the cpu trainer checkpoints (TrainerT::rng); saved and restored the same way
   std::vector<float> m_, v_;  // host staging for checkpoints
   int64_t staged_step_ = -1;  // the step the host copies were staged at
 };
