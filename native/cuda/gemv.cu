@@ -27,27 +27,66 @@ struct GemvArgs {
   int channels;             // first[n_outs]
 };
 
-// acc[r] += dot(w row, x row r) over this lane's packs; a warp sum after.
-template <typename T, int R>
-__device__ __forceinline__ void dot_rows(float (&acc)[R], const T* wrow, const T* x, int IC) {
+// With kNorm the input rows are RMS-normalised on the fly: element c of row
+// r becomes round_T(x[c] * rstd[r] * nw[c]), exactly what rmsnorm_forward
+// stores, so the product is bit for bit the unfused one.
+template <typename T, int R, bool kNorm>
+__device__ __forceinline__ void dot_rows(float (&acc)[R], const T* wrow, const T* x, int IC, const T* nw,
+                                         const float (&rstd)[R]) {
   const int lane = threadIdx.x & 31;
   const Pack<T>* wp = reinterpret_cast<const Pack<T>*>(wrow);
   for (int j = lane; j < IC / kPack<T>; j += 32) {
     const Pack<T> w = wp[j];
+    Pack<T> g;
+    if constexpr (kNorm) g = reinterpret_cast<const Pack<T>*>(nw)[j];
 #pragma unroll
     for (int r = 0; r < R; r++) {
       const Pack<T> xv = reinterpret_cast<const Pack<T>*>(x + (size_t)r * IC)[j];
 #pragma unroll
-      for (int k = 0; k < kPack<T>; k++) acc[r] = fmaf(to_f32(w.v[k]), to_f32(xv.v[k]), acc[r]);
+      for (int k = 0; k < kPack<T>; k++) {
+        float xe = to_f32(xv.v[k]);
+        if constexpr (kNorm) xe = to_f32(from_f32<T>(xe * rstd[r] * to_f32(g.v[k])));
+        acc[r] = fmaf(to_f32(w.v[k]), xe, acc[r]);
+      }
     }
   }
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
 }
 
-template <typename T, int R>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate) {
+// kNorm: the first R warps of the block compute the rows' 1/rms as
+// rmsnorm_forward_kernel does (same lane order, same expression) into rstd;
+// every thread of the block reaches the barrier. A no-op otherwise.
+template <typename T, int R, bool kNorm>
+__device__ __forceinline__ void block_rstd(float (&rstd)[R], const T* x, int IC, float eps) {
+  if constexpr (kNorm) {
+    __shared__ float s_rstd[kGemvMaxRows];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (warp < R) {
+      const T* xr = x + (size_t)warp * IC;
+      float ss = 0.0f;
+      for (int c = lane; c < IC; c += 32) {
+        float v = to_f32(xr[c]);
+        ss += v * v;
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) s_rstd[warp] = rsqrtf(ss / IC + eps);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < R; r++) rstd[r] = s_rstd[r];
+  } else {
+#pragma unroll
+    for (int r = 0; r < R; r++) rstd[r] = 1.0f;
+  }
+}
+
+template <typename T, int R, bool kNorm>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate, const T* nw, float eps) {
   pdl_wait_then_trigger();
+  float rstd[R];
+  block_rstd<T, R, kNorm>(rstd, x, IC, eps);
   const int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (ch >= a.channels) return;
   // the projection of this channel, picked field by field with constant
@@ -61,7 +100,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const 
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] = 0.0f;
-  dot_rows<T, R>(acc, w + (size_t)o * IC, x, IC);
+  dot_rows<T, R, kNorm>(acc, w + (size_t)o * IC, x, IC, nw, rstd);
   if ((threadIdx.x & 31) == 0) {
     const float b = bias ? to_f32(bias[o]) : 0.0f;
 #pragma unroll
@@ -72,17 +111,19 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvArgs<T> a, const 
   }
 }
 
-template <typename T, int R>
+template <typename T, int R, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
-    gemv_swiglu_kernel(T* h, const T* x, const T* wg, const T* wu, int IC, int I) {
+    gemv_swiglu_kernel(T* h, const T* x, const T* wg, const T* wu, int IC, int I, const T* nw, float eps) {
   pdl_wait_then_trigger();
+  float rstd[R];
+  block_rstd<T, R, kNorm>(rstd, x, IC, eps);
   const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (o >= I) return;
   float g[R], u[R];
 #pragma unroll
   for (int r = 0; r < R; r++) g[r] = u[r] = 0.0f;
-  dot_rows<T, R>(g, wg + (size_t)o * IC, x, IC);
-  dot_rows<T, R>(u, wu + (size_t)o * IC, x, IC);
+  dot_rows<T, R, kNorm>(g, wg + (size_t)o * IC, x, IC, nw, rstd);
+  dot_rows<T, R, kNorm>(u, wu + (size_t)o * IC, x, IC, nw, rstd);
   if ((threadIdx.x & 31) == 0) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -116,9 +157,11 @@ bool gemv_fits(int N, int IC) {
   return N >= 1 && N <= kGemvMaxRows && IC > 0 && IC % kPack<T> == 0;
 }
 
+// nw != nullptr: x RMS-normalised first (the *_rmsnorm entry points).
 template <typename T>
-void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool accumulate, cudaStream_t stream) {
-  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x), kInvalidArgument,
+static void gemv_launch(const T* x, const T* nw, float eps, int N, int IC, const GemvOut<T>* outs, int n_outs,
+                        bool accumulate, cudaStream_t stream) {
+  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x) && aligned16(nw), kInvalidArgument,
            "gemv: " << N << " rows of " << IC << " do not fit (at most " << kGemvMaxRows
                     << " rows, 16-byte aligned rows)");
   FW_CHECK(n_outs >= 1 && n_outs <= kMaxOuts, kInvalidArgument, "gemv: 1 to " << kMaxOuts << " projections");
@@ -132,25 +175,58 @@ void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool ac
   }
   const int channels = a.channels = a.first[n_outs];
   if (channels == 0) return;
-  FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R>, dim3(ceil_div(channels, kWarps)), dim3(kWarps * 32), stream, a, x,
-                                  IC, accumulate));
-  FW_CUDA_CHECK_LAUNCH();
+  const dim3 grid(ceil_div(channels, kWarps)), block(kWarps * 32);
+  if (nw) {
+    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R, true>, grid, block, stream, a, x, IC, accumulate, nw, eps));
+  } else {
+    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R, false>, grid, block, stream, a, x, IC, accumulate, nw, eps));
+  }
+}
+
+template <typename T>
+static void gemv_swiglu_launch(T* h, const T* x, const T* nw, float eps, const T* wg, const T* wu, int N, int IC,
+                               int I, cudaStream_t stream) {
+  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x) && aligned16(wg) && aligned16(wu) && aligned16(nw), kInvalidArgument,
+           "gemv_swiglu: " << N << " rows of " << IC << " do not fit");
+  if (I == 0) return;
+  const dim3 grid(ceil_div(I, kWarps)), block(kWarps * 32);
+  if (nw) {
+    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_swiglu_kernel<T, R, true>, grid, block, stream, h, x, wg, wu, IC, I, nw, eps));
+  } else {
+    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_swiglu_kernel<T, R, false>, grid, block, stream, h, x, wg, wu, IC, I, nw, eps));
+  }
+}
+
+template <typename T>
+void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool accumulate, cudaStream_t stream) {
+  gemv_launch<T>(x, nullptr, 0.0f, N, IC, outs, n_outs, accumulate, stream);
+}
+
+template <typename T>
+void gemv_rmsnorm(const T* x, const T* norm_weight, float eps, int N, int IC, const GemvOut<T>* outs, int n_outs,
+                  cudaStream_t stream) {
+  FW_CHECK(norm_weight, kInvalidArgument, "gemv_rmsnorm: no norm weight");
+  gemv_launch<T>(x, norm_weight, eps, N, IC, outs, n_outs, false, stream);
 }
 
 template <typename T>
 void gemv_swiglu(T* h, const T* x, const T* wg, const T* wu, int N, int IC, int I, cudaStream_t stream) {
-  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x) && aligned16(wg) && aligned16(wu), kInvalidArgument,
-           "gemv_swiglu: " << N << " rows of " << IC << " do not fit");
-  if (I == 0) return;
-  FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_swiglu_kernel<T, R>, dim3(ceil_div(I, kWarps)), dim3(kWarps * 32), stream, h, x,
-                                  wg, wu, IC, I));
-  FW_CUDA_CHECK_LAUNCH();
+  gemv_swiglu_launch<T>(h, x, nullptr, 0.0f, wg, wu, N, IC, I, stream);
 }
 
-#define FW_GEMV_INSTANTIATE(T)                                                                               \
-  template bool gemv_fits<T>(int, int);                                                                      \
-  template void gemv<T>(const T*, int, int, const GemvOut<T>*, int, bool, cudaStream_t);                     \
-  template void gemv_swiglu<T>(T*, const T*, const T*, const T*, int, int, int, cudaStream_t);
+template <typename T>
+void gemv_swiglu_rmsnorm(T* h, const T* x, const T* norm_weight, float eps, const T* wg, const T* wu, int N, int IC,
+                         int I, cudaStream_t stream) {
+  FW_CHECK(norm_weight, kInvalidArgument, "gemv_swiglu_rmsnorm: no norm weight");
+  gemv_swiglu_launch<T>(h, x, norm_weight, eps, wg, wu, N, IC, I, stream);
+}
+
+#define FW_GEMV_INSTANTIATE(T)                                                                                  \
+  template bool gemv_fits<T>(int, int);                                                                         \
+  template void gemv<T>(const T*, int, int, const GemvOut<T>*, int, bool, cudaStream_t);                        \
+  template void gemv_rmsnorm<T>(const T*, const T*, float, int, int, const GemvOut<T>*, int, cudaStream_t);      \
+  template void gemv_swiglu<T>(T*, const T*, const T*, const T*, int, int, int, cudaStream_t);                  \
+  template void gemv_swiglu_rmsnorm<T>(T*, const T*, const T*, float, const T*, const T*, int, int, int, cudaStream_t);
 FW_GEMV_INSTANTIATE(float)
 FW_GEMV_INSTANTIATE(bf16)
 FW_GEMV_INSTANTIATE(f16)

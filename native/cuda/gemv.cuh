@@ -3,8 +3,9 @@
 // kernels each) than reading the weights. One warp per output channel streams
 // its weight row once in 16-byte loads and applies it to every input row.
 // Several projections of the same input share one launch (q, k and v), the
-// gate and up projections fuse with SwiGLU, and the output projections add
-// into the residual stream in place.
+// gate and up projections fuse with SwiGLU, the output projections add into
+// the residual stream in place, and the RMSNorm in front of a projection can
+// be folded into it (gemv_rmsnorm).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,6 +41,20 @@ void gemv(const T* x, int N, int IC, const GemvOut<T>* outs, int n_outs, bool ac
 // gate and up projections and SwiGLU in one pass over both weight matrices.
 template <typename T>
 void gemv_swiglu(T* h, const T* x, const T* wg, const T* wu, int N, int IC, int I, cudaStream_t stream);
+
+// The same two with x RMS-normalised first: RMSNorm(x) * norm_weight (IC),
+// each element rounded to T as rmsnorm_forward stores it and 1/rms computed
+// as it does, so the results are bit for bit rmsnorm_forward followed by
+// gemv / gemv_swiglu, without that launch and the normalised rows' round
+// trip through memory (the decode step's pre-attention, pre-MLP and final
+// norms). norm_weight 16-byte aligned; no accumulation (x is the residual
+// stream the outputs must not alias).
+template <typename T>
+void gemv_rmsnorm(const T* x, const T* norm_weight, float eps, int N, int IC, const GemvOut<T>* outs, int n_outs,
+                  cudaStream_t stream);
+template <typename T>
+void gemv_swiglu_rmsnorm(T* h, const T* x, const T* norm_weight, float eps, const T* wg, const T* wu, int N, int IC,
+                         int I, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fw

@@ -707,19 +707,23 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
     const Q8& m = q8_[(size_t)l * 7 + w];
     matmul_q8<T>(out, in, m.q, m.scale, bias, N, m.oc, m.ic, stream_);
   };
+  // On the GEMV path the RMSNorms fold into the projections after them
+  // (gemv_rmsnorm: the same bits, one launch fewer each).
+  const bool fold_norm = gv && !q8;
+  const float eps = (float)c.rms_norm_eps;
   T* x = d.x;
   cudaStream_t s = stream_;
   embedding_forward(x, d_tokens, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
   for (int l = 0; l < c.num_hidden_layers; l++) {
     const LayerParams<T>& p = lp_[l];
-    rmsnorm_forward(d.ln, d.rstd, x, p.ln1, N, C, c.rms_norm_eps, s);
+    if (!fold_norm) rmsnorm_forward(d.ln, d.rstd, x, p.ln1, N, C, c.rms_norm_eps, s);
     if (q8) {
       q8mm(d.q, d.ln, l, 0, p.bq);
       q8mm(d.k, d.ln, l, 1, p.bk);
       q8mm(d.v, d.ln, l, 2, p.bv);
     } else if (gv) {
       const GemvOut<T> qkv[3] = {{p.wq, p.bq, d.q, QD}, {p.wk, p.bk, d.k, KD}, {p.wv, p.bv, d.v, KD}};
-      gemv(d.ln, N, C, qkv, 3, false, s);
+      gemv_rmsnorm(x, p.ln1, eps, N, C, qkv, 3, s);
     } else {
       linear_forward(blas_, d.q, d.ln, p.wq, p.bq, N, C, QD, s);
       linear_forward(blas_, d.k, d.ln, p.wk, p.bk, N, C, KD, s);
@@ -746,7 +750,7 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       gemm(blas_, false, true, N, C, QD, 1.0f, d.atty, QD, p.wo, QD, 1.0f, x, C, s);  // x += o_proj
       if (p.bo) bias_add_forward(x, p.bo, N, C, s);
     }
-    rmsnorm_forward(d.ln, d.rstd, x, p.ln2, N, C, c.rms_norm_eps, s);
+    if (!fold_norm) rmsnorm_forward(d.ln, d.rstd, x, p.ln2, N, C, c.rms_norm_eps, s);
     if (q8) {
       q8mm(d.gate, d.ln, l, 4, nullptr);
       q8mm(d.up, d.ln, l, 5, nullptr);
@@ -754,7 +758,7 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       q8mm(d.ln, d.gate, l, 6, nullptr);
       add_inplace(x, d.ln, (size_t)N * C, s);
     } else if (gv) {
-      gemv_swiglu(d.gate, d.ln, p.wgate, p.wup, N, C, I, s);
+      gemv_swiglu_rmsnorm(d.gate, x, p.ln2, eps, p.wgate, p.wup, N, C, I, s);
       const GemvOut<T> down = {p.wdown, nullptr, x, C};
       gemv(d.gate, N, I, &down, 1, true, s);  // x += down
     } else {
@@ -767,15 +771,16 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
   const T* wnorm = params_ + layout.at("model.norm.weight").offset;
   const T* wlm = params_ + layout.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
   if (all_logits || T_len == 1) {
-    rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
-    const int rows = all_logits ? N : B;
+    const int rows = all_logits ? N : B;  // = N: every position, or one per sequence
     if (q8) {
+      rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
       const Q8& m = q8_.back();
       matmul_q8<T>(logits_out, d.ln, m.q, m.scale, (const T*)nullptr, rows, m.oc, m.ic, s);
     } else if (gemv_fits<T>(rows, C)) {
       const GemvOut<T> lm = {wlm, nullptr, logits_out, V};
-      gemv(d.ln, rows, C, &lm, 1, false, s);
+      gemv_rmsnorm(x, wnorm, eps, rows, C, &lm, 1, s);  // the final norm folded in
     } else {
+      rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
       linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, rows, C, V, s);
     }
   } else {

@@ -1,14 +1,16 @@
 // cuda_gemv_test.cpp: the decode GEMVs (gemv.cuh) against the CPU's
 // fw::linear_forward and fw::swiglu_forward, for 1 to 8 rows, fp32 / bf16 /
 // fp16: three projections with biases in one launch, in-place accumulation
-// into a residual buffer, the fused gate/up/SwiGLU, and refusal of shapes
-// that do not fit.
+// into a residual buffer, the fused gate/up/SwiGLU, the RMSNorm folded into
+// both (bit for bit the unfused pair), and refusal of shapes that do not fit.
 #include <string>
 #include <vector>
 
 #include "cuda_test_util.h"
 #include "gemv.cuh"
 #include "ops_linear.h"
+#include "ops_rmsnorm.cuh"
+#include "ops_rmsnorm.h"
 #include "ops_swiglu.h"
 
 using namespace fwcuda_test;
@@ -65,6 +67,35 @@ void check_gemv_rows(int N) {
   Dev<T> dh((size_t)N * I);
   fw::cuda::gemv_swiglu(dh.get(), dx->get(), dwg->get(), dwu->get(), N, IC, I, 0);
   expect_parity("gemv_swiglu" + tag, dh.f32(), h, tol<T>());
+
+  // RMSNorm folded in: the same bits as rmsnorm_forward, then the GEMV on
+  // its stored output, and the CPU's rmsnorm + linear within tolerance
+  std::vector<float> nw = rounded<T>(randn(IC, 93, 0.5));
+  for (float& v : nw) v = to_float(from_float<T>(v + 1.0f));
+  auto dnw = dev<T>(nw);
+  Dev<T> ln((size_t)N * IC);
+  Dev<float> rstd(N);
+  const float eps = 1e-5f;
+  fw::cuda::rmsnorm_forward(ln.get(), rstd.get(), dx->get(), dnw->get(), N, IC, eps, 0);
+  Dev<T> two_q((size_t)N * oc[0]), two_k((size_t)N * oc[1]), one_q((size_t)N * oc[0]), one_k((size_t)N * oc[1]);
+  const fw::cuda::GemvOut<T> two[2] = {{dw[0]->get(), db[0]->get(), two_q.get(), oc[0]},
+                                       {dw[1]->get(), nullptr, two_k.get(), oc[1]}};
+  const fw::cuda::GemvOut<T> one[2] = {{dw[0]->get(), db[0]->get(), one_q.get(), oc[0]},
+                                       {dw[1]->get(), nullptr, one_k.get(), oc[1]}};
+  fw::cuda::gemv(ln.get(), N, IC, two, 2, false, 0);
+  fw::cuda::gemv_rmsnorm(dx->get(), dnw->get(), eps, N, IC, one, 2, 0);
+  expect_parity("gemv_rmsnorm == rmsnorm_forward + gemv" + tag, one_q.f32(), two_q.f32(), 0.0);
+  expect_parity("gemv_rmsnorm == rmsnorm_forward + gemv (2nd)" + tag, one_k.f32(), two_k.f32(), 0.0);
+  std::vector<float> ln_ref((size_t)N * IC), rstd_ref(N), q_ref((size_t)N * oc[0]);
+  fw::rmsnorm_forward(ln_ref.data(), rstd_ref.data(), x.data(), nw.data(), N, IC, eps);
+  ln_ref = rounded<T>(ln_ref);
+  std::vector<float> w0q = dw[0]->f32(), b0 = db[0]->f32();
+  fw::linear_forward(q_ref.data(), ln_ref.data(), w0q.data(), b0.data(), N, IC, oc[0]);
+  expect_parity("gemv_rmsnorm vs cpu rmsnorm + linear" + tag, one_q.f32(), q_ref, tol<T>());
+  Dev<T> h_two((size_t)N * I), h_one((size_t)N * I);
+  fw::cuda::gemv_swiglu(h_two.get(), ln.get(), dwg->get(), dwu->get(), N, IC, I, 0);
+  fw::cuda::gemv_swiglu_rmsnorm(h_one.get(), dx->get(), dnw->get(), eps, dwg->get(), dwu->get(), N, IC, I, 0);
+  expect_parity("gemv_swiglu_rmsnorm == rmsnorm_forward + gemv_swiglu" + tag, h_one.f32(), h_two.f32(), 0.0);
 }
 
 template <typename T>
@@ -80,7 +111,7 @@ void check_gemv() {
 
 }  // namespace
 
-TEST(cuda_gemv, projections_accumulation_and_swiglu_match_cpu) {
+TEST(cuda_gemv, projections_accumulation_swiglu_and_folded_rmsnorm_match_cpu) {
   FW_REQUIRE_GPU();
   check_gemv<float>();
   check_gemv<bf16>();
