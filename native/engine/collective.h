@@ -93,6 +93,19 @@ void allreduce_sum_bucketed(Collective& c, T* x, size_t n, size_t bucket_bytes =
   for (size_t off = 0; off < n; off += per) c.allreduce_sum(x + off, n - off < per ? n - off : per);
 }
 
+// Each rank owns x[begin, end) of a buffer of n elements (ZeRO-1's shards,
+// which together cover [0, n)); afterwards every rank holds all of x, each
+// range with its owner's bits. Every rank zeroes what it does not own and
+// the buffers are summed (bucketed): adding zeros is exact, so this is an
+// all-gather built from the one reduction every backend has. Collective:
+// all ranks call it.
+inline void allgather_by_sum(Collective& c, float* x, size_t n, size_t begin, size_t end) {
+  if (c.world_size() == 1) return;
+  for (size_t i = 0; i < n; i++)
+    if (i < begin || i >= end) x[i] = 0.0f;
+  allreduce_sum_bucketed(c, x, n);
+}
+
 struct CollectiveEnv {
   int rank = 0, world_size = 1, local_rank = 0;
   std::string store_url;    // FW_STORE_URL

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -114,6 +115,29 @@ TEST(collective_gloo, bucketed_sum_is_repeatable_bit_for_bit) {
   }
   EXPECT_EQ(0, std::memcmp(res[0].data(), res[1].data(), n * sizeof(float)));
   EXPECT_NEAR(res[0][10], std::sin(3.7f) + std::sin(4.7f), 1e-6);
+}
+
+TEST(collective_gloo, allgather_by_sum_assembles_every_ranks_shard_bit_for_bit) {
+  // ZeRO-1's shards (the CUDA worker gathers master weights and moments this
+  // way before a checkpoint): equal ranges padded past n, garbage outside a
+  // rank's own range, values whose bits must survive (tiny, huge, negative).
+  fw_test::TestStore srv;
+  const int W = 3;
+  const size_t n = 1001, count = (n + W - 1) / W;  // the last shard ends past n
+  auto value = [](size_t i) {
+    const float v[] = {1e-30f, -3.5f, 7.0e30f, 0.1f, -1e-7f};
+    return v[i % 5] * (float)(1 + i % 17);
+  };
+  std::vector<std::vector<float>> out(W);
+  run_ranks(srv.url("g3/0"), W, [&](fw::Collective& c) {
+    const size_t b = count * c.rank(), e = count * (c.rank() + 1);
+    std::vector<float> x(n, 12345.0f + (float)c.rank());  // not this rank's: must not leak
+    for (size_t i = b; i < std::min(e, n); i++) x[i] = value(i);
+    fw::allgather_by_sum(c, x.data(), n, b, e);
+    out[c.rank()] = std::move(x);
+  });
+  for (int r = 0; r < W; r++)
+    for (size_t i = 0; i < n; i++) ASSERT_EQ(out[r][i], value(i)) << "rank " << r << " element " << i;
 }
 
 // --- ranks as processes ----------------------------------------------------

@@ -160,9 +160,9 @@ class CudaBackend : public TrainBackend {
   }
   // The fp32 master (into the host model or adapter) and the moments (m_,
   // v_) on the host, once per step. With ZeRO-1 across ranks each rank holds
-  // one shard of both: every rank zeroes the rest and a sum over the ranks
-  // (exact: x + 0 = x) assembles the whole on every rank; that is a
-  // collective, so only gather_state (called by all ranks) may do it.
+  // one shard of both, and allgather_by_sum (collective.h) assembles the
+  // whole on every rank; that is a collective, so only gather_state (called
+  // by all ranks) may do it.
   void stage(bool collective) {
     if (staged_step_ == tr_.step_count()) return;
     ensure_moments();
@@ -171,19 +171,13 @@ class CudaBackend : public TrainBackend {
     const bool sharded = tr_.shard_range() != std::pair<size_t, size_t>{0, n};
     FW_CHECK(collective || !sharded, kInternal, "ZeRO-1 state must be gathered on every rank first (gather_state)");
     tr_.download_master(w);
-    if (sharded) {
-      std::fill(m_.begin(), m_.end(), 0.0f);
-      std::fill(v_.begin(), v_.end(), 0.0f);
-    }
-    tr_.download_moments(m_.data(), v_.data());
+    tr_.download_moments(m_.data(), v_.data());  // this rank's shard; the rest is zeroed by the gather
     if (sharded) {
       const auto [b, e] = tr_.shard_range();
-      for (size_t i = 0; i < n; i++)
-        if (i < b || i >= e) w[i] = 0.0f;
       Collective& c = s_->coll();
-      c.allreduce_sum(w, n);
-      c.allreduce_sum(m_.data(), n);
-      c.allreduce_sum(v_.data(), n);
+      allgather_by_sum(c, w, n, b, e);
+      allgather_by_sum(c, m_.data(), n, b, e);
+      allgather_by_sum(c, v_.data(), n, b, e);
     }
     staged_step_ = tr_.step_count();
   }
