@@ -122,9 +122,10 @@ describe('cli', () => {
   });
 
   it('cli - list, get and cancel with --json', async () => {
-    const sub = await cli(['runs', 'submit', '--manifest', manifestUri, '--config', configPath, '--steps', '100000', '--batch-size', '4', '--seq-len', '32', '--json']);
+    const sub = await cli(['runs', 'submit', '--manifest', manifestUri, '--config', configPath, '--steps', '100000', '--batch-size', '4', '--seq-len', '32', '--recompute', '--json']);
     expect(sub.code, sub.stderr).toBe(0);
     const id = (JSON.parse(sub.stdout) as { id: string }).id;
+    expect(JSON.parse(sub.stdout)).toMatchObject({ spec: { hyperparameters: { recompute: true } } });
     const list = await cli(['runs', 'list', '--json']);
     expect((JSON.parse(list.stdout) as { id: string }[]).map((x) => x.id)).toContain(id);
     const table = await cli(['runs', 'list']);
@@ -169,6 +170,9 @@ describe('cli', () => {
     const gpu = await cli(['runs', 'submit', '--manifest', manifestUri, '--config', configPath, '--steps', '5', '--device', 'cuda']);
     expect(gpu.code).toBe(1);
     expect(gpu.stderr).toMatch(/FW_GPUS=0/);
+    const zero1 = await cli(['runs', 'submit', '--manifest', manifestUri, '--config', configPath, '--steps', '5', '--zero1']);
+    expect(zero1.code).toBe(1);
+    expect(zero1.stderr).toMatch(/zero1 needs device cuda/);
     expect((await cli(['runs', 'list'], { FW_API_TOKEN: 'wrong-token-wrong-token' })).code).toBe(1);
     const port = await freePort();
     const down = await cli(['runs', 'list'], { FW_TRAINER_URL: `http://127.0.0.1:${port}` });

@@ -65,6 +65,8 @@ Training:
   --world-size N             ranks (default 1)
   --device cpu|cuda          where the ranks train (default cpu; cuda: one GPU per rank)
   --precision fp32|bf16|fp16 16-bit mixed precision is cuda only (default bf16 on cuda, fp32 on cpu)
+  --recompute                activation recomputation (less memory, one more forward per step)
+  --zero1                    shard the optimizer state over the ranks (ZeRO-1; cuda only)
   --checkpoint-interval N    steps between checkpoints
   --restart-budget N         restarts allowed after a rank dies
   --seed N                   seed of init, data order and dropout
@@ -107,6 +109,8 @@ const OPTIONS = {
   'world-size': { type: 'string' },
   device: { type: 'string' },
   precision: { type: 'string' },
+  recompute: { type: 'boolean' },
+  zero1: { type: 'boolean' },
   'checkpoint-interval': { type: 'string' },
   'restart-budget': { type: 'string' },
   seed: { type: 'string' },
@@ -166,6 +170,8 @@ async function submitBody(v: Values): Promise<CreateRunBody> {
       batchSize: int(v, 'batch-size', 1) ?? 8,
       seqLen: int(v, 'seq-len', 2) ?? 256,
       ...(v.warmup !== undefined ? { warmupSteps: int(v, 'warmup', 0)! } : {}),
+      ...(v.recompute ? { recompute: true } : {}),
+      ...(v.zero1 ? { zero1: true } : {}),
     },
   };
   if (loraRank !== undefined) {
