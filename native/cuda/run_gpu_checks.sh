@@ -13,7 +13,8 @@
 #  3. compute-sanitizer memcheck and racecheck on the same tiny shapes;
 #  4. the benchmark: PyTorch eager and torch.compile side by side for the
 #     124M Llama-style config at seq 1024, plus per-kernel engine times,
-#     then the engine's training step broken down per op (--profile).
+#     then the engine's training step broken down per op (--profile), and,
+#     where Nsight Systems is installed, the decode graph's kernels.
 # Logs go to $OUT (or <build-dir>/gpu-checks). Exit status: non-zero when a
 # build, test or sanitizer step failed (the benchmark is informational).
 set -uo pipefail
@@ -149,6 +150,20 @@ step "benchmark (PyTorch eager / torch.compile, engine kernels)"
 step "where a training step's GPU time goes (OpProfiler, informational)"
 [ -x "$BIN/fw_cuda_model_bench" ] && "$BIN/fw_cuda_model_bench" --no-decode --warmup 2 --steps 3 --profile 3 \
   --json "$LOGS/profile.json" 2>&1 >/dev/null | tee "$LOGS/profile.log"
+
+step "where a batch-1 decode token's GPU time goes (Nsight Systems, informational)"
+NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+if [ -n "${FW_GPU_SKIP_NSYS:-}" ]; then
+  echo "skipped (FW_GPU_SKIP_NSYS)"
+elif [ -n "$NSYS" ] && [ -x "$BIN/fw_cuda_model_bench" ]; then
+  # kernels inside the replayed decode graph, one row per kernel name
+  "$NSYS" profile --cuda-graph-trace=node --force-overwrite=true -o "$LOGS/decode" \
+    "$BIN/fw_cuda_model_bench" --no-train --decode-batches 1 --gen 64 --graph >"$LOGS/nsys-profile.log" 2>&1 &&
+    "$NSYS" stats --report cuda_gpu_kern_sum --format table "$LOGS/decode.nsys-rep" 2>/dev/null |
+    tee "$LOGS/decode-kernels.log" | head -30
+else
+  echo "nsys not found: no per-kernel decode breakdown"
+fi
 
 echo
 echo "gpu-checks: $passed passed, $failed failed"
