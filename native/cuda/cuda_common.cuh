@@ -70,6 +70,21 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
   return warp_max(v);
 }
 
+// 1 / rms of row x (C) computed by one warp (lane-strided sum of squares,
+// then a warp sum), every lane gets it: RMSNorm's statistic. Every kernel
+// that normalises calls this, so they agree bit for bit.
+template <typename T>
+__device__ __forceinline__ float warp_row_rstd(const T* x, int C, float eps) {
+  const int lane = threadIdx.x & 31;
+  float ss = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    const float v = to_f32(x[c]);
+    ss += v * v;
+  }
+  ss = warp_sum(ss);
+  return rsqrtf(ss / C + eps);
+}
+
 inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
 // 16 bytes of storage values (8 bf16 or 4 float), loaded and stored as one

@@ -54,8 +54,8 @@ __device__ __forceinline__ void dot_rows(float (&acc)[R], const T* wrow, const T
   for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
 }
 
-// kNorm: the first R warps of the block compute the rows' 1/rms as
-// rmsnorm_forward_kernel does (same lane order, same expression) into rstd;
+// kNorm: the first R warps of the block compute the rows' 1/rms with
+// warp_row_rstd, as rmsnorm_forward_kernel does, into rstd;
 // every thread of the block reaches the barrier. A no-op otherwise.
 template <typename T, int R, bool kNorm>
 __device__ __forceinline__ void block_rstd(float (&rstd)[R], const T* x, int IC, float eps) {
@@ -63,14 +63,8 @@ __device__ __forceinline__ void block_rstd(float (&rstd)[R], const T* x, int IC,
     __shared__ float s_rstd[kGemvMaxRows];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (warp < R) {
-      const T* xr = x + (size_t)warp * IC;
-      float ss = 0.0f;
-      for (int c = lane; c < IC; c += 32) {
-        float v = to_f32(xr[c]);
-        ss += v * v;
-      }
-      ss = warp_sum(ss);
-      if (lane == 0) s_rstd[warp] = rsqrtf(ss / IC + eps);
+      const float r = warp_row_rstd(x + (size_t)warp * IC, IC, eps);  // rmsnorm_forward's statistic
+      if (lane == 0) s_rstd[warp] = r;
     }
     __syncthreads();
 #pragma unroll

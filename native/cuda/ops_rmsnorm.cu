@@ -26,13 +26,7 @@ __global__ void rmsnorm_forward_kernel(T* out, float* rstd, const T* inp, const 
   const int n = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const T* x = inp + (size_t)n * C;
-  float ss = 0.0f;
-  for (int c = lane; c < C; c += 32) {
-    float v = to_f32(x[c]);
-    ss += v * v;
-  }
-  ss = warp_sum(ss);
-  const float r = rsqrtf(ss / C + eps);
+  const float r = warp_row_rstd(x, C, eps);
   T* y = out + (size_t)n * C;
   for (int c = lane; c < C; c += 32) y[c] = from_f32<T>(to_f32(x[c]) * r * to_f32(weight[c]));
   if (lane == 0) rstd[n] = r;
