@@ -10,7 +10,8 @@
 // HS + 8 elements: the 16-byte pad shifts consecutive rows by 4 banks, so the
 // 32-bit fragment loads (row g, word t) and the ldmatrix 8-row phases are
 // conflict free. Operands needed "transposed" (V in P V, dO / q in the dk,
-// dv products, k in dq) are read with ldmatrix.x4.trans. The tiles a block
+// dv products, k in dq) are read with ldmatrix.x4.trans; the key operand of
+// S = q k^T (forward and dq) with ldmatrix.x4, two n-tiles per instruction. The tiles a block
 // walks are double-buffered: tile it + 1 is copied with cp.async (zero-fill
 // past T) while tile it is computed; one barrier after the wait, one after
 // the compute before the buffer is refilled.
@@ -42,12 +43,12 @@
 // ptxas (CUDA 13.0, nvcc -O3 -Xptxas -v), registers per thread, dynamic
 // shared memory per block (no static smem), spills; 128 threads per block:
 //   kernel            HS   sm_80 regs  sm_90 regs  dyn smem   spill st/ld  stack
-//   attn_fwd_tc       64      135         138       46080 B     0 / 0       0
-//   attn_fwd_tc      128      219         225       87040 B     0 / 0       0
+//   attn_fwd_tc       64      134         133       46080 B     0 / 0       0
+//   attn_fwd_tc      128      178         217       87040 B     0 / 0       0
 //   attn_bwd_dkdv_tc  64      198         168       56320 B     0 / 0       0
 //   attn_bwd_dkdv_tc 128      222         232       70144 B     0 / 0       0
-//   attn_bwd_dq_tc    64      136         149       55296 B     0 / 0       0
-//   attn_bwd_dq_tc   128      166         166      104448 B     0 / 0       0
+//   attn_bwd_dq_tc    64      141         136       55296 B     0 / 0       0
+//   attn_bwd_dq_tc   128      168         166      104448 B     0 / 0       0
 // (> 48 KiB opts in with cudaFuncSetAttribute; 104 KiB fits sm_80's 163 KiB.)
 #include <cstdint>
 
@@ -94,6 +95,29 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* 
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr)
                : "memory");
+}
+
+// Four 8x8 bf16 matrices as stored (no transpose): lane l gives the address
+// of row (l & 7) of matrix l >> 3 and receives, for each matrix, row l / 4,
+// elements 2 (l % 4) and 2 (l % 4) + 1: the b0 / b1 layout of an mma B
+// operand whose columns are stored as smem rows ([n][k]). With matrix m at
+// rows n0 + (m >> 1) * 8 and columns k0 + (m & 1) * 8, r[0], r[1] are b0, b1
+// of n-tile n0 and r[2], r[3] those of n0 + 8: one instruction instead of
+// four 32-bit loads.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// b0, b1 of n-tiles n and n + 1 (keys/rows n * 8 .. n * 8 + 15 of brows, a
+// row-major [n][k] smem tile), k columns k0 .. k0 + 15, by ldmatrix_x4.
+template <int LD>
+__device__ __forceinline__ void load_b_pair(uint32_t (&b)[4], const bf16* brows, int n, int k0, int lane) {
+  const int m = lane >> 3;
+  ldmatrix_x4(b, brows + ((n + (m >> 1)) * 8 + (lane & 7)) * LD + k0 + (m & 1) * 8);
 }
 
 // 16 bytes global -> shared without a register round trip; pred false
@@ -147,19 +171,34 @@ __device__ __forceinline__ void mma_c_times_rows(float (&acc)[HS / 8][4], const 
 
 // c (16 x 8N, C fragments) = A (rows r0.. of atile, all HS columns) *
 // B^T where B rows are brows[0 .. 8N) (row-major [n][k], k = HS).
-template <int HS, int LD, int N>
+// kLdmatrix: B operands two n-tiles per ldmatrix_x4 (fewer shared-memory
+// instructions); false: two 32-bit loads per n-tile, which the dk/dv kernel
+// keeps because the ldmatrix form costs it registers (a spill at HS 64).
+template <int HS, int LD, int N, bool kLdmatrix = true>
 __device__ __forceinline__ void mma_rows_times_rows_t(float (&c)[N][4], const bf16* atile, int r0,
                                                       const bf16* brows, int g, int tq) {
+  static_assert(!kLdmatrix || N % 2 == 0, "ldmatrix loads B operands two n-tiles at a time");
+  const int lane = g * 4 + tq;
 #pragma unroll
   for (int n = 0; n < N; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
 #pragma unroll
   for (int kk = 0; kk < HS / 16; kk++) {
     uint32_t a[4];
     load_a<LD>(a, atile, r0, kk * 16, g, tq);
+    if constexpr (kLdmatrix) {
 #pragma unroll
-    for (int n = 0; n < N; n++) {
-      const bf16* p = brows + (n * 8 + g) * LD + kk * 16 + 2 * tq;
-      mma_bf16(c[n], a, ld32(p), ld32(p + 8));
+      for (int n = 0; n < N; n += 2) {
+        uint32_t b[4];
+        load_b_pair<LD>(b, brows, n, kk * 16, lane);
+        mma_bf16(c[n], a, b[0], b[1]);
+        mma_bf16(c[n + 1], a, b[2], b[3]);
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < N; n++) {
+        const bf16* p = brows + (n * 8 + g) * LD + kk * 16 + 2 * tq;
+        mma_bf16(c[n], a, ld32(p), ld32(p + 8));
+      }
     }
   }
 }
@@ -254,9 +293,11 @@ __global__ void __launch_bounds__(kTcThreads)
 #pragma unroll
     for (int kk = 0; kk < KC; kk++) {
 #pragma unroll
-      for (int n = 0; n < SN; n++) {
-        const bf16* p = Ks + (n * 8 + g) * LD + kk * 16 + 2 * tq;
-        mma_bf16(s[n], qf[kk], ld32(p), ld32(p + 8));
+      for (int n = 0; n < SN; n += 2) {
+        uint32_t kb2[4];
+        load_b_pair<LD>(kb2, Ks, n, kk * 16, lane);  // b0 / b1 of key tiles n and n + 1
+        mma_bf16(s[n], qf[kk], kb2[0], kb2[1]);
+        mma_bf16(s[n + 1], qf[kk], kb2[2], kb2[3]);
       }
     }
     // Some key of the tile is past some row of this warp, or past T.
@@ -397,7 +438,7 @@ __global__ void __launch_bounds__(kTcThreads)
     // Skip when every query of the tile precedes this warp's keys (warp-uniform).
     if (i0 + BR - 1 >= j0 + wr) {
       float s[QN][4];  // S^T: rows = this warp's 16 keys, columns = the tile's queries
-      mma_rows_times_rows_t<HS, LD, QN>(s, Ks, wr, Qs, g, tq);
+      mma_rows_times_rows_t<HS, LD, QN, false>(s, Ks, wr, Qs, g, tq);
       const bool need_mask = (i0 < j0 + wr + 15) || (i0 + BR > T);
 #pragma unroll
       for (int n = 0; n < QN; n++) {
@@ -416,7 +457,7 @@ __global__ void __launch_bounds__(kTcThreads)
       mma_c_times_rows<HS, LD, BR / 16>(dva, s, dOs, lane);  // dv += P^T dout
 
       float dp[QN][4];  // dP^T = v dout^T
-      mma_rows_times_rows_t<HS, LD, QN>(dp, Vs, wr, dOs, g, tq);
+      mma_rows_times_rows_t<HS, LD, QN, false>(dp, Vs, wr, dOs, g, tq);
 #pragma unroll
       for (int n = 0; n < QN; n++) {
         const float2 dd = *reinterpret_cast<const float2*>(D_s + n * 8 + 2 * tq);
