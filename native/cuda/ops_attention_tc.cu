@@ -11,7 +11,8 @@
 // 32-bit fragment loads (row g, word t) and the ldmatrix 8-row phases are
 // conflict free. Operands needed "transposed" (V in P V, dO / q in the dk,
 // dv products, k in dq) are read with ldmatrix.x4.trans; the key operand of
-// S = q k^T (forward and dq) with ldmatrix.x4, two n-tiles per instruction. The tiles a block
+// S = q k^T (forward and dq) with ldmatrix.x4, two n-tiles per instruction,
+// and the dq kernel's A operands (q, dout) one ldmatrix.x4 each. The tiles a block
 // walks are double-buffered: tile it + 1 is copied with cp.async (zero-fill
 // past T) while tile it is computed; one barrier after the wait, one after
 // the compute before the buffer is refilled.
@@ -47,7 +48,7 @@
 //   attn_fwd_tc      128      178         217       87040 B     0 / 0       0
 //   attn_bwd_dkdv_tc  64      198         168       56320 B     0 / 0       0
 //   attn_bwd_dkdv_tc 128      222         232       70144 B     0 / 0       0
-//   attn_bwd_dq_tc    64      141         136       55296 B     0 / 0       0
+//   attn_bwd_dq_tc    64      166         162       55296 B     0 / 0       0
 //   attn_bwd_dq_tc   128      168         166      104448 B     0 / 0       0
 // (> 48 KiB opts in with cudaFuncSetAttribute; 104 KiB fits sm_80's 163 KiB.)
 #include <cstdint>
@@ -144,6 +145,14 @@ __device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int r
   a[3] = ld32(p + 8 * LD + 8);
 }
 
+// The same A fragment by one ldmatrix_x4: matrix m at rows r0 + (m & 1) * 8,
+// columns c0 + (m >> 1) * 8 gives a[m] in load_a's order.
+template <int LD>
+__device__ __forceinline__ void load_a_ldmatrix(uint32_t (&a)[4], const bf16* tile, int r0, int c0, int lane) {
+  const int m = lane >> 3;
+  ldmatrix_x4(a, tile + (r0 + (lane & 7) + (m & 1) * 8) * LD + c0 + (m >> 1) * 8);
+}
+
 // acc (16 x HS, C fragments) += A (16 x 16K, given as C fragments of 2K
 // n-tiles, rows = M, columns = the k dim) * B (16K x HS) where B is stored
 // row-major [k][n] in smem (ldmatrix.trans). NK = number of 16-wide k chunks.
@@ -184,8 +193,8 @@ __device__ __forceinline__ void mma_rows_times_rows_t(float (&c)[N][4], const bf
 #pragma unroll
   for (int kk = 0; kk < HS / 16; kk++) {
     uint32_t a[4];
-    load_a<LD>(a, atile, r0, kk * 16, g, tq);
     if constexpr (kLdmatrix) {
+      load_a_ldmatrix<LD>(a, atile, r0, kk * 16, lane);
 #pragma unroll
       for (int n = 0; n < N; n += 2) {
         uint32_t b[4];
@@ -194,6 +203,7 @@ __device__ __forceinline__ void mma_rows_times_rows_t(float (&c)[N][4], const bf
         mma_bf16(c[n + 1], a, b[2], b[3]);
       }
     } else {
+      load_a<LD>(a, atile, r0, kk * 16, g, tq);
 #pragma unroll
       for (int n = 0; n < N; n++) {
         const bf16* p = brows + (n * 8 + g) * LD + kk * 16 + 2 * tq;
