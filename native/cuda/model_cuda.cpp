@@ -1044,9 +1044,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
       model_.forward(tok, tgt, mb, T_len, norm);
       teacher_->forward(tok, nullptr, mb, T_len);  // synchronises: its logits are ready
       const DistillLoss d = model_.distill(teacher_->logits(), cfg_.distill_alpha, cfg_.distill_temperature);
-      last_distill_.total += d.total;
-      last_distill_.ce += d.ce;
-      last_distill_.kl += d.kl;
+      last_distill_ += d;
       r.loss += d.total;
     }
     model_.backward();
@@ -1061,12 +1059,7 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
       coll_->allreduce_async(grads, numel, dtype, s);
     }
     coll_->wait_all(s);
-    double parts[3] = {r.loss, last_distill_.ce, last_distill_.kl};
-    coll_->allreduce_sum(parts, 3);
-    r.loss = parts[0];
-    last_distill_.total = parts[0];
-    last_distill_.ce = parts[1];
-    last_distill_.kl = parts[2];
+    allreduce_loss_parts(*coll_, r.loss, last_distill_);
   } else if (zero1_) {
     FW_CUDA_CHECK(cudaMemcpyAsync(grad_shard_, grads, (shard_end_ - shard_begin_) * sizeof(T),
                                   cudaMemcpyDeviceToDevice, s));

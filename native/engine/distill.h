@@ -17,6 +17,14 @@ struct DistillLoss {
   double total = 0;  // the mixed loss
   double ce = 0;     // mean cross-entropy
   double kl = 0;     // mean KL (without the T^2 factor)
+  // One more micro-batch's parts (each already divided by the step's
+  // normalizer, so the sum is the step's).
+  DistillLoss& operator+=(const DistillLoss& o) {
+    total += o.total;
+    ce += o.ce;
+    kl += o.kl;
+    return *this;
+  }
 };
 
 // student, teacher: (N, V) logits; targets (N); dlogits (N, V) written

@@ -16,6 +16,15 @@ void check_train_config(const TrainConfig& cfg) {
            "need warmup_steps >= 0 and total_steps >= 1");
 }
 
+void allreduce_loss_parts(Collective& c, double& loss, DistillLoss& parts) {
+  double v[3] = {loss, parts.ce, parts.kl};
+  c.allreduce_sum(v, 3);
+  loss = v[0];
+  parts.total = v[0];
+  parts.ce = v[1];
+  parts.kl = v[2];
+}
+
 LrSchedule lr_schedule(const TrainConfig& cfg) {
   LrSchedule s;
   s.lr = cfg.lr;
@@ -96,21 +105,14 @@ StepResult TrainerT<T>::step(const int32_t* tokens, const int32_t* targets, int 
     dlogits_.resize(mbn * V);
     DistillLoss d = distill_loss(dlogits_.data(), model_.logits(), teacher_->logits(), tgt, (int)mbn, V,
                                  cfg_.distill_alpha, cfg_.distill_temperature, norm);
-    last_distill_.total += d.total;
-    last_distill_.ce += d.ce;
-    last_distill_.kl += d.kl;
+    last_distill_ += d;
     r.loss += d.total;
     model_.backward(dlogits_.data());
   }
   T* g = trainable_grads();
   if (dp) {
     allreduce_sum_bucketed(*coll_, g, trainable_layout().numel);
-    double parts[3] = {r.loss, last_distill_.ce, last_distill_.kl};
-    coll_->allreduce_sum(parts, 3);
-    r.loss = parts[0];
-    last_distill_.total = parts[0];
-    last_distill_.ce = parts[1];
-    last_distill_.kl = parts[2];
+    allreduce_loss_parts(*coll_, r.loss, last_distill_);
   }
   r.grad_norm = grad_global_norm(g, trainable_layout().numel);
   r.lr = sched_.at(step_);

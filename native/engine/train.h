@@ -60,6 +60,12 @@ LrSchedule lr_schedule(const TrainConfig& cfg);
 // grad_accum (kInvalidArgument). Returns the count of non-ignored targets.
 int64_t check_step_batch(const TrainConfig& cfg, const int32_t* targets, int B, int T);
 
+// Data parallel: the step's loss and its distillation parts (each rank's
+// already divided by the global target count) summed over the ranks, on
+// every rank; parts.total becomes the summed loss. Shared by the CPU and CUDA
+// trainers.
+void allreduce_loss_parts(Collective& c, double& loss, DistillLoss& parts);
+
 // The factor gradients are multiplied by to clip their global norm to
 // grad_clip (1 when clipping is off or the norm is already within it).
 inline double clip_scale(double grad_clip, double grad_norm) {

@@ -22,6 +22,7 @@
 #include "engine_test_util.h"
 #include "lora.h"
 #include "ref_bundle.h"
+#include "ref_cases.h"
 
 namespace {
 
@@ -58,22 +59,8 @@ struct Case {
   int B = 2, T = 9;
 };
 
-nlohmann::json base_cfg() {
-  return {{"model_type", "llama"}, {"vocab_size", 64}, {"hidden_size", 32}, {"intermediate_size", 48},
-          {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8},
-          {"rope_theta", 500.0}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 64},
-          {"tie_word_embeddings", false}, {"attention_bias", true}};
-}
-
-void randomize(fw::Model& m, uint64_t seed) {
-  m.init_random(seed, 0.1);
-  // Norm weights away from 1 and non-zero biases, so every gradient path is exercised.
-  for (const fw::TensorInfo& t : m.layout.tensors)
-    if (t.name.find("norm") != std::string::npos || t.name.find(".bias") != std::string::npos) {
-      auto r = fwtest::randn(t.numel, seed + t.offset, 0.1);
-      for (size_t i = 0; i < t.numel; i++) m.params[t.offset + i] += (float)r[i];
-    }
-}
+using fwref::base_cfg;
+using fwref::randomize;
 
 void run_case(const Case& c, const char* label) {
   if (!have_torch()) GTEST_SKIP() << "no torch in " << python();
@@ -168,13 +155,7 @@ TEST(ref, matches_pytorch_gqa_bias_untied) {
 }
 
 TEST(ref, matches_pytorch_qwen2_tied_mqa) {
-  nlohmann::json c = base_cfg();
-  c["model_type"] = "qwen2";  // q/k/v bias, no o_proj bias
-  c["num_key_value_heads"] = 1;
-  c["tie_word_embeddings"] = true;
-  c.erase("attention_bias");
-  c["rope_theta"] = 1000000.0;
-  run_case({c}, "qwen2, MQA 4/1, q/k/v bias, tied");
+  run_case({fwref::qwen2_cfg()}, "qwen2, MQA 4/1, q/k/v bias, tied");
 }
 
 TEST(ref, matches_pytorch_lora) {

@@ -53,7 +53,7 @@ TEST(worker_run, sigterm_checkpoints_and_resume_matches_uninterrupted_bit_for_bi
   ASSERT_EQ(straight.code, 0);
 
   std::string spec = write_spec(d, "i.json", base_spec(d, "i", steps));
-  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  WorkerResult cut = fwtest::run_worker_until_step(spec, 3);
   ASSERT_EQ(cut.code, 143);
   auto ck = cut.of("checkpoint");
   ASSERT_FALSE(ck.empty());

@@ -86,6 +86,12 @@ inline WorkerResult run_worker(const std::string& spec_path, const std::function
   return r;
 }
 
+// run_worker, sending SIGTERM once the worker reports finishing `step` (a
+// preemption mid-run; the worker checkpoints and exits 143).
+inline WorkerResult run_worker_until_step(const std::string& spec_path, int64_t step) {
+  return run_worker(spec_path, [step](const json& e) { return e.value("event", "") == "step" && e["step"] == step; });
+}
+
 inline json tiny_config() {
   return {{"model_type", "llama"},        {"vocab_size", 64},        {"hidden_size", 32},
           {"intermediate_size", 64},      {"num_hidden_layers", 2},  {"num_attention_heads", 4},

@@ -25,5 +25,5 @@ export { Type } from '@sinclair/typebox';
 export type { Static, TSchema } from '@sinclair/typebox';
 export { ConfigError, envInt, envUrl, isConfigError, loadPlatformConfig } from './env.ts';
 export type { Env, PlatformConfig } from './env.ts';
-export { addPlatformResources, connectPlatform, loadConfigOrExit, platformReadiness } from './platform.ts';
+export { addPlatformResources, checkConfigOrExit, connectPlatform, loadConfigOrExit, platformReadiness } from './platform.ts';
 export type { ConnectPlatformOptions, PlatformClients } from './platform.ts';

@@ -19,16 +19,29 @@ import { ConfigError } from './env.ts';
 import type { PlatformConfig } from './env.ts';
 import type { ReadinessCheck } from './health.ts';
 
+function exitOnConfigError(label: string, e: unknown): never {
+  if (e instanceof ConfigError) {
+    console.error(`${label}: configuration error: ${e.message}`);
+    process.exit(2);
+  }
+  throw e;
+}
+
 /** The configuration loader's result, or exit 2 with the reason on a ConfigError. */
 export function loadConfigOrExit<C>(label: string, load: () => C): C {
   try {
     return load();
   } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`${label}: configuration error: ${e.message}`);
-      process.exit(2);
-    }
-    throw e;
+    exitOnConfigError(label, e);
+  }
+}
+
+/** The same for a check that has to wait (a probe of a binary, a file): exit 2 on a ConfigError. */
+export async function checkConfigOrExit<C>(label: string, check: () => Promise<C>): Promise<C> {
+  try {
+    return await check();
+  } catch (e) {
+    exitOnConfigError(label, e);
   }
 }
 

@@ -42,6 +42,7 @@
 #include "cuda_test_util.h"
 #include "model_cuda.h"
 #include "../ref_bundle.h"
+#include "../ref_cases.h"
 
 namespace {
 
@@ -85,22 +86,9 @@ bool have_cuda_torch(std::string* why) {
     }                                                                              \
   } while (0)
 
-nlohmann::json base_cfg() {
-  return {{"model_type", "llama"}, {"vocab_size", 64}, {"hidden_size", 32}, {"intermediate_size", 48},
-          {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8},
-          {"rope_theta", 500.0}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 64},
-          {"tie_word_embeddings", false}, {"attention_bias", true}};
-}
-
-nlohmann::json qwen2_cfg() {
-  nlohmann::json c = base_cfg();
-  c["model_type"] = "qwen2";  // q/k/v bias, no o_proj bias
-  c["num_key_value_heads"] = 1;
-  c["tie_word_embeddings"] = true;
-  c.erase("attention_bias");
-  c["rope_theta"] = 1000000.0;
-  return c;
-}
+using fwref::base_cfg;
+using fwref::qwen2_cfg;
+using fwref::randomize;
 
 // Multi-head attention, no biases, tied, wider heads, three layers.
 nlohmann::json mha_cfg() {
@@ -116,17 +104,6 @@ nlohmann::json mha_cfg() {
   c["attention_bias"] = false;
   c["rope_theta"] = 10000.0;
   return c;
-}
-
-// ref_test.cpp's initialisation: normal(0, 0.1) matrices, norm weights away
-// from 1 and non-zero biases so that every gradient path is exercised.
-void randomize(fw::Model& m, uint64_t seed) {
-  m.init_random(seed, 0.1);
-  for (const fw::TensorInfo& t : m.layout.tensors)
-    if (t.name.find("norm") != std::string::npos || t.name.find(".bias") != std::string::npos) {
-      auto r = fwcuda_test::randn(t.numel, seed + t.offset, 0.1);
-      for (size_t i = 0; i < t.numel; i++) m.params[t.offset + i] += r[i];
-    }
 }
 
 template <typename T>

@@ -125,7 +125,7 @@ TEST(cuda_worker, sigterm_checkpoint_resumes_bit_identically_and_moves_to_the_cp
   ASSERT_EQ(straight.code, 0);
 
   const std::string spec = write_spec(d, "i.json", on_gpu(base_spec(d, "i", steps), "bf16"));
-  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  WorkerResult cut = fwtest::run_worker_until_step(spec, 3);
   ASSERT_EQ(cut.code, 143);
   auto ck = cut.of("checkpoint");
   ASSERT_FALSE(ck.empty());
@@ -164,7 +164,7 @@ TEST(cuda_worker, fp16_run_trains_and_resumes_bit_identically) {
   ASSERT_FALSE(ss.empty());
   EXPECT_LT(ss.back()["loss"].get<double>(), ss.front()["loss"].get<double>());
   const std::string spec = write_spec(d, "i.json", on_gpu(base_spec(d, "i", steps), "fp16"));
-  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  WorkerResult cut = fwtest::run_worker_until_step(spec, 3);
   ASSERT_EQ(cut.code, 143);
   const std::string ckdir = cut.of("checkpoint").back()["path"].get<std::string>();
   const json state = json::parse(fwtest::read_bytes(fw::path_join(ckdir, "state.json")));
@@ -228,7 +228,7 @@ TEST(cuda_worker, lora_distillation_run_matches_the_cpu_and_resumes) {
   WorkerResult straight = run_worker(write_spec(d, "s.json", on_gpu(spec_for("s", steps), "bf16")));
   ASSERT_EQ(straight.code, 0) << last_event(straight);
   const std::string spec = write_spec(d, "i.json", on_gpu(spec_for("i", steps), "bf16"));
-  WorkerResult cut = run_worker(spec, [](const json& e) { return e.value("event", "") == "step" && e["step"] == 3; });
+  WorkerResult cut = fwtest::run_worker_until_step(spec, 3);
   ASSERT_EQ(cut.code, 143);
   WorkerResult resumed = run_worker(spec);
   ASSERT_EQ(resumed.code, 0) << last_event(resumed);

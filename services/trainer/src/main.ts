@@ -6,7 +6,7 @@
  * resumes them).
  */
 import { stableUuid } from '@flywheel/contracts';
-import { addPlatformResources, connectPlatform, handleShutdownSignals, loadConfigOrExit } from '@flywheel/service';
+import { addPlatformResources, checkConfigOrExit, connectPlatform, handleShutdownSignals, loadConfigOrExit } from '@flywheel/service';
 import { buildTrainerService, migrateTrainerSchema, SERVICE_NAME, SERVICE_VERSION } from './app.ts';
 import { loadConfig } from './config.ts';
 import { startTrainerConsumers } from './consumer.ts';
@@ -19,12 +19,11 @@ import { subjects } from '@flywheel/contracts';
 async function main(): Promise<void> {
   const config = loadConfigOrExit('trainer service', loadConfig);
   // The worker's devices: GPUs configured for a cpu-only worker is a configuration error.
-  const worker = await probeWorker(config.workerBin).catch((e: unknown) =>
-    loadConfigOrExit('trainer service', () => {
-      throw e;
-    }),
-  );
-  loadConfigOrExit('trainer service', () => checkWorkerForGpus(config.workerBin, worker, config.gpus));
+  const worker = await checkConfigOrExit('trainer service', async () => {
+    const info = await probeWorker(config.workerBin);
+    checkWorkerForGpus(config.workerBin, info, config.gpus);
+    return info;
+  });
   const platform = await connectPlatform({
     serviceName: SERVICE_NAME,
     serviceVersion: SERVICE_VERSION,
