@@ -85,6 +85,15 @@ __device__ __forceinline__ float warp_row_rstd(const T* x, int C, float eps) {
   return rsqrtf(ss / C + eps);
 }
 
+// RoPE (HF rotate_half) of the pair (x1, x2) = (x[i], x[i + HS/2]) by the
+// angle with cosine c and sine s, each result rounded to T as stored. The
+// decode kernels that rotate call this, so they agree bit for bit.
+template <typename T>
+__device__ __forceinline__ void rope_rotate(float x1, float x2, float c, float s, T& r1, T& r2) {
+  r1 = from_f32<T>(x1 * c - x2 * s);
+  r2 = from_f32<T>(x2 * c + x1 * s);
+}
+
 inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
 // 16 bytes of storage values (8 bf16 or 4 float), loaded and stored as one

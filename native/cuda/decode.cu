@@ -15,8 +15,14 @@
 //    are merged by shuffles within a warp, then across warps in shared memory,
 //    and the block writes its partial (m, l, acc[HS]) (unnormalised, in the
 //    log2 domain) to the workspace.
-//  - combine kernel: grid (B * Tq * NH), one block per query row, merges the
-//    row's live partials: out = sum_c 2^(m_c - M) acc_c / sum_c 2^(m_c - M) l_c.
+//  - combine, in the same launch: each live block of a row takes a ticket
+//    from the row's counter once its partial is written (fence, then
+//    atomicAdd); the block that draws the last ticket merges the row's live
+//    partials, out = sum_c 2^(m_c - M) acc_c / sum_c 2^(m_c - M) l_c, and
+//    puts the counter back to zero for the next call. One launch per layer
+//    instead of two (a graph-replayed decode step is launch-bound at small
+//    batch); which block combines varies, the arithmetic does not, so the
+//    output is the same bits every run.
 // Workspace (floats), P = B * Tq * NH * nchunks partials, partial index
 // p = ((b * Tq + t) * NH + h) * nchunks + c:
 //   [0, 2P)            (m, l) pairs of each partial
@@ -37,7 +43,6 @@ constexpr int kDecUnroll = 4;           // keys per key group per step
 constexpr int kDecMinChunk = 64;        // keys per split block, at least
 constexpr int kDecMaxChunk = 512;       // and at most
 constexpr long long kDecTargetBlocks = 2048;  // split blocks at full capacity, about
-constexpr int kCombineThreads = 128;
 constexpr int kArgmaxThreads = 512;
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -57,9 +62,7 @@ __global__ void rope_dpos_kernel(T* x, const float* cos_t, const float* sin_t, i
   const size_t tab = (size_t)(pos0 + t) * half + i;
   const float c = cos_t[tab], s = sin_t[tab];
   T* v = x + row * HS;
-  const float x1 = to_f32(v[i]), x2 = to_f32(v[i + half]);
-  v[i] = from_f32<T>(x1 * c - x2 * s);
-  v[i + half] = from_f32<T>(x2 * c + x1 * s);
+  rope_rotate<T>(to_f32(v[i]), to_f32(v[i + half]), c, s, v[i], v[i + half]);
 }
 
 template <typename T>
@@ -99,15 +102,13 @@ __global__ void rope_append_dpos_kernel(T* q, T* k, const T* v, T* k_cache, T* v
   const float c = cos_t[tab], s = sin_t[tab];
   if (hh < NH) {
     T* x = q + (bt * NH + hh) * HS;
-    const float x1 = to_f32(x[i]), x2 = to_f32(x[i + half]);
-    x[i] = from_f32<T>(x1 * c - x2 * s);
-    x[i + half] = from_f32<T>(x2 * c + x1 * s);
+    rope_rotate<T>(to_f32(x[i]), to_f32(x[i + half]), c, s, x[i], x[i + half]);
     return;
   }
   const int h = hh - NH;
   T* x = k + (bt * KVH + h) * HS;
-  const float x1 = to_f32(x[i]), x2 = to_f32(x[i + half]);
-  const T r1 = from_f32<T>(x1 * c - x2 * s), r2 = from_f32<T>(x2 * c + x1 * s);
+  T r1, r2;
+  rope_rotate<T>(to_f32(x[i]), to_f32(x[i + half]), c, s, r1, r2);
   x[i] = r1;
   x[i + half] = r2;
   if (pos < 0 || pos >= S) return;  // out of the cache: never write past it
@@ -198,17 +199,49 @@ __device__ __forceinline__ void merge_state(float& m, float& l, float (&acc)[VEC
   m = m_new;
 }
 
-// grid (Tq * NH, nchunks, B), block kDecThreads.
+// Row `row`'s output from its nlive partials in ws (the last block of the
+// row runs it): M = max m_c, L = sum 2^(m_c - M) l_c, out = sum 2^(m_c - M)
+// acc_c / L, the partials in chunk order. The partials were written by other
+// blocks: read through L2 (ld.cg), never a stale L1 line.
+template <typename T>
+__device__ void decode_combine_row(T* __restrict__ out, const float* ws, long long row, int nlive,
+                                   const DecodeDims& d) {
+  const long long nparts = (long long)d.B * d.Tq * d.NH * d.nchunks;
+  const float* ml = ws + 2 * row * d.nchunks;
+  const float* acc = ws + 2 * nparts + row * d.nchunks * d.HS;
+  float M = -INFINITY;
+  for (int c = 0; c < nlive; c++) M = fmaxf(M, __ldcg(ml + 2 * c));
+  float L = 0.0f;
+  for (int c = 0; c < nlive; c++) L += exp2f(__ldcg(ml + 2 * c) - M) * __ldcg(ml + 2 * c + 1);
+  const float inv = 1.0f / L;
+  T* o = out + row * d.HS;
+  for (int cc = threadIdx.x; cc < d.HS; cc += blockDim.x) {
+    float a = 0.0f;
+    for (int c = 0; c < nlive; c++) a += exp2f(__ldcg(ml + 2 * c) - M) * __ldcg(acc + (long long)c * d.HS + cc);
+    o[cc] = from_f32<T>(a * inv);
+  }
+}
+
+// grid (Tq * NH, nchunks, B), block kDecThreads. counters: one per query
+// row, zero on entry, zero again on exit.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kDecThreads)
-    attention_decode_split_kernel(float* __restrict__ ws, const T* __restrict__ q, const T* __restrict__ k_cache,
+    attention_decode_split_kernel(T* __restrict__ out, float* __restrict__ ws, int* __restrict__ counters,
+                                  const T* __restrict__ q, const T* __restrict__ k_cache,
                                   const T* __restrict__ v_cache, const int* __restrict__ d_pos, DecodeDims d) {
   pdl_wait_then_trigger();
   const int t = blockIdx.x / d.NH, h = blockIdx.x % d.NH, c = blockIdx.y, b = blockIdx.z;
+  const long long row = ((long long)b * d.Tq + t) * d.NH + h;
   const int kend = min(*d_pos + t + 1, d.S);  // keys 0..kend-1 are this row's (causal, within the cache)
   const int j_begin = c * d.chunk;
-  if (j_begin >= kend) return;  // past the live length: the whole block leaves
+  if (j_begin >= kend) {  // past the live length: the whole block leaves
+    if (c == 0) {         // a negative position: no key to attend to, no partial to combine
+      for (int cc = threadIdx.x; cc < d.HS; cc += blockDim.x) out[row * d.HS + cc] = from_f32<T>(0.0f);
+    }
+    return;
+  }
   const int j_end = min(j_begin + d.chunk, kend);
+  const int nlive = (kend + d.chunk - 1) / d.chunk;  // the blocks of this row that did not leave
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int lpk = d.lpk, kpw = 32 / lpk;     // lanes per key group, key groups per warp
@@ -218,7 +251,6 @@ __global__ void __launch_bounds__(kDecThreads)
   const int c0 = sub * VEC;                  // this lane's first head dim
   const bool active = c0 < d.HS;             // lanes past HS only join the shuffles
   const int kvh = h / (d.NH / d.KVH);
-  const long long row = ((long long)b * d.Tq + t) * d.NH + h;
 
   float qv[VEC];
   {
@@ -331,36 +363,17 @@ __global__ void __launch_bounds__(kDecThreads)
     ws[2 * part] = M;
     ws[2 * part + 1] = L;
   }
-}
 
-// grid (B * Tq * NH), block kCombineThreads: one block per query row.
-template <typename T>
-__global__ void __launch_bounds__(kCombineThreads)
-    attention_decode_combine_kernel(T* __restrict__ out, const float* __restrict__ ws, const int* __restrict__ d_pos,
-                                    DecodeDims d) {
-  pdl_wait_then_trigger();
-  const long long row = blockIdx.x;  // (b * Tq + t) * NH + h
-  const int t = (int)((row / d.NH) % d.Tq);
-  const int kend = min(*d_pos + t + 1, d.S);
-  T* o = out + row * d.HS;
-  if (kend <= 0) {  // a negative position: no key to attend to
-    for (int cc = threadIdx.x; cc < d.HS; cc += blockDim.x) o[cc] = from_f32<T>(0.0f);
-    return;
-  }
-  const int nlive = (kend + d.chunk - 1) / d.chunk;  // the split blocks that did not exit
-  const long long nparts = (long long)d.B * d.Tq * d.NH * d.nchunks;
-  const float* ml = ws + 2 * row * d.nchunks;
-  const float* acc = ws + 2 * nparts + row * d.nchunks * d.HS;
-  float M = -INFINITY;
-  for (int c = 0; c < nlive; c++) M = fmaxf(M, ml[2 * c]);
-  float L = 0.0f;
-  for (int c = 0; c < nlive; c++) L += exp2f(ml[2 * c] - M) * ml[2 * c + 1];
-  const float inv = 1.0f / L;
-  for (int cc = threadIdx.x; cc < d.HS; cc += blockDim.x) {
-    float a = 0.0f;
-    for (int c = 0; c < nlive; c++) a += exp2f(ml[2 * c] - M) * acc[(long long)c * d.HS + cc];
-    o[cc] = from_f32<T>(a * inv);
-  }
+  // The partial is out: make it visible device-wide, then draw a ticket.
+  __threadfence();
+  __syncthreads();
+  __shared__ bool s_last;
+  if (threadIdx.x == 0) s_last = atomicAdd(&counters[row], 1) == nlive - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();  // every other block's partial is visible to this one
+  decode_combine_row<T>(out, ws, row, nlive, d);
+  if (threadIdx.x == 0) counters[row] = 0;  // every block of the row has drawn
 }
 
 // Keys per split block: the smallest power of two >= kDecMinChunk that keeps
@@ -381,18 +394,22 @@ size_t attention_decode_workspace_floats(int B, int Tq, int NH, int S, int HS) {
 
 static bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
+size_t attention_decode_counters(int B, int Tq, int NH) {
+  if (B <= 0 || Tq <= 0 || NH <= 0) return 0;
+  return (size_t)B * Tq * NH;
+}
+
 template <typename T, int VEC>
 static void decode_launch(T* out, const T* q, const T* k_cache, const T* v_cache, const int* d_pos, float* ws,
-                          const DecodeDims& d, cudaStream_t stream) {
+                          int* counters, const DecodeDims& d, cudaStream_t stream) {
   const dim3 grid((unsigned)(d.Tq * d.NH), (unsigned)d.nchunks, (unsigned)d.B);
-  launch_pdl(attention_decode_split_kernel<T, VEC>, grid, dim3(kDecThreads), stream, ws, q, k_cache, v_cache, d_pos, d);
-  const unsigned rows = (unsigned)((long long)d.B * d.Tq * d.NH);
-  launch_pdl(attention_decode_combine_kernel<T>, dim3(rows), dim3(kCombineThreads), stream, out, ws, d_pos, d);
+  launch_pdl(attention_decode_split_kernel<T, VEC>, grid, dim3(kDecThreads), stream, out, ws, counters, q, k_cache,
+             v_cache, d_pos, d);
 }
 
 template <typename T>
 void attention_decode_dpos(T* out, const T* q, const T* k_cache, const T* v_cache, int B, int Tq, int NH, int KVH,
-                           int S, int HS, const int* d_pos, float* workspace, cudaStream_t stream) {
+                           int S, int HS, const int* d_pos, float* workspace, int* counters, cudaStream_t stream) {
   FW_CHECK(HS > 0 && HS <= kAttentionMaxHS, kUnsupported,
            "attention_decode_dpos: head_dim " << HS << " outside 1.." << kAttentionMaxHS);
   FW_CHECK(KVH > 0 && NH % KVH == 0, kInvalidArgument,
@@ -401,8 +418,8 @@ void attention_decode_dpos(T* out, const T* q, const T* k_cache, const T* v_cach
   FW_CHECK(B >= 0 && Tq >= 0 && S > 0, kInvalidArgument,
            "attention_decode_dpos: bad sizes B " << B << " Tq " << Tq << " S " << S);
   if (B == 0 || Tq == 0) return;
-  FW_CHECK(workspace != nullptr && d_pos != nullptr, kInvalidArgument,
-           "attention_decode_dpos: null workspace or position");
+  FW_CHECK(workspace != nullptr && counters != nullptr && d_pos != nullptr, kInvalidArgument,
+           "attention_decode_dpos: null workspace, counters or position");
   DecodeDims d{};
   d.B = B;
   d.Tq = Tq;
@@ -430,11 +447,12 @@ void attention_decode_dpos(T* out, const T* q, const T* k_cache, const T* v_cach
     d.lpk = lpk;
     switch (vec) {
       case 8:
-        if constexpr (sizeof(T) == 2) return decode_launch<T, 8>(out, q, k_cache, v_cache, d_pos, workspace, d, stream);
+        if constexpr (sizeof(T) == 2)
+          return decode_launch<T, 8>(out, q, k_cache, v_cache, d_pos, workspace, counters, d, stream);
         break;
-      case 4: return decode_launch<T, 4>(out, q, k_cache, v_cache, d_pos, workspace, d, stream);
-      case 2: return decode_launch<T, 2>(out, q, k_cache, v_cache, d_pos, workspace, d, stream);
-      case 1: return decode_launch<T, 1>(out, q, k_cache, v_cache, d_pos, workspace, d, stream);
+      case 4: return decode_launch<T, 4>(out, q, k_cache, v_cache, d_pos, workspace, counters, d, stream);
+      case 2: return decode_launch<T, 2>(out, q, k_cache, v_cache, d_pos, workspace, counters, d, stream);
+      case 1: return decode_launch<T, 1>(out, q, k_cache, v_cache, d_pos, workspace, counters, d, stream);
     }
   }
   FW_CHECK(false, kUnsupported,
@@ -548,7 +566,7 @@ void add_device_int(int* d, int delta, cudaStream_t stream) {
   template void kv_cache_append_dpos<T>(T*, T*, const T*, const T*, int, int, int, int, int, const int*,           \
                                         cudaStream_t);                                                            \
   template void attention_decode_dpos<T>(T*, const T*, const T*, const T*, int, int, int, int, int, int,           \
-                                         const int*, float*, cudaStream_t);                                        \
+                                         const int*, float*, int*, cudaStream_t);                                  \
   template void argmax_rows<T>(int32_t*, const T*, int, int, cudaStream_t);                                     \
   template void rope_append_dpos<T>(T*, T*, const T*, T*, T*, const float*, const float*, int, int, int, int, int, \
                                     int, const int*, cudaStream_t);

@@ -42,16 +42,22 @@ void rope_append_dpos(T* q, T* k, const T* v, T* k_cache, T* v_cache, const floa
 
 // Floats of workspace attention_decode_dpos needs for these sizes.
 size_t attention_decode_workspace_floats(int B, int Tq, int NH, int S, int HS);
+// Ints of counters it needs (one per query row, B * Tq * NH).
+size_t attention_decode_counters(int B, int Tq, int NH);
 
 // out (B, Tq, NH, HS): query q (B, Tq, NH, HS) (post-RoPE) at position
 // *d_pos + t attends to the cached keys 0..*d_pos + t (append first); query
 // head h reads kv head h / (NH / KVH); scale 1/sqrt(HS). HS <= 128.
-// Split-K ("flash-decoding"): the grid is sized by the capacity S, blocks past
-// the live length exit at once, a second kernel combines the partial softmax
-// results kept in workspace (attention_decode_workspace_floats floats).
+// Split-K ("flash-decoding") in one launch: the grid is sized by the
+// capacity S, blocks past the live length exit at once, and the last block of
+// each row to finish combines the row's partial softmax results, kept in
+// workspace (attention_decode_workspace_floats floats). counters
+// (attention_decode_counters ints) must be zero before the first call
+// (cudaMemset); every call leaves them zero, so one set serves any number of
+// calls, plain or graph-replayed, on one stream at a time.
 template <typename T>
 void attention_decode_dpos(T* out, const T* q, const T* k_cache, const T* v_cache, int B, int Tq, int NH, int KVH,
-                           int S, int HS, const int* d_pos, float* workspace, cudaStream_t stream);
+                           int S, int HS, const int* d_pos, float* workspace, int* counters, cudaStream_t stream);
 
 // out[n] = argmax over v of logits (N, V) row n; ties go to the lowest index,
 // NaNs never win (a row of NaNs gives 0). One block per row.

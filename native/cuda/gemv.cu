@@ -6,7 +6,9 @@
 // packs of every input row (small, served from L1/L2), accumulating in fp32;
 // a warp sum finishes each dot product and lane 0 writes the results. The
 // number of rows R is a template parameter (1..8) so the accumulators stay in
-// registers.
+// registers. Before its PDL wait each warp asks L2 for its weight row
+// (warp_prefetch_l2, launch.cuh): the weights are read-only during decode, so
+// a launch's weights stream in while the kernel before it still runs.
 #include "cuda_common.cuh"
 #include "launch.cuh"
 #include "gemv.cuh"
@@ -78,19 +80,22 @@ __device__ __forceinline__ void block_rstd(float (&rstd)[R], const T* x, int IC,
 template <typename T, int R, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate, const T* nw, float eps) {
-  pdl_wait_then_trigger();
-  float rstd[R];
-  block_rstd<T, R, kNorm>(rstd, x, IC, eps);
   const int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (ch >= a.channels) return;
+  const bool live = ch < a.channels;
   // the projection of this channel, picked field by field with constant
   // indices so the arguments stay in parameter space (no local-memory copy)
   const int sel = (a.n_outs > 2 && ch >= a.first[2]) ? 2 : (a.n_outs > 1 && ch >= a.first[1]) ? 1 : 0;
   const T* w = sel == 2 ? a.outs[2].w : sel == 1 ? a.outs[1].w : a.outs[0].w;
+  const int o = ch - (sel == 2 ? a.first[2] : sel == 1 ? a.first[1] : 0);
+  // the weight row streams into L2 while the previous kernel finishes
+  if (live) warp_prefetch_l2(w + (size_t)o * IC, (size_t)IC * sizeof(T));
+  pdl_wait_then_trigger();
+  float rstd[R];
+  block_rstd<T, R, kNorm>(rstd, x, IC, eps);
+  if (!live) return;
   const T* bias = sel == 2 ? a.outs[2].bias : sel == 1 ? a.outs[1].bias : a.outs[0].bias;
   T* out = sel == 2 ? a.outs[2].out : sel == 1 ? a.outs[1].out : a.outs[0].out;
   const int oc = sel == 2 ? a.outs[2].oc : sel == 1 ? a.outs[1].oc : a.outs[0].oc;
-  const int o = ch - (sel == 2 ? a.first[2] : sel == 1 ? a.first[1] : 0);
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] = 0.0f;
@@ -108,10 +113,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <typename T, int R, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_swiglu_kernel(T* h, const T* x, const T* wg, const T* wu, int IC, int I, const T* nw, float eps) {
+  const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (o < I) {  // both weight rows stream into L2 while the previous kernel finishes
+    warp_prefetch_l2(wg + (size_t)o * IC, (size_t)IC * sizeof(T));
+    warp_prefetch_l2(wu + (size_t)o * IC, (size_t)IC * sizeof(T));
+  }
   pdl_wait_then_trigger();
   float rstd[R];
   block_rstd<T, R, kNorm>(rstd, x, IC, eps);
-  const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (o >= I) return;
   float g[R], u[R];
 #pragma unroll
@@ -126,6 +135,70 @@ __global__ void __launch_bounds__(kWarps * 32)
       const float gr = to_f32(from_f32<T>(g[r])), ur = to_f32(from_f32<T>(u[r]));
       const float sg = 1.0f / (1.0f + __expf(-gr));
       h[(size_t)r * I + o] = from_f32<T>(gr * sg * ur);
+    }
+  }
+}
+
+// gemv_rmsnorm_qkv_rope: warp w of the grid owns, in order, a rotated pair
+// (head, i) of q (NH * HS/2 of them), then of k (KVH * HS/2), then a channel
+// of v (KVH * HS). A pair's warp computes the channels head*HS + i and
+// head*HS + i + HS/2 with dot_rows, rounds them to T as gemv stores them,
+// rotates them with rope_rotate as rope_append_dpos does, and writes q (or
+// k and the key cache); a v warp writes v and the value cache.
+template <typename T, int R>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_qkv_rope_kernel(QkvRope<T> a, const T* x, int IC, const T* nw, float eps) {
+  const int half = a.HS / 2, QD = a.NH * a.HS, KD = a.KVH * a.HS;
+  const int qpairs = a.NH * half, kpairs = a.KVH * half;
+  const int wi = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int kind = wi < qpairs ? 0 : wi < qpairs + kpairs ? 1 : wi < qpairs + kpairs + KD ? 2 : 3;  // q, k, v, none
+  const int p = kind == 0 ? wi : wi - qpairs;  // pair index within q or k
+  const int head = p / half, i = p % half;
+  const T* w = kind == 0 ? a.wq : kind == 1 ? a.wk : a.wv;
+  const T* bias = kind == 0 ? a.bq : kind == 1 ? a.bk : a.bv;
+  const int o1 = kind == 2 ? wi - qpairs - kpairs : head * a.HS + i;  // weight rows (output channels)
+  const int o2 = o1 + half;
+  if (kind < 2) {  // both rows stream into L2 while the previous kernel finishes
+    warp_prefetch_l2(w + (size_t)o1 * IC, (size_t)IC * sizeof(T));
+    warp_prefetch_l2(w + (size_t)o2 * IC, (size_t)IC * sizeof(T));
+  } else if (kind == 2) {
+    warp_prefetch_l2(w + (size_t)o1 * IC, (size_t)IC * sizeof(T));
+  }
+  pdl_wait_then_trigger();
+  float rstd[R];
+  block_rstd<T, R, true>(rstd, x, IC, eps);
+  if (kind == 3) return;
+  float acc1[R], acc2[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) acc1[r] = acc2[r] = 0.0f;
+  dot_rows<T, R, true>(acc1, w + (size_t)o1 * IC, x, IC, nw, rstd);
+  if (kind < 2) dot_rows<T, R, true>(acc2, w + (size_t)o2 * IC, x, IC, nw, rstd);
+  if ((threadIdx.x & 31) != 0) return;
+  const int pos0 = *a.d_pos;
+  const float b1 = bias ? to_f32(bias[o1]) : 0.0f;
+  const float b2 = bias && kind < 2 ? to_f32(bias[o2]) : 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int t = r % a.Tq, b = r / a.Tq, pos = pos0 + t;
+    const bool in_cache = pos >= 0 && pos < a.S;
+    // as gemv stores its outputs (no accumulation)
+    const T y1 = from_f32<T>(0.0f + acc1[r] + b1);
+    if (kind == 2) {
+      a.v[(size_t)r * KD + o1] = y1;
+      if (in_cache) a.v_cache[(((size_t)b * a.KVH + o1 / a.HS) * a.S + pos) * a.HS + o1 % a.HS] = y1;
+      continue;
+    }
+    const T y2 = from_f32<T>(0.0f + acc2[r] + b2);
+    const size_t tab = (size_t)pos * half + i;
+    T r1, r2;
+    rope_rotate<T>(to_f32(y1), to_f32(y2), a.cos_t[tab], a.sin_t[tab], r1, r2);
+    T* dst = kind == 0 ? a.q + (size_t)r * QD : a.k + (size_t)r * KD;
+    dst[o1] = r1;
+    dst[o2] = r2;
+    if (kind == 1 && in_cache) {
+      T* kc = a.k_cache + (((size_t)b * a.KVH + head) * a.S + pos) * a.HS;
+      kc[i] = r1;
+      kc[i + half] = r2;
     }
   }
 }
@@ -215,12 +288,31 @@ void gemv_swiglu_rmsnorm(T* h, const T* x, const T* norm_weight, float eps, cons
   gemv_swiglu_launch<T>(h, x, norm_weight, eps, wg, wu, N, IC, I, stream);
 }
 
+template <typename T>
+void gemv_rmsnorm_qkv_rope(const T* x, const T* norm_weight, float eps, int N, int IC, const QkvRope<T>& a,
+                           cudaStream_t stream) {
+  FW_CHECK(norm_weight, kInvalidArgument, "gemv_rmsnorm_qkv_rope: no norm weight");
+  FW_CHECK(gemv_fits<T>(N, IC) && aligned16(x) && aligned16(norm_weight) && aligned16(a.wq) && aligned16(a.wk) &&
+               aligned16(a.wv),
+           kInvalidArgument, "gemv_rmsnorm_qkv_rope: " << N << " rows of " << IC << " do not fit");
+  FW_CHECK(a.HS > 0 && a.HS % 2 == 0 && a.NH > 0 && a.KVH > 0 && a.Tq > 0 && N % a.Tq == 0 && a.S > 0,
+           kInvalidArgument,
+           "gemv_rmsnorm_qkv_rope: bad shape NH " << a.NH << " KVH " << a.KVH << " HS " << a.HS << " Tq " << a.Tq
+                                                 << " N " << N << " S " << a.S);
+  FW_CHECK(a.q && a.k && a.v && a.k_cache && a.v_cache && a.cos_t && a.sin_t && a.d_pos, kInvalidArgument,
+           "gemv_rmsnorm_qkv_rope: null buffer");
+  const long long warps = (long long)(a.NH + a.KVH) * (a.HS / 2) + (long long)a.KVH * a.HS;
+  const dim3 grid(ceil_div((size_t)warps, kWarps)), block(kWarps * 32);
+  FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_qkv_rope_kernel<T, R>, grid, block, stream, a, x, IC, norm_weight, eps));
+}
+
 #define FW_GEMV_INSTANTIATE(T)                                                                                  \
   template bool gemv_fits<T>(int, int);                                                                         \
   template void gemv<T>(const T*, int, int, const GemvOut<T>*, int, bool, cudaStream_t);                        \
   template void gemv_rmsnorm<T>(const T*, const T*, float, int, int, const GemvOut<T>*, int, cudaStream_t);      \
   template void gemv_swiglu<T>(T*, const T*, const T*, const T*, int, int, int, cudaStream_t);                  \
-  template void gemv_swiglu_rmsnorm<T>(T*, const T*, const T*, float, const T*, const T*, int, int, int, cudaStream_t);
+  template void gemv_swiglu_rmsnorm<T>(T*, const T*, const T*, float, const T*, const T*, int, int, int, cudaStream_t); \
+  template void gemv_rmsnorm_qkv_rope<T>(const T*, const T*, float, int, int, const QkvRope<T>&, cudaStream_t);
 FW_GEMV_INSTANTIATE(float)
 FW_GEMV_INSTANTIATE(bf16)
 FW_GEMV_INSTANTIATE(f16)

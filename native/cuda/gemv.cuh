@@ -56,5 +56,26 @@ template <typename T>
 void gemv_swiglu_rmsnorm(T* h, const T* x, const T* norm_weight, float eps, const T* wg, const T* wu, int N, int IC,
                          int I, cudaStream_t stream);
 
+// The decode step's attention inputs in one launch: gemv_rmsnorm of x onto
+// q, k and v, then what rope_append_dpos does (decode.cuh): RoPE of q and k
+// at positions *d_pos + t, and k and v appended to the caches at those
+// positions (skipped outside [0, S)). Row n of x is (b, t) = (n / Tq, n % Tq).
+// One warp computes both channels of a rotated pair (i, i + HS/2) of a q or
+// k head, so it rotates them itself; the results (q, k, v and both caches)
+// are bit for bit gemv_rmsnorm followed by rope_append_dpos, one launch
+// fewer per layer.
+template <typename T>
+struct QkvRope {
+  const T *wq = nullptr, *bq = nullptr, *wk = nullptr, *bk = nullptr, *wv = nullptr, *bv = nullptr;
+  T *q = nullptr, *k = nullptr, *v = nullptr;  // (N, NH * HS), (N, KVH * HS), (N, KVH * HS)
+  T *k_cache = nullptr, *v_cache = nullptr;    // (B, KVH, S, HS)
+  const float *cos_t = nullptr, *sin_t = nullptr;
+  const int* d_pos = nullptr;
+  int NH = 0, KVH = 0, HS = 0, Tq = 0, S = 0;
+};
+template <typename T>
+void gemv_rmsnorm_qkv_rope(const T* x, const T* norm_weight, float eps, int N, int IC, const QkvRope<T>& a,
+                           cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace fw

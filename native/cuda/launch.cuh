@@ -10,9 +10,11 @@
 namespace fw {
 namespace cuda {
 
-// First statement of a kernel launched with launch_pdl: blocks until the
-// previous kernel on the stream has completed and its writes are visible,
-// then lets the next kernel's launch begin (so at most one kernel runs
+// Called by a kernel launched with launch_pdl before it touches memory that
+// an earlier kernel writes (only L2 prefetches of read-only data may come
+// first, warp_prefetch_l2): blocks until the previous kernel on the stream
+// has completed and its writes are visible, then lets the next kernel's
+// launch begin (so at most one kernel runs
 // ahead, waiting). A no-op when the kernel was launched the ordinary way
 // and on devices before sm_90.
 __device__ __forceinline__ void pdl_wait_then_trigger() {
@@ -20,6 +22,21 @@ __device__ __forceinline__ void pdl_wait_then_trigger() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// Asks L2 to fetch the 128-byte lines covering [p, p + bytes), one line per
+// lane of the calling warp at a time, without waiting. For data no kernel
+// before this one writes (weights during decode), issued before
+// pdl_wait_then_trigger: the lines stream from memory while the previous
+// kernel still runs, and the loads after the wait find them in L2. L2 is
+// where global memory is coherent, so a prefetch never makes a later load
+// see stale data; the results are the same bits with or without it.
+__device__ __forceinline__ void warp_prefetch_l2(const void* p, size_t bytes) {
+  if (bytes == 0) return;
+  const size_t first = reinterpret_cast<size_t>(p) & ~(size_t)127;
+  const size_t end = reinterpret_cast<size_t>(p) + bytes;
+  for (size_t a = first + (size_t)(threadIdx.x & 31) * 128; a < end; a += 32 * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(__cvta_generic_to_global(reinterpret_cast<const void*>(a))));
 }
 
 // kernel<<<grid, block, 0, stream>>>(args...), with the programmatic

@@ -9,7 +9,10 @@
 // dependency as a programmatic edge. The decode-path kernels (embedding,
 // RMSNorm, the GEMVs, RoPE + cache append, split-K attention, argmax, the
 // position counter) are launched this way; every one of them waits before
-// it touches memory, so results are the same bit for bit either way.
+// it touches memory an earlier kernel writes, so results are the same bit for
+// bit either way. The GEMVs ask L2 for their weight rows before waiting
+// (warp_prefetch_l2): weights are read-only during decode, and the wait is
+// then spent streaming them in.
 #pragma once
 
 namespace fw {

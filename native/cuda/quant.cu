@@ -21,11 +21,13 @@ template <typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     matmul_q8_kernel(T* out, const T* in, const int8_t* q, const float* scale, const T* bias, int N, int OC,
                      int IC) {
-  pdl_wait_then_trigger();
   const int lane = threadIdx.x & 31;
   const int o = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (o >= OC) return;
   const int8_t* wrow = q + (size_t)o * IC;
+  // the int8 row streams into L2 while the previous kernel finishes (launch.cuh)
+  if (o < OC) warp_prefetch_l2(wrow, (size_t)IC);
+  pdl_wait_then_trigger();
+  if (o >= OC) return;
   const bool vec = (IC % 4) == 0;  // row starts 4-byte aligned
   for (int n0 = 0; n0 < N; n0 += kRows) {
     const int nr = min(kRows, N - n0);

@@ -11,6 +11,7 @@
 //  - one decode step [rope q, rope k, append, attention, add_device_int]
 //    captured in a CUDA graph and replayed for 5 positions (crossing a split
 //    boundary) equals the same kernels launched with host positions.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -145,15 +146,20 @@ void check_attention(int B, int Tq, int NH, int KVH, int HS, int S, int pos, uin
   auto d_pos = dev_int(pos);
   Dev<T> ref(nq), got(nq);
   Dev<float> ws(fw::cuda::attention_decode_workspace_floats(B, Tq, NH, S, HS));
+  Dev<int> counters(fw::cuda::attention_decode_counters(B, Tq, NH));  // zeroed
   fw::cuda::attention_cached_forward<T>(ref.get(), nullptr, d_q->get(), d_kc->get(), d_vc->get(), B, Tq, NH, KVH, S,
                                         HS, pos, 0);
   fw::cuda::attention_decode_dpos<T>(got.get(), d_q->get(), d_kc->get(), d_vc->get(), B, Tq, NH, KVH, S, HS,
-                                     d_pos->get(), ws.get(), 0);
+                                     d_pos->get(), ws.get(), counters.get(), 0);
   const std::vector<float> g = got.f32();
   const char* tn = type_name<T>();
   expect_parity(tag("decode vs cached_forward", B, Tq, NH, KVH, HS, S, pos, tn), g, ref.f32(), tol<T>());
   expect_parity(tag("decode vs host", B, Tq, NH, KVH, HS, S, pos, tn), g,
                 host_attention(q, kc, vc, B, Tq, NH, KVH, S, HS, pos), tol<T>());
+  // The last block of each row put its counter back for the next call.
+  const std::vector<int> left = counters.host();
+  EXPECT_EQ(std::count(left.begin(), left.end(), 0), (std::ptrdiff_t)left.size())
+      << tag("counters left non-zero", B, Tq, NH, KVH, HS, S, pos, tn);
 }
 
 template <typename T>
@@ -222,6 +228,7 @@ void check_graph(int Tq) {
   Dev<T> g_q(nq), g_k(nk), g_v(nk), g_out(nq), r_out(nq);
   Dev<int> d_pos(1);
   Dev<float> ws(fw::cuda::attention_decode_workspace_floats(B, Tq, NH, S, HS));
+  Dev<int> counters(fw::cuda::attention_decode_counters(B, Tq, NH));  // zeroed; every replay leaves them zero
   fw::cuda::set_device_int(d_pos.get(), pos_start, 0);
   ASSERT_EQ(read_int(d_pos), pos_start);
 
@@ -235,7 +242,7 @@ void check_graph(int Tq) {
   fw::cuda::kv_cache_append_dpos<T>(g_kc->get(), g_vc->get(), g_k.get(), g_v.get(), B, Tq, KVH, S, HS, d_pos.get(),
                                     st);
   fw::cuda::attention_decode_dpos<T>(g_out.get(), g_q.get(), g_kc->get(), g_vc->get(), B, Tq, NH, KVH, S, HS,
-                                     d_pos.get(), ws.get(), st);
+                                     d_pos.get(), ws.get(), counters.get(), st);
   fw::cuda::add_device_int(d_pos.get(), Tq, st);
   FW_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
   FW_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
@@ -343,10 +350,10 @@ TEST(cuda_decode, rejects_bad_shapes) {
   Dev<float> buf(1024);
   Dev<int> pos(1);
   EXPECT_THROW(fw::cuda::attention_decode_dpos<float>(buf.get(), buf.get(), buf.get(), buf.get(), 1, 1, 1, 1, 4, 256,
-                                                      pos.get(), buf.get(), 0),
+                                                      pos.get(), buf.get(), pos.get(), 0),
                fw::Error);  // head_dim above 128
   EXPECT_THROW(fw::cuda::attention_decode_dpos<float>(buf.get(), buf.get(), buf.get(), buf.get(), 1, 1, 3, 2, 4, 16,
-                                                      pos.get(), buf.get(), 0),
+                                                      pos.get(), buf.get(), pos.get(), 0),
                fw::Error);  // NH not a multiple of KVH
   EXPECT_THROW(fw::cuda::rope_forward_dpos<float>(buf.get(), buf.get(), buf.get(), 1, 1, 1, 15, pos.get(), 0),
                fw::Error);  // odd head_dim

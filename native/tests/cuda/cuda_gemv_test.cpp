@@ -2,15 +2,19 @@
 // fw::linear_forward and fw::swiglu_forward, for 1 to 8 rows, fp32 / bf16 /
 // fp16: three projections with biases in one launch, in-place accumulation
 // into a residual buffer, the fused gate/up/SwiGLU, the RMSNorm folded into
-// both (bit for bit the unfused pair), and refusal of shapes that do not fit.
+// both (bit for bit the unfused pair), the q/k/v projections with RoPE and
+// the cache append folded in (bit for bit gemv_rmsnorm + rope_append_dpos),
+// and refusal of shapes that do not fit.
 #include <string>
 #include <vector>
 
 #include "cuda_test_util.h"
+#include "decode.cuh"
 #include "gemv.cuh"
 #include "ops_linear.h"
 #include "ops_rmsnorm.cuh"
 #include "ops_rmsnorm.h"
+#include "ops_rope.cuh"
 #include "ops_swiglu.h"
 
 using namespace fwcuda_test;
@@ -98,6 +102,51 @@ void check_gemv_rows(int N) {
   expect_parity("gemv_swiglu_rmsnorm == rmsnorm_forward + gemv_swiglu" + tag, h_one.f32(), h_two.f32(), 0.0);
 }
 
+// gemv_rmsnorm_qkv_rope against gemv_rmsnorm + rope_append_dpos from the
+// same inputs and caches: q, k, v and both caches must be the same bits.
+template <typename T>
+void check_qkv_rope(int B, int Tq, int pos) {
+  const int IC = 96, NH = 4, KVH = 2, HS = 16, S = 40, QD = NH * HS, KD = KVH * HS, N = B * Tq;
+  const std::string tag = " B" + std::to_string(B) + " Tq" + std::to_string(Tq) + " pos" + std::to_string(pos) +
+                          " [" + type_name<T>() + "]";
+  const uint64_t seed = 300 + 10 * N + pos;
+  auto x = dev<T>(rounded<T>(randn((size_t)N * IC, seed)));
+  std::vector<float> nw = rounded<T>(randn(IC, seed + 1, 0.5));
+  for (float& v : nw) v = to_float(from_float<T>(v + 1.0f));
+  auto dnw = dev<T>(nw);
+  auto wq = dev<T>(rounded<T>(randn((size_t)QD * IC, seed + 2))), bq = dev<T>(rounded<T>(randn(QD, seed + 3)));
+  auto wk = dev<T>(rounded<T>(randn((size_t)KD * IC, seed + 4)));  // no k bias
+  auto wv = dev<T>(rounded<T>(randn((size_t)KD * IC, seed + 5))), bv = dev<T>(rounded<T>(randn(KD, seed + 6)));
+  const std::vector<float> kc0 = rounded<T>(randn((size_t)B * KVH * S * HS, seed + 7)),
+                           vc0 = rounded<T>(randn((size_t)B * KVH * S * HS, seed + 8));
+  auto kc1 = dev<T>(kc0), vc1 = dev<T>(vc0), kc2 = dev<T>(kc0), vc2 = dev<T>(vc0);
+  Dev<float> cos_t((size_t)S * HS / 2), sin_t((size_t)S * HS / 2);
+  fw::cuda::rope_tables(cos_t.get(), sin_t.get(), S, HS, 10000.0, 0);
+  Dev<int> d_pos(std::vector<int>{pos});
+  const float eps = 1e-5f;
+
+  Dev<T> q1((size_t)N * QD), k1((size_t)N * KD), v1((size_t)N * KD);
+  const fw::cuda::GemvOut<T> qkv[3] = {
+      {wq->get(), bq->get(), q1.get(), QD}, {wk->get(), nullptr, k1.get(), KD}, {wv->get(), bv->get(), v1.get(), KD}};
+  fw::cuda::gemv_rmsnorm(x->get(), dnw->get(), eps, N, IC, qkv, 3, 0);
+  fw::cuda::rope_append_dpos<T>(q1.get(), k1.get(), v1.get(), kc1->get(), vc1->get(), cos_t.get(), sin_t.get(), B,
+                                Tq, NH, KVH, S, HS, d_pos.get(), 0);
+
+  Dev<T> q2((size_t)N * QD), k2((size_t)N * KD), v2((size_t)N * KD);
+  fw::cuda::QkvRope<T> a;
+  a.wq = wq->get(), a.bq = bq->get(), a.wk = wk->get(), a.bk = nullptr, a.wv = wv->get(), a.bv = bv->get();
+  a.q = q2.get(), a.k = k2.get(), a.v = v2.get(), a.k_cache = kc2->get(), a.v_cache = vc2->get();
+  a.cos_t = cos_t.get(), a.sin_t = sin_t.get(), a.d_pos = d_pos.get();
+  a.NH = NH, a.KVH = KVH, a.HS = HS, a.Tq = Tq, a.S = S;
+  fw::cuda::gemv_rmsnorm_qkv_rope(x->get(), dnw->get(), eps, N, IC, a, 0);
+
+  expect_parity("qkv_rope q" + tag, q2.f32(), q1.f32(), 0.0);
+  expect_parity("qkv_rope k" + tag, k2.f32(), k1.f32(), 0.0);
+  expect_parity("qkv_rope v" + tag, v2.f32(), v1.f32(), 0.0);
+  expect_parity("qkv_rope key cache" + tag, kc2->f32(), kc1->f32(), 0.0);
+  expect_parity("qkv_rope value cache" + tag, vc2->f32(), vc1->f32(), 0.0);
+}
+
 template <typename T>
 void check_gemv() {
   for (int N = 1; N <= fw::cuda::kGemvMaxRows; N++) check_gemv_rows<T>(N);
@@ -107,11 +156,18 @@ void check_gemv() {
   Dev<T> x(9 * 96), w(96 * 4), out(9 * 4);
   const fw::cuda::GemvOut<T> o = {w.get(), nullptr, out.get(), 4};
   EXPECT_THROW(fw::cuda::gemv(x.get(), 9, 96, &o, 1, false, 0), fw::Error);
+  // (B, Tq, position): one token, a batch, several tokens per sequence, the
+  // last cache slots
+  check_qkv_rope<T>(1, 1, 0);
+  check_qkv_rope<T>(3, 1, 17);
+  check_qkv_rope<T>(2, 4, 9);
+  check_qkv_rope<T>(1, 8, 32);
+  check_qkv_rope<T>(8, 1, 39);
 }
 
 }  // namespace
 
-TEST(cuda_gemv, projections_accumulation_swiglu_and_folded_rmsnorm_match_cpu) {
+TEST(cuda_gemv, projections_accumulation_swiglu_folded_rmsnorm_and_rope_match) {
   FW_REQUIRE_GPU();
   check_gemv<float>();
   check_gemv<bf16>();
