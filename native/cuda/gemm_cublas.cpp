@@ -55,6 +55,15 @@ Blas::Blas() {
   FW_CUBLAS_CHECK(cublasSetWorkspace(hd, workspace_, kWorkspaceBytes));
 }
 
+void Blas::bind(cudaStream_t stream) {
+  if (bound_once_ && stream == bound_) return;
+  cublasHandle_t hd = static_cast<cublasHandle_t>(handle_);
+  FW_CUBLAS_CHECK(cublasSetStream(hd, stream));
+  FW_CUBLAS_CHECK(cublasSetWorkspace(hd, workspace_, kWorkspaceBytes));  // setStream dropped it
+  bound_ = stream;
+  bound_once_ = true;
+}
+
 Blas::~Blas() {
   if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
   if (workspace_) cudaFree(workspace_);
@@ -65,7 +74,7 @@ void gemm(Blas& blas, bool ta, bool tb, int M, int N, int K, float alpha, const 
           float beta, T* C, int ldc, cudaStream_t stream) {
   FW_CHECK(M >= 0 && N >= 0 && K >= 0, kInvalidArgument, "gemm: negative shape " << M << "x" << N << "x" << K);
   if (M == 0 || N == 0) return;
-  FW_CUBLAS_CHECK(cublasSetStream(h(blas), stream));
+  blas.bind(stream);
   const cublasComputeType_t compute =
       (std::is_same<T, float>::value && blas.allow_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   FW_CUBLAS_CHECK(cublasGemmEx(h(blas), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,

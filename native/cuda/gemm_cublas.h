@@ -22,11 +22,17 @@ class Blas {
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   void* handle() const { return handle_; }  // cublasHandle_t
+  // Points the handle at `stream` (a no-op when it already is) with our
+  // workspace: cublasSetStream puts the handle back on cuBLAS's own pool,
+  // which may not allocate while a CUDA graph is being captured.
+  void bind(cudaStream_t stream);
   bool allow_tf32 = false;
 
  private:
   void* handle_ = nullptr;
   void* workspace_ = nullptr;
+  cudaStream_t bound_ = nullptr;
+  bool bound_once_ = false;
 };
 
 // C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C, row-major with

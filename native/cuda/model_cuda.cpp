@@ -101,6 +101,8 @@ CudaKVCache<T>::CudaKVCache(const Config& cfg, int batch, int capacity)
   FW_CUDA_CHECK(cudaMemset(v, 0, bytes() / 2));
   FW_CUDA_CHECK(cudaMalloc(&d_len, sizeof(int)));
   FW_CUDA_CHECK(cudaMemset(d_len, 0, sizeof(int)));
+  // the memsets run on the legacy stream: done before a non-blocking stream reads the cache
+  FW_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 template <typename T>
@@ -149,7 +151,7 @@ CudaModel<T>::CudaModel(const Config& c, Blas& blas, cudaStream_t stream) : cfg(
   layout = llama_param_layout(cfg);
   const size_t n = layout.numel + kShardSlack;
   FW_CUDA_CHECK(cudaMalloc(&params_, n * sizeof(T)));
-  FW_CUDA_CHECK(cudaMemset(params_, 0, n * sizeof(T)));
+  FW_CUDA_CHECK(cudaMemsetAsync(params_, 0, n * sizeof(T), stream_));
   const size_t half = (size_t)cfg.max_position_embeddings * (cfg.head_dim / 2);
   FW_CUDA_CHECK(cudaMalloc(&rope_cos_, half * sizeof(float)));
   FW_CUDA_CHECK(cudaMalloc(&rope_sin_, half * sizeof(float)));
@@ -165,6 +167,7 @@ CudaModel<T>::~CudaModel() {
   free_acts();
   cudaFree(q8_block_);
   cudaFree(dec_block_);
+  cudaFree(dec_counters_);
   cudaFree(params_);
   cudaFree(grads_);
   cudaFree(rope_cos_);
@@ -208,13 +211,14 @@ void CudaModel<T>::set_int8_decode(bool on) {
     d.oc = m.OC;
     d.ic = m.IC;
     d.q = reinterpret_cast<int8_t*>(at);
-    FW_CUDA_CHECK(cudaMemcpy(d.q, m.q.data(), m.q.size(), cudaMemcpyHostToDevice));
+    FW_CUDA_CHECK(cudaMemcpyAsync(d.q, m.q.data(), m.q.size(), cudaMemcpyHostToDevice, stream_));
     at += (m.q.size() + 255) / 256 * 256;
     d.scale = reinterpret_cast<float*>(at);
-    FW_CUDA_CHECK(cudaMemcpy(d.scale, m.scale.data(), m.scale.size() * 4, cudaMemcpyHostToDevice));
+    FW_CUDA_CHECK(cudaMemcpyAsync(d.scale, m.scale.data(), m.scale.size() * 4, cudaMemcpyHostToDevice, stream_));
     at += (m.scale.size() * 4 + 255) / 256 * 256;
     q8_.push_back(d);
   }
+  FW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host matrices go out of scope
 }
 
 template <typename T>
@@ -243,13 +247,14 @@ void CudaModel<T>::enable_grads() {
   if (grads_) return;
   const size_t n = layout.numel + kShardSlack;
   FW_CUDA_CHECK(cudaMalloc(&grads_, n * sizeof(T)));
-  FW_CUDA_CHECK(cudaMemset(grads_, 0, n * sizeof(T)));
+  FW_CUDA_CHECK(cudaMemsetAsync(grads_, 0, n * sizeof(T), stream_));
   for (int l = 0; l < cfg.num_hidden_layers; l++) lg_[l] = layer_ptrs(grads_, l);
 }
 
 template <typename T>
 void CudaModel<T>::zero_grad() {
   if (grads_) FW_CUDA_CHECK(cudaMemsetAsync(grads_, 0, (layout.numel + kShardSlack) * sizeof(T), stream_));
+  if (lora_) lora_->zero_grad();  // as ModelT::zero_grad: the adapter's too
 }
 
 template <typename T>
@@ -655,17 +660,28 @@ void CudaModel<T>::ensure_decode(int B, int T_len, int S) {
   // fits reuses it; it only grows. A captured graph stays valid until then.
   size_t bytes = 0;
   carve_decode<T>(cfg, B, T_len, S, nullptr, &bytes);
-  if (dec_block_ && bytes <= dec_bytes_) return;
+  const size_t counters = attention_decode_counters(B, T_len, cfg.num_attention_heads);
+  if (dec_block_ && bytes <= dec_bytes_ && counters <= dec_counters_n_) return;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   FW_CUDA_CHECK(cudaStreamIsCapturing(stream_, &cs));
   FW_CHECK(cs == cudaStreamCaptureStatusNone, kInvalidArgument,
            "decode scratch for a new shape cannot be allocated during graph capture (run one step first)");
   FW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
-  cudaFree(dec_block_);
-  dec_block_ = nullptr;
-  dec_bytes_ = 0;
-  FW_CUDA_CHECK(cudaMalloc(&dec_block_, bytes));
-  dec_bytes_ = bytes;
+  if (!dec_block_ || bytes > dec_bytes_) {
+    cudaFree(dec_block_);
+    dec_block_ = nullptr;
+    dec_bytes_ = 0;
+    FW_CUDA_CHECK(cudaMalloc(&dec_block_, bytes));
+    dec_bytes_ = bytes;
+  }
+  if (counters > dec_counters_n_) {
+    cudaFree(dec_counters_);
+    dec_counters_ = nullptr;
+    dec_counters_n_ = 0;
+    FW_CUDA_CHECK(cudaMalloc(&dec_counters_, counters * sizeof(int)));
+    FW_CUDA_CHECK(cudaMemsetAsync(dec_counters_, 0, counters * sizeof(int), stream_));
+    dec_counters_n_ = counters;
+  }
   scratch_gen_++;
 }
 
@@ -699,8 +715,9 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
   // chunk itself; everything else reads the cache at the device position.
   const bool prefill = pos0 == 0 && T_len > 1;
   // Up to kGemvMaxRows rows (decode at small batch): the projections run as
-  // warp-per-channel GEMVs (gemv.cuh), q/k/v in one launch, gate/up fused with
-  // SwiGLU, o and down added into x in place; cuBLAS otherwise.
+  // warp-per-channel GEMVs (gemv.cuh), q/k/v in one launch (past a prefill
+  // with RoPE and the cache append folded in), gate/up fused with SwiGLU, o
+  // and down added into x in place; cuBLAS otherwise.
   const bool gv = gemv_fits<T>(N, C) && gemv_fits<T>(N, QD) && gemv_fits<T>(N, I);
   const bool q8 = !q8_.empty();  // INT8 weights (set_int8_decode) take precedence
   auto q8mm = [&](T* out, const T* in, int l, int w, const T* bias) {
@@ -721,6 +738,15 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       q8mm(d.q, d.ln, l, 0, p.bq);
       q8mm(d.k, d.ln, l, 1, p.bk);
       q8mm(d.v, d.ln, l, 2, p.bv);
+    } else if (gv && !prefill) {
+      // q/k/v, RoPE and the cache append in one launch (rope_append_dpos's bits)
+      QkvRope<T> a;
+      a.wq = p.wq, a.bq = p.bq, a.wk = p.wk, a.bk = p.bk, a.wv = p.wv, a.bv = p.bv;
+      a.q = d.q, a.k = d.k, a.v = d.v;
+      a.k_cache = cache.k_layer(l), a.v_cache = cache.v_layer(l);
+      a.cos_t = rope_cos_, a.sin_t = rope_sin_, a.d_pos = cache.d_len;
+      a.NH = NH, a.KVH = KVH, a.HS = HS, a.Tq = T_len, a.S = cache.S;
+      gemv_rmsnorm_qkv_rope(x, p.ln1, eps, N, C, a, s);
     } else if (gv) {
       const GemvOut<T> qkv[3] = {{p.wq, p.bq, d.q, QD}, {p.wk, p.bk, d.k, KD}, {p.wv, p.bv, d.v, KD}};
       gemv_rmsnorm(x, p.ln1, eps, N, C, qkv, 3, s);
@@ -735,10 +761,11 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       kv_cache_append(cache.k_layer(l), cache.v_layer(l), d.k, d.v, B, T_len, KVH, cache.S, HS, 0, s);
       attention_forward(d.atty, d.lse, d.q, d.k, d.v, B, T_len, NH, KVH, HS, s);
     } else {
-      rope_append_dpos(d.q, d.k, d.v, cache.k_layer(l), cache.v_layer(l), rope_cos_, rope_sin_, B, T_len, NH, KVH,
-                       cache.S, HS, cache.d_len, s);
+      if (!gv || q8)  // else done by gemv_rmsnorm_qkv_rope
+        rope_append_dpos(d.q, d.k, d.v, cache.k_layer(l), cache.v_layer(l), rope_cos_, rope_sin_, B, T_len, NH, KVH,
+                         cache.S, HS, cache.d_len, s);
       attention_decode_dpos(d.atty, d.q, cache.k_layer(l), cache.v_layer(l), B, T_len, NH, KVH, cache.S, HS,
-                            cache.d_len, d.ws, s);
+                            cache.d_len, d.ws, dec_counters_, s);
     }
     if (q8) {
       q8mm(d.ln, d.atty, l, 3, p.bo);  // d.ln is free until the next norm
@@ -887,8 +914,8 @@ CudaTrainer<T>::CudaTrainer(CudaModel<T>& model, const TrainConfig& cfg, NcclCol
   // moments (and the 16-bit modes' master) cover this rank's shard only
   FW_CUDA_CHECK(cudaMalloc(&m_, shard * sizeof(float)));
   FW_CUDA_CHECK(cudaMalloc(&v_, shard * sizeof(float)));
-  FW_CUDA_CHECK(cudaMemset(m_, 0, shard * sizeof(float)));
-  FW_CUDA_CHECK(cudaMemset(v_, 0, shard * sizeof(float)));
+  FW_CUDA_CHECK(cudaMemsetAsync(m_, 0, shard * sizeof(float), model_.stream()));
+  FW_CUDA_CHECK(cudaMemsetAsync(v_, 0, shard * sizeof(float), model_.stream()));
   opt_bytes_ = 2 * shard * sizeof(float);
   if constexpr (has_master<T>()) {
     FW_CUDA_CHECK(cudaMalloc(&master_, shard * sizeof(float)));
@@ -940,21 +967,27 @@ void CudaTrainer<T>::download_master(float* host) const {
     model_.download_params(host);
   if (!has_master<T>()) return;
   const size_t m = std::min(shard_end_, n) - std::min(shard_begin_, n);
-  FW_CUDA_CHECK(cudaMemcpy(host + shard_begin_, master_, m * sizeof(float), cudaMemcpyDeviceToHost));
+  FW_CUDA_CHECK(cudaMemcpyAsync(host + shard_begin_, master_, m * sizeof(float), cudaMemcpyDeviceToHost,
+                                model_.stream()));
+  FW_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }
 
 template <typename T>
 void CudaTrainer<T>::download_moments(float* m, float* v) const {
   const size_t n = std::min(shard_end_, tnumel()) - std::min(shard_begin_, tnumel());
-  FW_CUDA_CHECK(cudaMemcpy(m + shard_begin_, m_, n * sizeof(float), cudaMemcpyDeviceToHost));
-  FW_CUDA_CHECK(cudaMemcpy(v + shard_begin_, v_, n * sizeof(float), cudaMemcpyDeviceToHost));
+  cudaStream_t s = model_.stream();
+  FW_CUDA_CHECK(cudaMemcpyAsync(m + shard_begin_, m_, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+  FW_CUDA_CHECK(cudaMemcpyAsync(v + shard_begin_, v_, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+  FW_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 template <typename T>
 void CudaTrainer<T>::load_moments(const float* m, const float* v) {
   const size_t n = std::min(shard_end_, tnumel()) - std::min(shard_begin_, tnumel());
-  FW_CUDA_CHECK(cudaMemcpy(m_, m + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice));
-  FW_CUDA_CHECK(cudaMemcpy(v_, v + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice));
+  cudaStream_t s = model_.stream();
+  FW_CUDA_CHECK(cudaMemcpyAsync(m_, m + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice, s));
+  FW_CUDA_CHECK(cudaMemcpyAsync(v_, v + shard_begin_, n * sizeof(float), cudaMemcpyHostToDevice, s));
+  FW_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 // AdamW over this rank's shard [shard_begin_, shard_end_) of the flat

@@ -191,7 +191,15 @@ class CudaModel {
   // and backward fills the adapter's gradients; the base model is frozen
   // (do not enable_grads()). Not owned; nullptr detaches. Decode refuses an
   // attached adapter (merge it into the weights for serving).
-  void set_lora(CudaLora<T>* lora) { lora_ = lora; }
+  void set_lora(CudaLora<T>* lora) {
+    FW_CHECK(!lora || (lora->stream() == stream_ && lora->mcfg.num_hidden_layers == cfg.num_hidden_layers &&
+                       lora->mcfg.hidden_size == cfg.hidden_size &&
+                       lora->mcfg.intermediate_size == cfg.intermediate_size &&
+                       lora->mcfg.num_attention_heads == cfg.num_attention_heads &&
+                       lora->mcfg.num_key_value_heads == cfg.num_key_value_heads),
+             kInvalidArgument, "set_lora: the adapter is for another model shape or on another stream");
+    lora_ = lora;
+  }
   CudaLora<T>* lora() const { return lora_; }
   // Training mode (the default): LoRA dropout is active, keyed by the step
   // (set_dropout_step, as ModelT). Off for evaluation.
@@ -291,6 +299,11 @@ class CudaModel {
   // decode scratch
   size_t dec_bytes_ = 0;      // capacity of dec_block_ (it only grows)
   void* dec_block_ = nullptr;
+  // attention_decode_dpos's counters: zeroed when allocated, left zero by
+  // every call, so kept apart from dec_block_ (whose carving moves with the
+  // shape); grow-only as well
+  int* dec_counters_ = nullptr;
+  size_t dec_counters_n_ = 0;
   uint64_t scratch_gen_ = 0;  // bumped when dec_block_ or the INT8 weights are replaced
 };
 

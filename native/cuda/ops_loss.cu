@@ -42,7 +42,9 @@ __device__ float block_row_lse(const T* x, int V, float* shared) {
     for (int i = threadIdx.x; i < V; i += blockDim.x) online_add(to_f32(x[i]), m, s);
   }
   const float row_max = block_max(m, shared);
-  const float scaled = m == -INFINITY ? 0.0f : s * __expf(m - row_max);
+  // a thread that saw only -inf adds nothing; one that saw NaNs (its max
+  // stays -inf, fmaxf drops NaN) passes the NaN on, as the CPU's sum does
+  const float scaled = m == -INFINITY ? (s != s ? s : 0.0f) : s * __expf(m - row_max);
   const float total = block_sum(scaled, shared);
   return row_max + logf(total);
 }

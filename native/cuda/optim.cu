@@ -60,7 +60,7 @@ __global__ void grad_unscale_check_kernel(TG* grads, size_t n, float inv_scale, 
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const float g = to_f32(grads[i]);
     bad |= !isfinite(g);
-    grads[i] = from_f32<TG>(g * inv_scale);
+    if (inv_scale != 1.0f) grads[i] = from_f32<TG>(g * inv_scale);  // 1: a check only, nothing to write
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1;  // benign race: every writer writes 1
 }

@@ -15,20 +15,45 @@
 #     124M Llama-style config at seq 1024, plus per-kernel engine times,
 #     then the engine's training step broken down per op (--profile), and,
 #     where Nsight Systems is installed, the decode graph's kernels.
-# Logs go to $OUT (or <build-dir>/gpu-checks). Exit status: non-zero when a
-# build, test or sanitizer step failed (the benchmark is informational).
+# Logs go to $FW_GPU_LOGS (default <build-dir>/gpu-checks); with $OUT set
+# (the device tool's return folder) they are also packed into
+# $OUT/gpu-checks-logs.tgz on exit, even when the run is cut short by a
+# SIGTERM. Exit status: non-zero when a build, test or sanitizer step failed
+# (the benchmark is informational).
+#
+# Switches: FW_GPU_SKIP_TESTS (no parity tests: a second run for the
+# sanitizers), FW_GPU_SKIP_SANITIZER, FW_GPU_SKIP_BENCH, FW_GPU_SKIP_NSYS;
+# FW_GPU_TEST_TIMEOUT / FW_GPU_SAN_TIMEOUT / FW_GPU_BENCH_TIMEOUT (seconds per
+# test binary, sanitizer run and benchmark; 300, 240, 420).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/native/build-cuda}
-LOGS=${OUT:-$BUILD/gpu-checks}
-PY=${PYTHON:-${FW_REF_PYTHON:-python3}}
+LOGS=${FW_GPU_LOGS:-$BUILD/gpu-checks}
+# PyTorch's Python: PYTHON, else python3 when it has torch, else FW_REF_PYTHON
+PY=${PYTHON:-python3}
+"$PY" -c "import torch" 2>/dev/null || PY=${FW_REF_PYTHON:-python3}
 mkdir -p "$LOGS"
 failed=0
 passed=0
+FAILED_NAMES=()
 step() { echo; echo "=== $*"; }
 record() {  # record NAME STATUS
-  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "--- $1: OK"; else failed=$((failed + 1)); echo "--- $1: FAILED ($2)"; fi
+  if [ "$2" -eq 0 ]; then
+    passed=$((passed + 1)); echo "--- $1: OK"
+  else
+    failed=$((failed + 1)); FAILED_NAMES+=("$1"); echo "--- $1: FAILED ($2)"
+  fi
+}
+pack_logs() { [ -n "${OUT:-}" ] && [ -d "$OUT" ] && tar -czf "$OUT/gpu-checks-logs.tgz" -C "$LOGS" . 2>/dev/null; return 0; }
+trap pack_logs EXIT
+trap 'echo "gpu-checks: interrupted"; exit 143' TERM INT
+finish() {  # the summary, last; the exit status
+  echo
+  echo "failed: ${FAILED_NAMES[*]:-none}"
+  echo "gpu-checks: $passed passed, $failed failed"
+  echo "logs: $LOGS${OUT:+ (packed into \$OUT/gpu-checks-logs.tgz)}"
+  [ "$failed" -eq 0 ]
 }
 
 step "device"
@@ -97,19 +122,36 @@ fi
 # every GPU test binary (native/tests/cuda/*_test.cpp) and the two benchmarks
 TESTS=()
 for f in "$ROOT"/native/tests/cuda/*_test.cpp; do TESTS+=("$(basename "$f" .cpp)"); done
-cmake --build "$BUILD" --target fw_cuda 2>&1 | tail -5
-record "build fw_cuda" "${PIPESTATUS[0]}"
-for t in "${TESTS[@]}" fw_cuda_kernel_bench fw_cuda_model_bench; do  # one broken target spoils no other
-  cmake --build "$BUILD" --target "$t" >"$LOGS/build-$t.log" 2>&1 || { tail -20 "$LOGS/build-$t.log"; record "build $t" 1; }
-done
 BIN=$BUILD/cuda/tests
+cmake --build "$BUILD" --target fw_cuda >"$LOGS/build-fw_cuda.log" 2>&1
+s=$?
+record "build fw_cuda" "$s"
+if [ "$s" -ne 0 ]; then  # every target below needs it: stop here, with the errors
+  grep -m 40 -B 2 -A 6 -iE "error|undefined reference" "$LOGS/build-fw_cuda.log"
+  finish
+  exit 1
+fi
+for t in "${TESTS[@]}" fw_cuda_kernel_bench fw_cuda_model_bench; do  # one broken target spoils no other
+  rm -f "$BIN/$t"  # never run a stale binary after a failed build
+  cmake --build "$BUILD" --target "$t" >"$LOGS/build-$t.log" 2>&1 ||
+    { grep -m 20 -B 2 -A 6 -iE "error|undefined reference" "$LOGS/build-$t.log"; record "build $t" 1; }
+done
 
 step "parity tests"
-for t in "${TESTS[@]}"; do
-  [ -x "$BIN/$t" ] || continue  # its build failure is counted above
-  "$BIN/$t" 2>&1 | tee "$LOGS/$t.log" | grep -E "^(OK|NOT OK)|\[  (FAILED|SKIPPED) \]|PASSED"
-  record "$t" "${PIPESTATUS[0]}"
-done
+if [ -n "${FW_GPU_SKIP_TESTS:-}" ]; then
+  echo "skipped (FW_GPU_SKIP_TESTS)"
+else
+  for t in "${TESTS[@]}"; do
+    [ -x "$BIN/$t" ] || continue  # its build failure is counted above
+    timeout -k 10 "${FW_GPU_TEST_TIMEOUT:-300}" "$BIN/$t" 2>&1 | tee "$LOGS/$t.log" |
+      grep -E "^(OK|NOT OK)|\[ +(FAILED|SKIPPED) +\]|PASSED"
+    s=${PIPESTATUS[0]}
+    # what failed, and where: gtest's failure lines with their messages
+    [ "$s" -ne 0 ] && grep -E -A 8 ": Failure$|what\(\)|^NOT OK" "$LOGS/$t.log" | head -60
+    [ "$s" -eq 124 ] && echo "$t: timed out after ${FW_GPU_TEST_TIMEOUT:-300} s"
+    record "$t" "$s"
+  done
+fi
 
 step "compute-sanitizer (tiny shapes)"
 SAN=$(command -v compute-sanitizer)
@@ -130,8 +172,8 @@ elif [ -n "$SAN" ]; then
     for run in "${SAN_RUNS[@]}"; do
       t=${run%%:*} filter=${run#*:}
       [ -x "$BIN/$t" ] || continue
-      "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 20 "$BIN/$t" --gtest_filter="$filter" \
-        >"$LOGS/sanitizer-$tool-$t.log" 2>&1
+      timeout -k 10 "${FW_GPU_SAN_TIMEOUT:-240}" "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 20 \
+        "$BIN/$t" --gtest_filter="$filter" >"$LOGS/sanitizer-$tool-$t.log" 2>&1
       s=$?
       tail -3 "$LOGS/sanitizer-$tool-$t.log"
       record "$tool $t" "$s"
@@ -142,8 +184,8 @@ else
 fi
 
 step "benchmark (PyTorch eager / torch.compile, engine kernels)"
-[ -n "${FW_GPU_SKIP_BENCH:-}" ] && { echo "skipped (FW_GPU_SKIP_BENCH)"; echo; echo "gpu-checks: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
-"$PY" "$ROOT/bench/engine/cuda/bench.py" --engine-graph --kernel-bench "$BIN/fw_cuda_kernel_bench" \
+[ -n "${FW_GPU_SKIP_BENCH:-}" ] && { echo "skipped (FW_GPU_SKIP_BENCH)"; finish; exit; }
+timeout -k 10 "${FW_GPU_BENCH_TIMEOUT:-420}" "$PY" "$ROOT/bench/engine/cuda/bench.py" --engine-graph --kernel-bench "$BIN/fw_cuda_kernel_bench" \
   --model-bench "$BIN/fw_cuda_model_bench" --json "$LOGS/bench.json" 2>&1 |
   tee "$LOGS/bench.log" | grep -v "^W[0-9]"
 
@@ -165,7 +207,4 @@ else
   echo "nsys not found: no per-kernel decode breakdown"
 fi
 
-echo
-echo "gpu-checks: $passed passed, $failed failed"
-echo "logs: $LOGS"
-[ "$failed" -eq 0 ]
+finish

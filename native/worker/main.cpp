@@ -245,12 +245,28 @@ int run(const std::string& spec_text) {
 
   std::vector<int32_t> in((size_t)B * T), tg((size_t)B * T);
   double last_loss = NAN;
+  // A step whose gradients are not finite is skipped (no update; with fp16
+  // the loss scale backs off, which takes a few skips after the start). A
+  // long run of them means the gradients themselves are broken.
+  constexpr int kMaxSkippedInARow = 64;
+  int skipped_in_a_row = 0;
   while (tr.step_count() < total) {
     if (stop_requested()) return 143;
     loader.next_batch(in.data(), tg.data());
+    const int64_t attempted = tr.step_count() + 1;
     double t0 = now_s();
     fw::StepResult r = tr.step(in.data(), tg.data(), B, T);
     double dt = now_s() - t0;
+    if (!std::isfinite(r.loss))
+      FW_CHECK_HINT(false, kInvalidArgument, "loss is not finite at step " << attempted,
+                    "lower the learning rate");
+    if (r.skipped) {  // the step count did not move: nothing new to log, evaluate or checkpoint
+      FW_CHECK_HINT(++skipped_in_a_row < kMaxSkippedInARow, kInvalidArgument,
+                    kMaxSkippedInARow << " steps in a row skipped on non-finite gradients at step " << attempted,
+                    "lower the learning rate, or train in bf16");
+      continue;
+    }
+    skipped_in_a_row = 0;
     last_loss = r.loss;
     const int64_t step = tr.step_count();
     if (step % spec.log_interval == 0 || step == total) {
@@ -262,7 +278,6 @@ int run(const std::string& spec_text) {
       }
       emit(ev);
     }
-    if (!std::isfinite(r.loss)) FW_CHECK_HINT(false, kInvalidArgument, "loss is not finite at step " << step, "lower the learning rate");
     if (val && spec.eval_interval > 0 && step % spec.eval_interval == 0 && step < total)
       emit({{"event", "eval"}, {"step", step}, {"val_loss", eval_val(tr, *val, spec.eval_batches, val_B, T)}});
     if (spec.checkpoint_interval > 0 && step % spec.checkpoint_interval == 0 && step < total) save_checkpoint("interval");

@@ -518,8 +518,17 @@ void check_lora(const ModelCase& mc, uint64_t seed) {
   expect_model_parity<T>("logits" + tag, gpu_logits, cpu_logits, false);
   expect_parity("loss" + tag, {gpu_loss}, {cpu_loss}, tol<T>());
   expect_parity("eval loss (no dropout)" + tag, {gpu_eval}, {cpu_eval}, tol<T>());
-  for (const fw::TensorInfo& t : host.layout.tensors)
-    expect_model_parity<T>("d " + t.name.substr(t.name.find("layers.")) + tag, slice(g, t), slice(host.grads, t));
+  // The adapter's gradients project dout onto r = 4 directions, so bf16
+  // storage costs more there than on the base weights: a LoRA variant of
+  // bf16_error_model.py (the CUDA model's rounding points, hs64, std 0.1, 16
+  // seeds) puts the floor at up to 3.2e-2 norm-wise and 3.9e-2 element-wise.
+  for (const fw::TensorInfo& t : host.layout.tensors) {
+    const std::string what = "d " + t.name.substr(t.name.find("layers.")) + tag;
+    if (std::is_same<T, float>::value)
+      expect_model_parity<T>(what, slice(g, t), slice(host.grads, t));
+    else
+      expect_close(what, slice(g, t), slice(host.grads, t), 5e-2, 8e-2);
+  }
   fw::cuda::CudaKVCache<T> cache(cfg, mc.B, mc.T);
   Dev<T> out((size_t)mc.B * cfg.vocab_size);
   EXPECT_THROW(gpu.forward_cached(tok.data(), mc.B, 1, cache, out.get()), fw::Error) << "decode needs a merged adapter";

@@ -371,6 +371,7 @@ TEST(cuda_ops, grad_norm_matches_cpu_and_is_deterministic) {
   FW_REQUIRE_GPU();
   check_grad_norm<float>();
   check_grad_norm<bf16>();
+  check_grad_norm<f16>();  // every fp16 step's norm
 }
 
 TEST(cuda_ops, matmul_q8_matches_cpu) {
@@ -378,6 +379,7 @@ TEST(cuda_ops, matmul_q8_matches_cpu) {
   for (int N : {1, 5, 64}) {
     check_matmul_q8<float>(N, 45, 132);
     check_matmul_q8<bf16>(N, 45, 132);
+    check_matmul_q8<f16>(N, 45, 132);
   }
   check_matmul_q8<float>(3, 20, 67);  // IC not a multiple of 4: scalar path
 }

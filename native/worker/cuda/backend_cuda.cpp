@@ -44,8 +44,13 @@ int cuda_device_count() {
 }
 
 CudaSessionPtr cuda_join(const CollectiveEnv& cenv) {
-  const int n = cuda_device_count();
-  FW_CHECK_HINT(n > 0, kUnsupported, "device \"cuda\": no CUDA device is visible to this process",
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  (void)cudaGetLastError();
+  // the runtime's reason (no driver, a driver older than the runtime, no device) is the useful part
+  FW_CHECK_HINT(e == cudaSuccess && n > 0, kUnsupported,
+                "device \"cuda\": no CUDA device is visible to this process ("
+                    << (e == cudaSuccess ? "no device" : cudaGetErrorString(e)) << ")",
                 "check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device \"cpu\"");
   FW_CHECK_HINT(cenv.local_rank < n, kInvalidArgument,
                 "device \"cuda\": LOCAL_RANK " << cenv.local_rank << " but only " << n << " CUDA device(s) are visible",
