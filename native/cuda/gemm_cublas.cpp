@@ -83,6 +83,37 @@ void gemm(Blas& blas, bool ta, bool tb, int M, int N, int K, float alpha, const 
 }
 
 template <typename T>
+void gemm_strided_batched(Blas& blas, bool ta, bool tb, int M, int N, int K, float alpha, const T* A, int lda,
+                          long long strideA, const T* B, int ldb, long long strideB, float beta, T* C, int ldc,
+                          long long strideC, int batch, cudaStream_t stream) {
+  FW_CHECK(M >= 0 && N >= 0 && K >= 0 && batch >= 0, kInvalidArgument,
+           "gemm_strided_batched: negative shape " << M << "x" << N << "x" << K << " x" << batch);
+  if (M == 0 || N == 0 || batch == 0) return;
+  blas.bind(stream);
+  const cublasComputeType_t compute =
+      (std::is_same<T, float>::value && blas.allow_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  // row-major C = A B is column-major C^T = B^T A^T, as in gemm()
+  FW_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h(blas), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                             N, M, K, &alpha, B, data_type<T>(), ldb, strideB, A, data_type<T>(),
+                                             lda, strideA, &beta, C, data_type<T>(), ldc, strideC, batch, compute,
+                                             CUBLAS_GEMM_DEFAULT));
+}
+
+template <typename T>
+void linear_forward_group(Blas& blas, T* out, const T* inp, const T* w, int G, int N, int IC, int OC,
+                          cudaStream_t stream) {
+  gemm_strided_batched<T>(blas, false, true, N, OC, IC, 1.0f, inp, IC, 0, w, IC, (long long)OC * IC, 0.0f, out, OC,
+                          (long long)N * OC, G, stream);
+}
+
+template <typename T>
+void linear_backward_dw_group(Blas& blas, T* dw, const T* dout, const T* inp, int G, int N, int IC, int OC,
+                              cudaStream_t stream) {
+  gemm_strided_batched<T>(blas, true, false, OC, IC, N, 1.0f, dout, OC, (long long)N * OC, inp, IC, 0, 1.0f, dw, IC,
+                          (long long)OC * IC, G, stream);
+}
+
+template <typename T>
 void linear_forward(Blas& blas, T* out, const T* inp, const T* w, const T* bias, int N, int IC, int OC,
                     cudaStream_t stream) {
   gemm<T>(blas, false, true, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, stream);
@@ -103,7 +134,11 @@ void linear_backward(Blas& blas, T* dinp, T* dw, T* dbias, const T* dout, const 
                         cudaStream_t);                                                                          \
   template void linear_forward<T>(Blas&, T*, const T*, const T*, const T*, int, int, int, cudaStream_t);        \
   template void linear_backward<T>(Blas&, T*, T*, T*, const T*, const T*, const T*, int, int, int, bool,        \
-                                   cudaStream_t);
+                                   cudaStream_t);                                                               \
+  template void gemm_strided_batched<T>(Blas&, bool, bool, int, int, int, float, const T*, int, long long,      \
+                                        const T*, int, long long, float, T*, int, long long, int, cudaStream_t); \
+  template void linear_forward_group<T>(Blas&, T*, const T*, const T*, int, int, int, int, cudaStream_t);       \
+  template void linear_backward_dw_group<T>(Blas&, T*, const T*, const T*, int, int, int, int, cudaStream_t);
 FW_GEMM_INSTANTIATE(float)
 FW_GEMM_INSTANTIATE(__nv_bfloat16)
 FW_GEMM_INSTANTIATE(__half)

@@ -47,6 +47,25 @@ template <typename T>
 void linear_forward(Blas& blas, T* out, const T* inp, const T* w, const T* bias, int N, int IC, int OC,
                     cudaStream_t stream);
 
+// batch GEMMs C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i], X[i] = X +
+// i * strideX (a stride of 0 shares one matrix), in one strided-batched call.
+template <typename T>
+void gemm_strided_batched(Blas& blas, bool ta, bool tb, int M, int N, int K, float alpha, const T* A, int lda,
+                          long long strideA, const T* B, int ldb, long long strideB, float beta, T* C, int ldc,
+                          long long strideC, int batch, cudaStream_t stream);
+
+// G projections of one input whose weights lie back to back (w + g * OC *
+// IC) and whose outputs do too (out + g * N * OC): out[g] = inp @ w[g]^T, in
+// one batched GEMM, so the G problems share the SMs (q/k/v, gate/up). No bias.
+template <typename T>
+void linear_forward_group(Blas& blas, T* out, const T* inp, const T* w, int G, int N, int IC, int OC,
+                          cudaStream_t stream);
+
+// dw[g] (OC, IC) += dout[g]^T @ inp for G projections laid out as above.
+template <typename T>
+void linear_backward_dw_group(Blas& blas, T* dw, const T* dout, const T* inp, int G, int N, int IC, int OC,
+                              cudaStream_t stream);
+
 // dinp (N, IC) = dout @ w (or += when accumulate_dinp); dw (OC, IC) +=
 // dout^T @ inp; dbias (OC) += column sums of dout; any may be nullptr.
 template <typename T>

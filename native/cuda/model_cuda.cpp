@@ -352,6 +352,23 @@ void CudaModel<T>::check_tokens(const int32_t* tokens, const int32_t* targets, i
   check_batch(cfg, tokens, targets, B, T_len);
 }
 
+// q/k/v (and gate/up) as one batched GEMM: the weights back to back in the
+// parameter buffer (no bias between them) and the three outputs back to back
+// in the activations, all of one size (no GQA). Otherwise one GEMM each.
+template <typename T>
+bool CudaModel<T>::qkv_grouped(const LayerParams<T>& p, const T* q, const T* k, const T* v, int N) const {
+  const size_t C = cfg.hidden_size, QD = (size_t)cfg.num_attention_heads * cfg.head_dim,
+               KD = (size_t)cfg.num_key_value_heads * cfg.head_dim;
+  return QD == KD && p.wk == p.wq + QD * C && p.wv == p.wk + KD * C && k == q + (size_t)N * QD &&
+         v == k + (size_t)N * KD;
+}
+
+template <typename T>
+bool CudaModel<T>::gate_up_grouped(const LayerParams<T>& p, const T* gate, const T* up, int N) const {
+  const size_t C = cfg.hidden_size, I = cfg.intermediate_size;
+  return p.wup == p.wgate + I * C && up == gate + (size_t)N * I;
+}
+
 template <typename T>
 void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   const Config& c = cfg;
@@ -365,9 +382,16 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   FW_OP("rmsnorm");
   rmsnorm_forward(a.ln1, a.rstd1, x, p.ln1, N, C, c.rms_norm_eps, s);
   FW_OP("gemm q/k/v");
-  linear_forward(blas_, a.q, a.ln1, p.wq, p.bq, N, C, QD, s);
-  linear_forward(blas_, a.k, a.ln1, p.wk, p.bk, N, C, KD, s);
-  linear_forward(blas_, a.v, a.ln1, p.wv, p.bv, N, C, KD, s);
+  if (qkv_grouped(p, a.q, a.k, a.v, N)) {  // one batched GEMM, then the biases
+    linear_forward_group(blas_, a.q, a.ln1, p.wq, 3, N, C, QD, s);
+    if (p.bq) bias_add_forward(a.q, p.bq, N, QD, s);
+    if (p.bk) bias_add_forward(a.k, p.bk, N, KD, s);
+    if (p.bv) bias_add_forward(a.v, p.bv, N, KD, s);
+  } else {
+    linear_forward(blas_, a.q, a.ln1, p.wq, p.bq, N, C, QD, s);
+    linear_forward(blas_, a.k, a.ln1, p.wk, p.bk, N, C, KD, s);
+    linear_forward(blas_, a.v, a.ln1, p.wv, p.bv, N, C, KD, s);
+  }
   if (lora_) {
     FW_OP("lora q/k/v");
     lora_forward_at(l, 0, a.q, a.ln1, N, C, QD);
@@ -392,8 +416,12 @@ void CudaModel<T>::layer_forward(int l, int B, int T_len) {
   FW_OP("rmsnorm");
   rmsnorm_forward(a.ln2, a.rstd2, a.xmid, p.ln2, N, C, c.rms_norm_eps, s);
   FW_OP("gemm gate/up");
-  linear_forward(blas_, a.gate, a.ln2, p.wgate, (const T*)nullptr, N, C, I, s);
-  linear_forward(blas_, a.up, a.ln2, p.wup, (const T*)nullptr, N, C, I, s);
+  if (gate_up_grouped(p, a.gate, a.up, N)) {
+    linear_forward_group(blas_, a.gate, a.ln2, p.wgate, 2, N, C, I, s);
+  } else {
+    linear_forward(blas_, a.gate, a.ln2, p.wgate, (const T*)nullptr, N, C, I, s);
+    linear_forward(blas_, a.up, a.ln2, p.wup, (const T*)nullptr, N, C, I, s);
+  }
   if (lora_) {
     FW_OP("lora gate/up");
     lora_forward_at(l, 4, a.gate, a.ln2, N, C, I);
@@ -502,10 +530,13 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   FW_OP("swiglu bwd");
   swiglu_backward(dgate, dup, dh, a.gate, a.up, n * I, s);
   FW_OP("gemm gate/up bwd");
-  linear_backward(blas_, dln, g.wgate, (T*)nullptr, dgate, a.ln2, p.wgate, N, C, I, false, s);
+  // weight gradients of both in one batched GEMM when they lie back to back
+  const bool gu_dw = g.wgate && g.wup == g.wgate + (size_t)I * C && gate_up_grouped(p, dgate, dup, N);
+  linear_backward(blas_, dln, gu_dw ? nullptr : g.wgate, (T*)nullptr, dgate, a.ln2, p.wgate, N, C, I, false, s);
   if (lora_) lora_backward_at(l, 4, dln, dgate, a.ln2, N, C, I);
-  linear_backward(blas_, dln, g.wup, (T*)nullptr, dup, a.ln2, p.wup, N, C, I, true, s);
+  linear_backward(blas_, dln, gu_dw ? nullptr : g.wup, (T*)nullptr, dup, a.ln2, p.wup, N, C, I, true, s);
   if (lora_) lora_backward_at(l, 5, dln, dup, a.ln2, N, C, I);
+  if (gu_dw) linear_backward_dw_group(blas_, g.wgate, dgate, a.ln2, 2, N, C, I, s);
   FW_OP("rmsnorm bwd");
   rmsnorm_backward(dx, g.ln2, dln, a.xmid, p.ln2, a.rstd2, N, C, rms_scratch_, s);  // dx is now d xmid
   FW_OP("gemm o bwd");
@@ -517,12 +548,15 @@ void CudaModel<T>::layer_backward(int l, int B, int T_len, T* dx) {
   rope_backward(dq, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
   rope_backward(dk, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
   FW_OP("gemm q/k/v bwd");
-  linear_backward(blas_, dln, g.wq, g.bq, dq, a.ln1, p.wq, N, C, QD, false, s);
+  const bool qkv_dw = g.wq && g.wk == g.wq + (size_t)QD * C && g.wv == g.wk + (size_t)KD * C &&
+                      qkv_grouped(p, dq, dk, dv, N);
+  linear_backward(blas_, dln, qkv_dw ? nullptr : g.wq, g.bq, dq, a.ln1, p.wq, N, C, QD, false, s);
   if (lora_) lora_backward_at(l, 0, dln, dq, a.ln1, N, C, QD);
-  linear_backward(blas_, dln, g.wk, g.bk, dk, a.ln1, p.wk, N, C, KD, true, s);
+  linear_backward(blas_, dln, qkv_dw ? nullptr : g.wk, g.bk, dk, a.ln1, p.wk, N, C, KD, true, s);
   if (lora_) lora_backward_at(l, 1, dln, dk, a.ln1, N, C, KD);
-  linear_backward(blas_, dln, g.wv, g.bv, dv, a.ln1, p.wv, N, C, KD, true, s);
+  linear_backward(blas_, dln, qkv_dw ? nullptr : g.wv, g.bv, dv, a.ln1, p.wv, N, C, KD, true, s);
   if (lora_) lora_backward_at(l, 2, dln, dv, a.ln1, N, C, KD);
+  if (qkv_dw) linear_backward_dw_group(blas_, g.wq, dq, a.ln1, 3, N, C, QD, s);
   FW_OP("rmsnorm bwd");
   rmsnorm_backward(dx, g.ln1, dln, x, p.ln1, a.rstd1, N, C, rms_scratch_, s);  // dx is now d x
 }

@@ -239,6 +239,8 @@ class CudaModel {
   uint64_t dropout_key() const;
   // A projection's forward / backward plus the LoRA adapter's, when it targets (l, m).
   void lora_forward_at(int l, int m, T* out, const T* inp, int N, int IN, int OUT);
+  bool qkv_grouped(const LayerParams<T>& p, const T* q, const T* k, const T* v, int N) const;
+  bool gate_up_grouped(const LayerParams<T>& p, const T* gate, const T* up, int N) const;
   void lora_backward_at(int l, int m, T* dinp, const T* dout, const T* inp, int N, int IN, int OUT);
   void layer_backward(int l, int B, int T_, T* dx);
   LayerParams<T> layer_ptrs(T* base, int l) const;
