@@ -764,9 +764,19 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
   const float eps = (float)c.rms_norm_eps;
   T* x = d.x;
   cudaStream_t s = stream_;
+  // Profiling marks (op_profiler.h) for the plain steps only: events inside
+  // a graph being captured cannot be timed.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (prof_) FW_CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
+  OpProfiler* const dprof = capture == cudaStreamCaptureStatusNone ? prof_ : nullptr;
+  auto dop = [&](const char* name) {
+    if (dprof) dprof->mark(name, s);
+  };
+  dop("decode embedding");
   embedding_forward(x, d_tokens, params_ + layout.at("model.embed_tokens.weight").offset, N, C, s);
   for (int l = 0; l < c.num_hidden_layers; l++) {
     const LayerParams<T>& p = lp_[l];
+    dop("decode q/k/v");
     if (!fold_norm) rmsnorm_forward(d.ln, d.rstd, x, p.ln1, N, C, c.rms_norm_eps, s);
     if (q8) {
       q8mm(d.q, d.ln, l, 0, p.bq);
@@ -790,17 +800,22 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       linear_forward(blas_, d.v, d.ln, p.wv, p.bv, N, C, KD, s);
     }
     if (prefill) {
+      dop("decode attention");
       rope_forward(d.q, rope_cos_, rope_sin_, B, T_len, NH, HS, 0, s);
       rope_forward(d.k, rope_cos_, rope_sin_, B, T_len, KVH, HS, 0, s);
       kv_cache_append(cache.k_layer(l), cache.v_layer(l), d.k, d.v, B, T_len, KVH, cache.S, HS, 0, s);
       attention_forward(d.atty, d.lse, d.q, d.k, d.v, B, T_len, NH, KVH, HS, s);
     } else {
-      if (!gv || q8)  // else done by gemv_rmsnorm_qkv_rope
+      if (!gv || q8) {  // else done by gemv_rmsnorm_qkv_rope
+        dop("decode rope + cache append");
         rope_append_dpos(d.q, d.k, d.v, cache.k_layer(l), cache.v_layer(l), rope_cos_, rope_sin_, B, T_len, NH, KVH,
                          cache.S, HS, cache.d_len, s);
+      }
+      dop("decode attention");
       attention_decode_dpos(d.atty, d.q, cache.k_layer(l), cache.v_layer(l), B, T_len, NH, KVH, cache.S, HS,
                             cache.d_len, d.ws, dec_counters_, s);
     }
+    dop("decode o");
     if (q8) {
       q8mm(d.ln, d.atty, l, 3, p.bo);  // d.ln is free until the next norm
       add_inplace(x, d.ln, (size_t)N * C, s);
@@ -811,26 +826,31 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       gemm(blas_, false, true, N, C, QD, 1.0f, d.atty, QD, p.wo, QD, 1.0f, x, C, s);  // x += o_proj
       if (p.bo) bias_add_forward(x, p.bo, N, C, s);
     }
+    dop("decode gate/up");
     if (!fold_norm) rmsnorm_forward(d.ln, d.rstd, x, p.ln2, N, C, c.rms_norm_eps, s);
     if (q8) {
       q8mm(d.gate, d.ln, l, 4, nullptr);
       q8mm(d.up, d.ln, l, 5, nullptr);
       swiglu_forward(d.gate, d.gate, d.up, (size_t)N * I, s);
+      dop("decode down");
       q8mm(d.ln, d.gate, l, 6, nullptr);
       add_inplace(x, d.ln, (size_t)N * C, s);
     } else if (gv) {
       gemv_swiglu_rmsnorm(d.gate, x, p.ln2, eps, p.wgate, p.wup, N, C, I, s);
+      dop("decode down");
       const GemvOut<T> down = {p.wdown, nullptr, x, C};
       gemv(d.gate, N, I, &down, 1, true, s);  // x += down
     } else {
       linear_forward(blas_, d.gate, d.ln, p.wgate, (const T*)nullptr, N, C, I, s);
       linear_forward(blas_, d.up, d.ln, p.wup, (const T*)nullptr, N, C, I, s);
       swiglu_forward(d.gate, d.gate, d.up, (size_t)N * I, s);  // elementwise: in place is safe
+      dop("decode down");
       gemm(blas_, false, true, N, C, I, 1.0f, d.gate, I, p.wdown, I, 1.0f, x, C, s);  // x += down
     }
   }
   const T* wnorm = params_ + layout.at("model.norm.weight").offset;
   const T* wlm = params_ + layout.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").offset;
+  dop("decode final norm + lm_head");
   if (all_logits || T_len == 1) {
     const int rows = all_logits ? N : B;  // = N: every position, or one per sequence
     if (q8) {
@@ -860,7 +880,9 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, B, C, V, s);
     }
   }
+  dop("decode position");
   add_device_int(cache.d_len, T_len, s);
+  if (dprof) dprof->stop(s);
   cache.len += T_len;
 }
 

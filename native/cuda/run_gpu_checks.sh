@@ -13,8 +13,9 @@
 #  3. compute-sanitizer memcheck and racecheck on the same tiny shapes;
 #  4. the benchmark: PyTorch eager and torch.compile side by side for the
 #     124M Llama-style config at seq 1024, plus per-kernel engine times,
-#     then the engine's training step broken down per op (--profile), and,
-#     where Nsight Systems is installed, the decode graph's kernels.
+#     then the engine's training step and decode step broken down per op
+#     (--profile), and, where Nsight Systems is installed, the decode
+#     graph's kernels.
 # Logs go to $FW_GPU_LOGS (default <build-dir>/gpu-checks); with $OUT set
 # (the device tool's return folder) they are also packed into
 # $OUT/gpu-checks-logs.tgz on exit, even when the run is cut short by a
@@ -192,6 +193,10 @@ timeout -k 10 "${FW_GPU_BENCH_TIMEOUT:-420}" "$PY" "$ROOT/bench/engine/cuda/benc
 step "where a training step's GPU time goes (OpProfiler, informational)"
 [ -x "$BIN/fw_cuda_model_bench" ] && "$BIN/fw_cuda_model_bench" --no-decode --warmup 2 --steps 3 --profile 3 \
   --json "$LOGS/profile.json" 2>&1 >/dev/null | tee "$LOGS/profile.log"
+
+step "where a decode step's GPU time goes, per op (OpProfiler, informational)"
+[ -x "$BIN/fw_cuda_model_bench" ] && timeout -k 10 120 "$BIN/fw_cuda_model_bench" --no-train --decode-batches 1,64 \
+  --gen 64 --profile 1 --json "$LOGS/decode-profile.json" 2>&1 >/dev/null | tee "$LOGS/decode-profile.log"
 
 step "where a batch-1 decode token's GPU time goes (Nsight Systems, informational)"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)

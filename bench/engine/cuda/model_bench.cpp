@@ -36,7 +36,10 @@
 // attached (native/cuda/op_profiler.h): GPU milliseconds per step for each
 // op family of forward, backward and the optimizer, largest first, as
 // train_engine.profile in the JSON and as a table on stderr; the step time
-// minus the GPU time of all ops is time the GPU waited for the host.
+// minus the GPU time of all ops is time the GPU waited for the host. With
+// decode on, each decode batch also runs its `gen` plain steps once more with
+// the profiler attached: GPU time per decode op and step, and for the
+// projections the weight bytes read per second (decode<B>_engine.profile).
 //
 // Peak memory: cudaMemGetInfo (total - free) sampled after every phase
 // (model built, parameters loaded, trainer built, first step, timed steps;
@@ -57,6 +60,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <utility>
 #include <random>
 #include <sstream>
 #include <string>
@@ -71,6 +75,7 @@
 #include "gemm_cublas.h"
 #include "model.h"
 #include "model_cuda.h"
+#include "op_profiler.h"
 #include "train.h"
 
 namespace {
@@ -452,6 +457,43 @@ json bench_decode(const Args& a, const fw::Config& cfg, const std::vector<float>
         std::fprintf(stderr, "decode batch %d: CUDA graph capture failed: %s\n", Bd, e.what());
       }
       fw::cuda::set_programmatic_launch(pdl_default);
+    }
+    if (a.profile > 0) {
+      // GPU time per decode op and token: the plain steps again with an
+      // OpProfiler attached (an event between ops, so a little slower than
+      // the timed loop), and for the projections the weight bytes they read
+      // over that time: how far each kernel is from the HBM bandwidth.
+      fw::cuda::OpProfiler prof;
+      prefill();
+      model.set_profiler(&prof);
+      steps();
+      model.set_profiler(nullptr);
+      FW_CUDA_CHECK(cudaStreamSynchronize(stream));
+      const double tb = sizeof(T), C = cfg.hidden_size, I = cfg.intermediate_size, L = cfg.num_hidden_layers;
+      const double QD = (double)cfg.num_attention_heads * cfg.head_dim,
+                   KD = (double)cfg.num_key_value_heads * cfg.head_dim;
+      const std::vector<std::pair<std::string, double>> weight_bytes = {
+          {"decode q/k/v", L * (QD + 2 * KD) * C * tb}, {"decode o", L * QD * C * tb},
+          {"decode gate/up", L * 2 * I * C * tb},        {"decode down", L * I * C * tb},
+          {"decode final norm + lm_head", (double)V * C * tb}};
+      std::fprintf(stderr, "\ndecode batch %d: GPU time per op and step (%d plain steps, profiled):\n", Bd, a.gen);
+      json ops = json::array();
+      double busy = 0;
+      for (const auto& [name, ms] : prof.collect()) {
+        const double per = ms / a.gen;
+        busy += per;
+        json op = {{"op", name}, {"ms_per_step", per}};
+        double gbps = 0;
+        for (const auto& [n, bytes] : weight_bytes)
+          if (n == name && per > 0) gbps = bytes / (per * 1e-3) / 1e9;
+        if (gbps > 0) op["weight_gb_per_s"] = gbps;
+        ops.push_back(op);
+        std::fprintf(stderr, "  %-30s %8.4f ms", name.c_str(), per);
+        if (gbps > 0) std::fprintf(stderr, "  %7.0f GB/s of weights", gbps);
+        std::fprintf(stderr, "\n");
+      }
+      std::fprintf(stderr, "  %-30s %8.4f ms (the timed loop: %.4f ms per step)\n", "sum", busy, gen_ms / a.gen);
+      d["profile"] = {{"steps", a.gen}, {"gpu_ops_ms_per_step", busy}, {"ops", ops}};
     }
     cudaFree(logits);
     cudaFree(seq);

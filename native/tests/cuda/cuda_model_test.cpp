@@ -812,4 +812,34 @@ TEST(cuda_model, op_profiler_times_every_op_and_changes_nothing) {
   a.download_params(wa.data());
   b.download_params(wb.data());
   EXPECT_EQ(wa, wb);
+
+  // KV-cache decode: a prompt and three single-token steps on both models,
+  // the same logits bit for bit, every decode op marked once per layer and step
+  fw::cuda::OpProfiler dprof;
+  b.set_profiler(&dprof);
+  const int B = 2, P = 5, G = 3;
+  fw::cuda::CudaKVCache<bf16> ca(cfg, B, P + G), cb(cfg, B, P + G);
+  Dev<bf16> la((size_t)B * cfg.vocab_size), lb((size_t)B * cfg.vocab_size);
+  batch(tok, tgt, B, P + G, cfg.vocab_size, 710);
+  std::vector<int32_t> prompt((size_t)B * P), one((size_t)B);
+  for (int i = 0; i < B; i++)
+    for (int t = 0; t < P; t++) prompt[(size_t)i * P + t] = tok[(size_t)i * (P + G) + t];
+  a.forward_cached(prompt.data(), B, P, ca, la.get());
+  b.forward_cached(prompt.data(), B, P, cb, lb.get());
+  for (int g = 0; g < G; g++) {
+    for (int i = 0; i < B; i++) one[i] = tok[(size_t)i * (P + G) + P + g];
+    a.forward_cached(one.data(), B, 1, ca, la.get());
+    b.forward_cached(one.data(), B, 1, cb, lb.get());
+    EXPECT_EQ(la.f32(), lb.f32()) << "decode step " << g << ": marks are events, not work";
+  }
+  b.set_profiler(nullptr);
+  const auto dops = dprof.collect();
+  std::map<std::string, double> dms(dops.begin(), dops.end());
+  for (const char* op : {"decode embedding", "decode q/k/v", "decode attention", "decode o", "decode gate/up",
+                         "decode down", "decode final norm + lm_head", "decode position"}) {
+    ASSERT_TRUE(dms.count(op)) << op;
+    EXPECT_GT(dms[op], 0.0) << op;
+  }
+  EXPECT_EQ(dprof.count("decode attention"), (1 + G) * L);  // the prompt's pass and G steps
+  EXPECT_EQ(dprof.count("decode down"), (1 + G) * L);
 }
