@@ -9,6 +9,8 @@
 // registers. Before its PDL wait each warp asks L2 for its weight row
 // (warp_prefetch_l2, launch.cuh): the weights are read-only during decode, so
 // a launch's weights stream in while the kernel before it still runs.
+#include <algorithm>
+
 #include "cuda_common.cuh"
 #include "launch.cuh"
 #include "gemv.cuh"
@@ -77,35 +79,49 @@ __device__ __forceinline__ void block_rstd(float (&rstd)[R], const T* x, int IC,
   }
 }
 
-template <typename T, int R, bool kNorm>
-__global__ void __launch_bounds__(kWarps * 32)
-    gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate, const T* nw, float eps) {
-  const int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  const bool live = ch < a.channels;
-  // the projection of this channel, picked field by field with constant
-  // indices so the arguments stay in parameter space (no local-memory copy)
+// Channel ch's weight row within the launch's projections, picked field by
+// field with constant indices so the arguments stay in parameter space (no
+// local-memory copy).
+template <typename T>
+__device__ __forceinline__ const T* gemv_row(const GemvArgs<T>& a, int ch, int IC) {
   const int sel = (a.n_outs > 2 && ch >= a.first[2]) ? 2 : (a.n_outs > 1 && ch >= a.first[1]) ? 1 : 0;
   const T* w = sel == 2 ? a.outs[2].w : sel == 1 ? a.outs[1].w : a.outs[0].w;
   const int o = ch - (sel == 2 ? a.first[2] : sel == 1 ? a.first[1] : 0);
-  // the weight row streams into L2 while the previous kernel finishes
-  if (live) warp_prefetch_l2(w + (size_t)o * IC, (size_t)IC * sizeof(T));
+  return w + (size_t)o * IC;
+}
+
+// Grid-stride over the channels: a launch of more channels than its grid
+// holds (the lm_head) has each block compute its rows' 1/rms once and then
+// loop, asking L2 for the next row while it computes the current one.
+template <typename T, int R, bool kNorm>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_kernel(GemvArgs<T> a, const T* x, int IC, bool accumulate, const T* nw, float eps) {
+  const int stride = gridDim.x * kWarps;
+  const size_t row_bytes = (size_t)IC * sizeof(T);
+  int ch = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  // the first weight row streams into L2 while the previous kernel finishes
+  if (ch < a.channels) warp_prefetch_l2(gemv_row(a, ch, IC), row_bytes);
   pdl_wait_then_trigger();
   float rstd[R];
   block_rstd<T, R, kNorm>(rstd, x, IC, eps);
-  if (!live) return;
-  const T* bias = sel == 2 ? a.outs[2].bias : sel == 1 ? a.outs[1].bias : a.outs[0].bias;
-  T* out = sel == 2 ? a.outs[2].out : sel == 1 ? a.outs[1].out : a.outs[0].out;
-  const int oc = sel == 2 ? a.outs[2].oc : sel == 1 ? a.outs[1].oc : a.outs[0].oc;
-  float acc[R];
+  for (; ch < a.channels; ch += stride) {
+    if (ch + stride < a.channels) warp_prefetch_l2(gemv_row(a, ch + stride, IC), row_bytes);
+    const int sel = (a.n_outs > 2 && ch >= a.first[2]) ? 2 : (a.n_outs > 1 && ch >= a.first[1]) ? 1 : 0;
+    const int o = ch - (sel == 2 ? a.first[2] : sel == 1 ? a.first[1] : 0);
+    const T* bias = sel == 2 ? a.outs[2].bias : sel == 1 ? a.outs[1].bias : a.outs[0].bias;
+    T* out = sel == 2 ? a.outs[2].out : sel == 1 ? a.outs[1].out : a.outs[0].out;
+    const int oc = sel == 2 ? a.outs[2].oc : sel == 1 ? a.outs[1].oc : a.outs[0].oc;
+    float acc[R];
 #pragma unroll
-  for (int r = 0; r < R; r++) acc[r] = 0.0f;
-  dot_rows<T, R, kNorm>(acc, w + (size_t)o * IC, x, IC, nw, rstd);
-  if ((threadIdx.x & 31) == 0) {
-    const float b = bias ? to_f32(bias[o]) : 0.0f;
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    dot_rows<T, R, kNorm>(acc, gemv_row(a, ch, IC), x, IC, nw, rstd);
+    if ((threadIdx.x & 31) == 0) {
+      const float b = bias ? to_f32(bias[o]) : 0.0f;
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      T* y = out + (size_t)r * oc + o;
-      *y = from_f32<T>((accumulate ? to_f32(*y) : 0.0f) + acc[r] + b);
+      for (int r = 0; r < R; r++) {
+        T* y = out + (size_t)r * oc + o;
+        *y = from_f32<T>((accumulate ? to_f32(*y) : 0.0f) + acc[r] + b);
+      }
     }
   }
 }
@@ -217,6 +233,24 @@ __global__ void __launch_bounds__(kWarps * 32)
     default: FW_CHECK(false, kInvalidArgument, "gemv: " << (N) << " rows, at most " << kGemvMaxRows);     \
   }
 
+// Blocks of `threads` threads of kKernel the current device holds at once
+// (SMs x blocks per SM at its occupancy), asked once per kernel and thread.
+template <auto kKernel>
+long long resident_blocks(int threads) {
+  static thread_local int cached_device = -1;
+  static thread_local long long cached = 0;
+  int dev = 0;
+  FW_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev != cached_device) {
+    int sms = 0, per_sm = 0;
+    FW_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    FW_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, threads, 0));
+    cached = (long long)sms * std::max(per_sm, 1);
+    cached_device = dev;
+  }
+  return cached;
+}
+
 }  // namespace
 
 template <typename T>
@@ -242,11 +276,17 @@ static void gemv_launch(const T* x, const T* nw, float eps, int N, int IC, const
   }
   const int channels = a.channels = a.first[n_outs];
   if (channels == 0) return;
-  const dim3 grid(ceil_div(channels, kWarps)), block(kWarps * 32);
+  const dim3 block(kWarps * 32);
+  // at most one wave of blocks: more channels (the lm_head) loop in the kernel
+  const long long blocks = ceil_div(channels, kWarps);
   if (nw) {
-    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R, true>, grid, block, stream, a, x, IC, accumulate, nw, eps));
+    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R, true>,
+                                    dim3((unsigned)std::min(blocks, resident_blocks<gemv_kernel<T, R, true>>(kWarps * 32))),
+                                    block, stream, a, x, IC, accumulate, nw, eps));
   } else {
-    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R, false>, grid, block, stream, a, x, IC, accumulate, nw, eps));
+    FW_GEMV_WITH_ROWS(N, launch_pdl(gemv_kernel<T, R, false>,
+                                    dim3((unsigned)std::min(blocks, resident_blocks<gemv_kernel<T, R, false>>(kWarps * 32))),
+                                    block, stream, a, x, IC, accumulate, nw, eps));
   }
 }
 

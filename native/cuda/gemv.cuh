@@ -31,7 +31,8 @@ struct GemvOut {
 template <typename T>
 bool gemv_fits(int N, int IC);
 
-// Up to 3 projections of the same x in one launch. accumulate: out += ...
+// Up to 3 projections of the same x in one launch (any number of channels:
+// the grid is at most one wave of blocks, which loop over the rest). accumulate: out += ...
 // (the residual stream), else out = ... Throws kInvalidArgument when the
 // shapes or pointer alignment do not fit (gemv_fits first).
 template <typename T>

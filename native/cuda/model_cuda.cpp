@@ -858,12 +858,10 @@ void CudaModel<T>::forward_cached_device(const int32_t* d_tokens, int B, int T_l
       const Q8& m = q8_.back();
       matmul_q8<T>(logits_out, d.ln, m.q, m.scale, (const T*)nullptr, rows, m.oc, m.ic, s);
     } else if (gemv_fits<T>(rows, C)) {
-      // Not folded here: the lm_head's grid is many waves of blocks, and
-      // each block of a folded GEMV first computes 1/rms behind a barrier;
-      // one norm launch costs less than that prologue in every wave.
-      rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
+      // the final norm folded in too: the GEMV's grid is one wave of blocks
+      // that loop over the vocabulary, so each block computes 1/rms once
       const GemvOut<T> lm = {wlm, nullptr, logits_out, V};
-      gemv(d.ln, rows, C, &lm, 1, false, s);
+      gemv_rmsnorm(x, wnorm, eps, rows, C, &lm, 1, s);
     } else {
       rmsnorm_forward(d.ln, d.rstd, x, wnorm, N, C, c.rms_norm_eps, s);
       linear_forward(blas_, logits_out, d.ln, wlm, (const T*)nullptr, rows, C, V, s);

@@ -100,6 +100,20 @@ void check_gemv_rows(int N) {
   fw::cuda::gemv_swiglu(h_two.get(), ln.get(), dwg->get(), dwu->get(), N, IC, I, 0);
   fw::cuda::gemv_swiglu_rmsnorm(h_one.get(), dx->get(), dnw->get(), eps, dwg->get(), dwu->get(), N, IC, I, 0);
   expect_parity("gemv_swiglu_rmsnorm == rmsnorm_forward + gemv_swiglu" + tag, h_one.f32(), h_two.f32(), 0.0);
+
+  // an lm_head-like projection: more channels than one wave of blocks
+  // holds, so each block loops (and computes 1/rms once)
+  const int V = 20011;
+  auto wl = dev<T>(rounded<T>(randn((size_t)V * IC, 94)));
+  Dev<T> l_two((size_t)N * V), l_one((size_t)N * V);
+  const fw::cuda::GemvOut<T> lm_two = {wl->get(), nullptr, l_two.get(), V}, lm_one = {wl->get(), nullptr, l_one.get(), V};
+  fw::cuda::gemv(ln.get(), N, IC, &lm_two, 1, false, 0);
+  fw::cuda::gemv_rmsnorm(dx->get(), dnw->get(), eps, N, IC, &lm_one, 1, 0);
+  expect_parity("gemv_rmsnorm == rmsnorm_forward + gemv, " + std::to_string(V) + " channels" + tag, l_one.f32(),
+                l_two.f32(), 0.0);
+  std::vector<float> l_ref((size_t)N * V), wl_h = wl->f32();
+  fw::linear_forward(l_ref.data(), ln_ref.data(), wl_h.data(), (const float*)nullptr, N, IC, V);
+  expect_parity("gemv_rmsnorm vs cpu, " + std::to_string(V) + " channels" + tag, l_one.f32(), l_ref, tol<T>());
 }
 
 // gemv_rmsnorm_qkv_rope against gemv_rmsnorm + rope_append_dpos from the
