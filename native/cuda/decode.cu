@@ -17,9 +17,9 @@
 //    log2 domain) to the workspace.
 //  - combine, in the same launch: each live block of a row takes a ticket
 //    from the row's counter once its partial is written (fence, then
-//    atomicAdd); the block that draws the last ticket merges the row's live
-//    partials, out = sum_c 2^(m_c - M) acc_c / sum_c 2^(m_c - M) l_c, and
-//    puts the counter back to zero for the next call. One launch per layer
+//    atomicInc, which wraps the counter back to zero on the last ticket);
+//    the block that draws the last ticket merges the row's live partials,
+//    out = sum_c 2^(m_c - M) acc_c / sum_c 2^(m_c - M) l_c. One launch per layer
 //    instead of two (a graph-replayed decode step is launch-bound at small
 //    batch); which block combines varies, the arithmetic does not, so the
 //    output is the same bits every run.
@@ -368,12 +368,15 @@ __global__ void __launch_bounds__(kDecThreads)
   __threadfence();
   __syncthreads();
   __shared__ bool s_last;
-  if (threadIdx.x == 0) s_last = atomicAdd(&counters[row], 1) == nlive - 1;
+  // atomicInc wraps to 0 on the last ticket: the counter is zero again for
+  // the next call with no separate reset (and a counter left off by misuse,
+  // two streams at once, recovers after one call instead of never matching)
+  if (threadIdx.x == 0)
+    s_last = atomicInc(reinterpret_cast<unsigned*>(&counters[row]), (unsigned)(nlive - 1)) == (unsigned)(nlive - 1);
   __syncthreads();
   if (!s_last) return;
   __threadfence();  // every other block's partial is visible to this one
   decode_combine_row<T>(out, ws, row, nlive, d);
-  if (threadIdx.x == 0) counters[row] = 0;  // every block of the row has drawn
 }
 
 // Keys per split block: the smallest power of two >= kDecMinChunk that keeps

@@ -714,6 +714,7 @@ void CudaModel<T>::ensure_decode(int B, int T_len, int S) {
     dec_counters_n_ = 0;
     FW_CUDA_CHECK(cudaMalloc(&dec_counters_, counters * sizeof(int)));
     FW_CUDA_CHECK(cudaMemsetAsync(dec_counters_, 0, counters * sizeof(int), stream_));
+    FW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // zero before a graph replays on any stream
     dec_counters_n_ = counters;
   }
   scratch_gen_++;
