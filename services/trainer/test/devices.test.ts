@@ -118,6 +118,9 @@ describe('devices', () => {
     const run = res.json<{ id: string; spec: Record<string, unknown> }>();
     expect(run.spec).toMatchObject({ device: 'cuda', precision: 'fp16', method: 'lora' });
     await h.waitRun(run.id, (r) => r.status === 'running');
+    // A run is 'running' from the moment it is claimed; job.json is written
+    // after its data and models are in place, before rank 0 starts.
+    await seenGpus(h.workRoot, run.id, 0);
     const job = JSON.parse(await readFile(join(h.workRoot, run.id, 'job.json'), 'utf8')) as Record<string, unknown>;
     expect(job).toMatchObject({
       device: 'cuda',
