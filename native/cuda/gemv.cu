@@ -79,9 +79,10 @@ __device__ __forceinline__ void block_rstd(float (&rstd)[R], const T* x, int IC,
   }
 }
 
-// Channel ch's weight row within the launch's projections, picked field by
-// field with constant indices so the arguments stay in parameter space (no
-// local-memory copy).
+// Channel ch's weight row within the launch's projections (for the
+// prefetches), picked field by field with constant indices so the arguments
+// stay in parameter space (no local-memory copy); the loop below picks the
+// channel's bias, output and width the same way.
 template <typename T>
 __device__ __forceinline__ const T* gemv_row(const GemvArgs<T>& a, int ch, int IC) {
   const int sel = (a.n_outs > 2 && ch >= a.first[2]) ? 2 : (a.n_outs > 1 && ch >= a.first[1]) ? 1 : 0;
@@ -108,13 +109,14 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (ch + stride < a.channels) warp_prefetch_l2(gemv_row(a, ch + stride, IC), row_bytes);
     const int sel = (a.n_outs > 2 && ch >= a.first[2]) ? 2 : (a.n_outs > 1 && ch >= a.first[1]) ? 1 : 0;
     const int o = ch - (sel == 2 ? a.first[2] : sel == 1 ? a.first[1] : 0);
+    const T* w = sel == 2 ? a.outs[2].w : sel == 1 ? a.outs[1].w : a.outs[0].w;
     const T* bias = sel == 2 ? a.outs[2].bias : sel == 1 ? a.outs[1].bias : a.outs[0].bias;
     T* out = sel == 2 ? a.outs[2].out : sel == 1 ? a.outs[1].out : a.outs[0].out;
     const int oc = sel == 2 ? a.outs[2].oc : sel == 1 ? a.outs[1].oc : a.outs[0].oc;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    dot_rows<T, R, kNorm>(acc, gemv_row(a, ch, IC), x, IC, nw, rstd);
+    dot_rows<T, R, kNorm>(acc, w + (size_t)o * IC, x, IC, nw, rstd);
     if ((threadIdx.x & 31) == 0) {
       const float b = bias ? to_f32(bias[o]) : 0.0f;
 #pragma unroll
