@@ -11,12 +11,14 @@
 //    fw::Trainer;
 //  - bad token ids are a clear kInvalidArgument.
 // The error metric is cuda_test_util.h's: max|gpu - cpu| / max|cpu| per tensor.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
 #include <map>
 #include <vector>
 
+#include "../model_cases.h"
 #include "cuda_test_util.h"
 #include "decode.cuh"
 #include "launch.h"
@@ -27,49 +29,11 @@
 #include "train.h"
 
 using namespace fwcuda_test;
+using fwcases::ModelCase;
+using fwcases::cases;
+using fwcases::batch;
 
 namespace {
-
-struct ModelCase {
-  const char* name;
-  nlohmann::json cfg;
-  int B, T;
-};
-
-std::vector<ModelCase> cases() {
-  auto base = [](const char* type, int V, int C, int I, int L, int NH, int KVH, int HS, bool tied, bool bias) {
-    nlohmann::json j = {{"model_type", type},
-                        {"vocab_size", V},
-                        {"hidden_size", C},
-                        {"intermediate_size", I},
-                        {"num_hidden_layers", L},
-                        {"num_attention_heads", NH},
-                        {"num_key_value_heads", KVH},
-                        {"head_dim", HS},
-                        {"rope_theta", 10000.0},
-                        {"rms_norm_eps", 1e-5},
-                        {"max_position_embeddings", 256},
-                        {"tie_word_embeddings", tied}};
-    if (std::string(type) == "llama") j["attention_bias"] = bias;
-    return j;
-  };
-  return {
-      {"llama gqa tied", base("llama", 97, 48, 80, 2, 4, 2, 12, true, false), 2, 19},
-      {"llama bias untied", base("llama", 64, 32, 64, 2, 2, 2, 16, false, true), 3, 8},
-      {"qwen2 gqa", base("qwen2", 80, 64, 96, 2, 4, 1, 16, false, false), 2, 33},
-      {"llama hs64", base("llama", 128, 128, 256, 2, 2, 1, 64, true, false), 2, 70},
-      {"llama hs128", base("llama", 96, 256, 384, 1, 2, 2, 128, false, false), 1, 131},
-  };
-}
-
-void batch(std::vector<int32_t>& tok, std::vector<int32_t>& tgt, int B, int T, int V, uint64_t seed) {
-  fw::Rng r(seed);
-  tok.resize((size_t)B * T);
-  tgt.resize((size_t)B * T);
-  for (auto& t : tok) t = (int32_t)(r.next_u64() % V);
-  for (auto& t : tgt) t = (int32_t)(r.next_u64() % V);
-  for (int b = 0; b < B; b++) tgt[(size_t)b * T] = fw::kIgnoreIndex;  // a masked prompt token
-}
 
 // Model-level parity is judged by the norm-wise relative error
 // ||gpu - cpu||_2 / ||cpu||_2, with the element-wise max|diff| / max|ref|
@@ -122,15 +86,14 @@ std::vector<float> slice(const std::vector<float>& all, const fw::TensorInfo& t)
 template <typename T>
 fw::Model cpu_model(const fw::Config& cfg, uint64_t seed, double init_std = 0.1) {
   fw::Model m(cfg);
-  m.init_random(seed, init_std);
-  // perturb the norm weights too, so their gradients are not all alike
-  fw::Rng r(seed + 1);
-  for (const fw::TensorInfo& t : m.layout.tensors)
-    if (t.name.find("norm") != std::string::npos)
-      for (size_t i = 0; i < t.numel; i++) m.params[t.offset + i] += (float)(0.1 * r.normal());
+  fwcases::init_case_model(m, seed, init_std);
   m.params = rounded<T>(m.params);
   return m;
 }
+
+// The bound on the attention key bias's gradient at HF's init scale (see
+// check_forward_backward).
+constexpr double kKeyBiasL2 = 2.5e-2;
 
 template <typename T>
 void check_forward_backward(const ModelCase& mc, uint64_t seed, double init_std = 0.1, double bf16_l2 = 0) {
@@ -156,8 +119,16 @@ void check_forward_backward(const ModelCase& mc, uint64_t seed, double init_std 
   const std::string tag = std::string(" ") + mc.name + " [" + type_name<T>() + (init_std != 0.1 ? ", std 0.02" : "") + "]";
   expect_model_parity<T>("logits" + tag, gpu_logits, cpu_logits, false, bf16_l2);
   expect_parity("loss" + tag, {gpu_loss}, {cpu_loss}, tol<T>());
-  for (const fw::TensorInfo& t : cpu.layout.tensors)
-    expect_model_parity<T>("d " + t.name + tag, slice(g, t), slice(cpu.grads, t), true, bf16_l2);
+  for (const fw::TensorInfo& t : cpu.layout.tensors) {
+    // The attention key bias's gradient is the one exception to bf16_l2:
+    // softmax ignores a shift shared by every key, so its exact value is a
+    // near-cancellation that bf16 storage cannot resolve to 1e-2 (PyTorch's
+    // own bf16 autocast lands at 1.1-1.2e-2 on it here, and the CPU twin of
+    // this model, ref/cuda_bf16_twin.py, predicts 1.5-1.7e-2; docs/cuda.md).
+    const bool key_bias = std::is_same<T, bf16>::value && t.name.find("k_proj.bias") != std::string::npos;
+    const double bound = bf16_l2 > 0 && key_bias ? std::max(bf16_l2, kKeyBiasL2) : bf16_l2;
+    expect_model_parity<T>("d " + t.name + tag, slice(g, t), slice(cpu.grads, t), true, bound);
+  }
 
   // a second forward/backward accumulates (+=), as on the CPU
   gpu.forward(tok.data(), tgt.data(), mc.B, mc.T);
@@ -230,8 +201,11 @@ TEST(cuda_model, forward_backward_match_cpu_bf16) {
   for (const ModelCase& mc : cases()) check_forward_backward<bf16>(mc, seed += 10);
 }
 
-// The bound, 1e-2 in bf16 for logits and every gradient, at the
-// usual weight scale (HF's init, std 0.02). At std 0.1 (the test above) bf16
+// The bound, 1e-2 in bf16 for logits and every gradient but the
+// attention key bias's (kKeyBiasL2), at the usual weight scale (HF's init,
+// std 0.02). ref/cuda_bf16_twin.py replays this model's bf16 rounding on
+// these very instances on the CPU (CTest cuda_bf16_twin.hf_init_scale): worst
+// logits 4.7e-3, worst other gradient 9.5e-3 (the query bias), key bias 1.7e-2. At std 0.1 (the test above) bf16
 // storage alone costs about 1.1e-2 on the logits and 2.2e-2 on the worst
 // gradient even with exact fp32 arithmetic between the roundings
 // (native/tests/ref/bf16_error_model.py, docs/cuda.md), hence its bounds.

@@ -43,6 +43,35 @@ class Round(torch.autograd.Function):
         return (g.bfloat16().float() if ctx.bwd else g), None, None
 
 
+class FlashAttention(torch.autograd.Function):
+    """Causal attention with flash attention's backward: D = rowsum(dO * O)
+    from the output as stored (bf16), not rowsum(dP * P) exactly; P and dS
+    in bf16 for the products when flash_p."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, flash_p):
+        s = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        p = s.masked_fill(mask, float("-inf")).softmax(-1)
+        pb = p.bfloat16().float() if flash_p else p
+        o = pb @ v
+        ctx.save_for_backward(q, k, v, p, o.bfloat16().float())
+        ctx.flash_p = flash_p
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, p, o_stored = ctx.saved_tensors
+        pb = p.bfloat16().float() if ctx.flash_p else p
+        dv = pb.transpose(-2, -1) @ do
+        dp = do @ v.transpose(-2, -1)
+        d = (do * o_stored).sum(-1, keepdim=True)
+        ds = p * (dp - d)
+        if ctx.flash_p:
+            ds = ds.bfloat16().float()
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        return ds @ k * scale, ds.transpose(-2, -1) @ q * scale, dv, None, None
+
+
 def rmsnorm(x, w, eps=1e-5):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
@@ -83,13 +112,17 @@ def forward(p, c, tokens, v):
         k = act(k * cos + rotate_half(k) * sin)
         k = k.repeat_interleave(NH // KVH, 1)
         vv = vv.repeat_interleave(NH // KVH, 1)
-        s = (q @ k.transpose(-2, -1)) / math.sqrt(HS)
-        if v and v["flash_p"]:
-            s = Round.apply(s, False, True)  # dS in bf16 for the dQ, dK products
-        a = s.masked_fill(mask, float("-inf")).softmax(-1)
-        if v and v["flash_p"]:
-            a = Round.apply(a, True, False)  # P in bf16 for the P @ V product
-        y = act((a @ vv).transpose(1, 2).reshape(B, T, NH * HS))
+        if v and v["flash_d"]:
+            o = FlashAttention.apply(q, k, vv, mask, v["flash_p"])
+        else:
+            s = (q @ k.transpose(-2, -1)) / math.sqrt(HS)
+            if v and v["flash_p"]:
+                s = Round.apply(s, False, True)  # dS in bf16 for the dQ, dK products
+            a = s.masked_fill(mask, float("-inf")).softmax(-1)
+            if v and v["flash_p"]:
+                a = Round.apply(a, True, False)  # P in bf16 for the P @ V product
+            o = a @ vv
+        y = act(o.transpose(1, 2).reshape(B, T, NH * HS))
         x = res(x + y @ w("wo").t())
         h = act(rmsnorm(x, w("ln2")))
         g, u = act(h @ w("wg").t()), act(h @ w("wu").t())
@@ -126,9 +159,10 @@ CASES = [
     dict(name="llama hs64", V=128, C=128, I=256, L=2, NH=2, KVH=1, HS=64, B=2, T=70),
     dict(name="llama hs128", V=96, C=256, I=384, L=1, NH=2, KVH=2, HS=128, B=1, T=131),
 ]
-ALL = dict(act_grads=True, res_values=True, res_grads=True, param_grads=True, flash_p=True)
+ALL = dict(act_grads=True, res_values=True, res_grads=True, param_grads=True, flash_p=True, flash_d=True)
 VARIANTS = {
     "bf16 everywhere (the CUDA model)": ALL,
+    "  D = rowsum(dP * P) exactly, not from bf16 O": dict(ALL, flash_d=False),
     "  without flash attention's bf16 P, dS": dict(ALL, flash_p=False),
     "  fp32 parameter gradients": dict(ALL, param_grads=False),
     "  fp32 residual stream (values, grads)": dict(ALL, res_values=False, res_grads=False),
