@@ -18,9 +18,7 @@
 namespace fw {
 namespace cuda {
 
-namespace {
-
-size_t dtype_bytes(int dtype) {
+size_t nccl_dtype_bytes(int dtype) {
   switch (dtype) {
     case NcclType::kInt8:
     case NcclType::kUint8: return 1;
@@ -44,6 +42,8 @@ bool is_device_pointer(const void* p) {
   }
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
 }
+
+namespace {
 
 class NcclCollectiveImpl : public NcclCollective {
  public:
@@ -146,7 +146,7 @@ class NcclCollectiveImpl : public NcclCollective {
  private:
   void sync_allreduce(void* x, size_t n, int dtype) {
     if (n == 0) return;
-    const size_t bytes = n * dtype_bytes(dtype);
+    const size_t bytes = n * nccl_dtype_bytes(dtype);
     void* dev = stage_in(x, bytes);
     FW_NCCL_CHECK(api_, api_.AllReduce(dev, dev, n, dtype, NcclOp::kSum, comm_, stream_));
     wait_stream("allreduce_sum");

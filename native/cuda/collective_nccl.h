@@ -62,6 +62,11 @@ inline void allreduce_bucketed_async(NcclCollective& c, void* x, size_t n, size_
     c.allreduce_async(static_cast<char*>(x) + off * elem_bytes, n - off < per ? n - off : per, dtype, after);
 }
 
+// Bytes per element of an NcclType value (throws kInvalidArgument for others).
+size_t nccl_dtype_bytes(int dtype);
+// Whether p is device (or managed) memory, as opposed to host memory.
+bool is_device_pointer(const void* p);
+
 // Join the other ranks (cudaSetDevice(env.local_rank) first). Throws
 // CollectiveError(kRendezvousTimeout) when the unique id does not arrive in
 // time, kStore when the store fails, kUnsupported when NCCL is missing.
