@@ -81,7 +81,14 @@ if [ -n "${FW_GPU_DEBS:-}" ] && ls "$FW_GPU_DEBS"/*.deb >/dev/null 2>&1; then
   mkdir -p "$P"
   for f in "$FW_GPU_DEBS"/*.deb; do dpkg -x "$f" "$P"; done
   ML=$P/usr/lib/x86_64-linux-gnu
-  export LD_LIBRARY_PATH="$ML/openblas-pthread:$ML${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$ML/openblas-pthread:$ML:$P/usr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # Gloo (optional: libgloo-dev, libgloo0, libhiredis0.14, libibverbs1,
+  # libnl-3-200, libnl-route-3-200) lets ranks share the GPU in
+  # cuda_worker_test; its CMake package names /usr/lib/libgloo.so.* by
+  # absolute path, so point that at the unpacked copy.
+  for g in "$P"/usr/share/cmake/Gloo/GlooTargets-*.cmake; do
+    [ -f "$g" ] && sed -i "s#\"/usr/lib/#\"$P/usr/lib/#g" "$g"
+  done
   CMAKE_EXTRA+=("-DCMAKE_PREFIX_PATH=$P/usr" "-DCBLAS_INCLUDE_DIR=$P/usr/include/x86_64-linux-gnu/openblas-pthread"
     "-DGTest_DIR=$ML/cmake/GTest" "-Dnlohmann_json_DIR=$P/usr/share/cmake/nlohmann_json")
   echo "build dependencies unpacked from $FW_GPU_DEBS into $P"

@@ -13,13 +13,13 @@
 #include <cmath>
 #include <thread>
 
-#include "collective_test_proc.h"
 #include "collective_test_store.h"
 #include "hf_io.h"
 #include "io_testutil.h"
 #include "model.h"
 #include "shards.h"
 #include "train_rng.h"
+#include "worker_ranks.h"
 #include "worker_testutil.h"
 
 namespace {
@@ -30,80 +30,15 @@ using fwtest::TempDir;
 using fwtest::tiny_config;
 using fwtest::worker_path;
 using fwtest::write_shards;
+using fwtest::Rank;
+using fwtest::ReapGuard;
+using fwtest::code_of;
+using fwtest::events;
+using fwtest::reap;
+using fwtest::secs_since;
+using fwtest::spawn_worker;
+using fwtest::wait_exit;
 using Clock = std::chrono::steady_clock;
-
-double secs_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// One fw_worker rank; stdout (JSON lines) and stderr go to files.
-struct Rank {
-  pid_t pid = -1;
-  std::string out, err;
-  int status = 0;
-  bool exited = false;
-};
-
-Rank spawn_worker(const TempDir& d, const std::string& spec, int rank, int world, const std::string& url,
-                  int64_t join_ms, int64_t coll_ms) {
-  Rank r;
-  r.out = d / ("rank" + std::to_string(rank) + "-" + std::to_string(::getpid()) + ".out");
-  r.err = r.out + ".err";
-  std::string bin = worker_path();
-  if (!fw::path_exists(bin)) throw std::runtime_error("fw_worker not built next to the tests: " + bin);
-  int o = ::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  int e = ::open(r.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  r.pid = fw_test::spawn_process(bin, {spec},
-                                 {{"RANK", std::to_string(rank)},
-                                  {"LOCAL_RANK", std::to_string(rank)},
-                                  {"WORLD_SIZE", std::to_string(world)},
-                                  {"FW_STORE_URL", url},
-                                  {"FW_JOIN_TIMEOUT_MS", std::to_string(join_ms)},
-                                  {"FW_COLLECTIVE_TIMEOUT_MS", std::to_string(coll_ms)},
-                                  {"OMP_NUM_THREADS", "1"}},
-                                 o, e);
-  ::close(o);
-  ::close(e);
-  return r;
-}
-
-bool wait_exit(Rank& r, double secs) {
-  auto t0 = Clock::now();
-  while (!r.exited && secs_since(t0) < secs) {
-    if (waitpid(r.pid, &r.status, WNOHANG) == r.pid) r.exited = true;
-    else std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return r.exited;
-}
-
-void reap(std::vector<Rank>& rs);
-// Reaps at scope exit too, so a failed ASSERT leaves no rank behind.
-struct ReapGuard {
-  std::vector<Rank>& rs;
-  ~ReapGuard() { reap(rs); }
-};
-void reap(std::vector<Rank>& rs) {
-  for (Rank& r : rs)
-    if (!r.exited) {
-      kill(r.pid, SIGKILL);
-      kill(r.pid, SIGCONT);
-      waitpid(r.pid, &r.status, 0);
-      r.exited = true;
-    }
-}
-
-int code_of(const Rank& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status); }
-
-std::vector<json> events(const Rank& r) {
-  std::vector<json> evs;
-  std::string text = fw::path_exists(r.out) ? fw::read_file_text(r.out) : "";
-  size_t p = 0;
-  while (p < text.size()) {
-    size_t e = text.find('\n', p);
-    if (e == std::string::npos) break;  // a line still being written
-    evs.push_back(json::parse(text.substr(p, e - p)));
-    p = e + 1;
-  }
-  return evs;
-}
 
 std::string write_spec(const TempDir& d, const std::string& tag, int batch, int steps) {
   json spec = {{"model", {{"config", tiny_config()}}},

@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "collective_nccl.h"
+#include "collective_staged.h"
 #include "common.h"
 #include "cuda_check.h"
 #include "gemm_cublas.h"
@@ -20,15 +21,35 @@ namespace fw {
 namespace worker {
 
 // The GPU this rank runs on and its collective: NCCL across ranks, the local
-// one for a single rank.
+// one for a single rank, or Gloo with device buffers staged through the host
+// (FW_CUDA_COLLECTIVE=gloo; `nccl` is then the staged wrapper over `local`,
+// declared after it so that it goes first).
 class CudaSession {
  public:
   int device = 0;
   std::string device_name;
-  std::unique_ptr<cuda::NcclCollective> nccl;
   std::unique_ptr<Collective> local;
+  std::unique_ptr<cuda::NcclCollective> nccl;
   Collective& coll() { return nccl ? static_cast<Collective&>(*nccl) : *local; }
 };
+
+namespace {
+
+// FW_CUDA_COLLECTIVE: how GPU ranks are joined. "nccl" (the default): one
+// GPU per rank, NCCL. "gloo": Gloo over TCP, device buffers staged through
+// host memory (collective_staged.h), so ranks may share a GPU (LOCAL_RANK
+// wraps around the visible devices) and a host without NCCL can still run
+// several ranks; correct but not overlapped, for tests and shared GPUs.
+bool staged_gloo_collective() {
+  const char* v = std::getenv("FW_CUDA_COLLECTIVE");
+  const std::string s = v && *v ? v : "nccl";
+  FW_CHECK_HINT(s == "nccl" || s == "gloo", kInvalidArgument,
+                "FW_CUDA_COLLECTIVE=" << s << ": expected nccl or gloo",
+                "nccl for one GPU per rank, gloo for ranks that share a GPU");
+  return s == "gloo";
+}
+
+}  // namespace
 
 void CudaSessionDeleter::operator()(CudaSession* s) const { delete s; }
 
@@ -52,16 +73,21 @@ CudaSessionPtr cuda_join(const CollectiveEnv& cenv) {
                 "device \"cuda\": no CUDA device is visible to this process ("
                     << (e == cudaSuccess ? "no device" : cudaGetErrorString(e)) << ")",
                 "check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device \"cpu\"");
-  FW_CHECK_HINT(cenv.local_rank < n, kInvalidArgument,
+  const bool staged = cenv.world_size > 1 && staged_gloo_collective();
+  FW_CHECK_HINT(staged || cenv.local_rank < n, kInvalidArgument,
                 "device \"cuda\": LOCAL_RANK " << cenv.local_rank << " but only " << n << " CUDA device(s) are visible",
-                "one rank per GPU: a host runs at most as many ranks as it has GPUs");
+                "one rank per GPU with NCCL: a host runs at most as many ranks as it has GPUs "
+                "(FW_CUDA_COLLECTIVE=gloo lets ranks share them)");
   CudaSessionPtr s(new CudaSession());
-  s->device = cenv.local_rank;
+  s->device = staged ? cenv.local_rank % n : cenv.local_rank;
   FW_CUDA_CHECK(cudaSetDevice(s->device));
   cudaDeviceProp prop{};
   FW_CUDA_CHECK(cudaGetDeviceProperties(&prop, s->device));
   s->device_name = prop.name;
-  if (cenv.world_size > 1) {
+  if (staged) {
+    s->local = make_collective(cenv);  // Gloo: joins the other ranks
+    s->nccl = cuda::make_staged_collective(*s->local);
+  } else if (cenv.world_size > 1) {
     // A fixed reduction order makes runs repeatable bit for bit (collective_nccl.h);
     // a user's own NCCL_ALGO / NCCL_PROTO win.
     setenv("NCCL_ALGO", "Ring", 0);
