@@ -33,12 +33,15 @@ class StagedCollective : public NcclCollective {
   void allreduce_sum(float* x, size_t n) override { reduce_any(x, n); }
   void allreduce_sum(double* x, size_t n) override { reduce_any(x, n); }
 
+  // The synchronous calls with a device buffer: the caller has finished the
+  // work that writes it (as with NCCL's synchronous calls); the result is in
+  // place when the call returns.
   void broadcast(void* data, size_t bytes, int root) override {
     if (!is_device_pointer(data)) return host_.broadcast(data, bytes, root);
     std::vector<char> h(bytes);
     FW_CUDA_CHECK(cudaMemcpy(h.data(), data, bytes, cudaMemcpyDeviceToHost));
     host_.broadcast(h.data(), bytes, root);
-    FW_CUDA_CHECK(cudaMemcpy(data, h.data(), bytes, cudaMemcpyHostToDevice));
+    to_device(data, h.data(), bytes, nullptr);
   }
 
   void barrier() override { host_.barrier(); }
@@ -47,7 +50,7 @@ class StagedCollective : public NcclCollective {
     FW_CUDA_CHECK(cudaStreamSynchronize(after));
     std::vector<float> f = widen(x, n, dtype);
     host_.allreduce_sum(f.data(), n);
-    narrow(x, f.data(), n, dtype);
+    narrow(x, f.data(), n, dtype, after);
   }
 
   void reduce_scatter_async(const void* send, void* recv, size_t count, int dtype, cudaStream_t after) override {
@@ -55,19 +58,18 @@ class StagedCollective : public NcclCollective {
     const size_t W = (size_t)world_size();
     std::vector<float> f = widen(send, count * W, dtype);
     host_.allreduce_sum(f.data(), f.size());
-    narrow(recv, f.data() + (size_t)rank() * count, count, dtype);
+    narrow(recv, f.data() + (size_t)rank() * count, count, dtype, after);
   }
 
+  // Each rank's shard, raw bytes, broadcast from its owner: exact for every
+  // value (no arithmetic), in place when send is recv's own shard.
   void all_gather_async(const void* send, void* recv, size_t count, int dtype, cudaStream_t after) override {
     FW_CUDA_CHECK(cudaStreamSynchronize(after));
-    const size_t W = (size_t)world_size();
-    std::vector<float> f(count * W, 0.0f);
-    std::vector<float> mine = widen(send, count, dtype);
-    std::memcpy(f.data() + (size_t)rank() * count, mine.data(), count * sizeof(float));
-    // the other ranks' shards are zeros here: the sum is a gather, exactly
-    // (x + 0 = x, and a widened 16-bit value narrows back to itself)
-    host_.allreduce_sum(f.data(), f.size());
-    narrow(recv, f.data(), f.size(), dtype);
+    const size_t W = (size_t)world_size(), bytes = count * nccl_dtype_bytes(dtype);
+    std::vector<char> h(bytes * W);
+    FW_CUDA_CHECK(cudaMemcpy(h.data() + (size_t)rank() * bytes, send, bytes, cudaMemcpyDefault));
+    for (size_t r = 0; r < W; r++) host_.broadcast(h.data() + r * bytes, bytes, (int)r);
+    to_device(recv, h.data(), h.size(), after);
   }
 
   void wait_all(cudaStream_t) override {}  // every call finished before returning
@@ -79,10 +81,23 @@ class StagedCollective : public NcclCollective {
     std::vector<V> h(n);
     FW_CUDA_CHECK(cudaMemcpy(h.data(), x, n * sizeof(V), cudaMemcpyDeviceToHost));
     host_.allreduce_sum(h.data(), n);
-    FW_CUDA_CHECK(cudaMemcpy(x, h.data(), n * sizeof(V), cudaMemcpyHostToDevice));
+    to_device(x, h.data(), n * sizeof(V), nullptr);
   }
 
-  // n elements of dtype at device (or host) address p, as fp32 on the host.
+  // Host bytes into p (device or host memory), finished before returning: a
+  // copy from pageable memory may still be in flight when cudaMemcpy
+  // returns, and the trainer's streams (non-blocking) are not ordered after
+  // the legacy stream, so the copy goes on `stream` (the legacy one when
+  // null) and that stream is waited for.
+  static void to_device(void* p, const void* h, size_t bytes, cudaStream_t stream) {
+    const cudaStream_t s = stream ? stream : cudaStreamLegacy;
+    FW_CUDA_CHECK(cudaMemcpyAsync(p, h, bytes, cudaMemcpyDefault, s));
+    FW_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+
+  // n elements of dtype at device (or host) address p, as fp32 on the host
+  // (a copy into pageable memory is complete when cudaMemcpy returns; the
+  // callers have synchronised the stream that wrote p).
   static std::vector<float> widen(const void* p, size_t n, int dtype) {
     std::vector<float> f(n);
     const size_t eb = nccl_dtype_bytes(dtype);
@@ -108,8 +123,9 @@ class StagedCollective : public NcclCollective {
     return f;
   }
 
-  // fp32 values back into n elements of dtype at p, rounded to nearest even.
-  static void narrow(void* p, const float* f, size_t n, int dtype) {
+  // fp32 values back into n elements of dtype at p, rounded to nearest even;
+  // the copy is complete, and ordered on `stream`, when this returns.
+  static void narrow(void* p, const float* f, size_t n, int dtype, cudaStream_t stream) {
     const size_t eb = nccl_dtype_bytes(dtype);
     std::vector<char> raw(n * eb);
     switch (dtype) {
@@ -129,7 +145,7 @@ class StagedCollective : public NcclCollective {
       default:
         FW_CHECK(false, kUnsupported, "staged collective: data type " << dtype << " (float, bf16 and fp16 only)");
     }
-    FW_CUDA_CHECK(cudaMemcpy(p, raw.data(), n * eb, cudaMemcpyDefault));
+    to_device(p, raw.data(), n * eb, stream);
   }
 
   Collective& host_;

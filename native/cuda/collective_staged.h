@@ -8,9 +8,10 @@
 // as PyTorch's Gloo backend does for CUDA tensors. Each call is synchronous
 // behind the asynchronous interface: it waits for the work queued on
 // `after`, copies the buffer to the host, reduces it there in fp32 (fp64 for
-// doubles; 16-bit types are widened and rounded back once, to nearest even)
-// and copies the result back before returning, so wait_all has nothing left
-// to wait for. Correct everywhere, overlapped nowhere: for tests and for
+// doubles; 16-bit types are widened and rounded back once, to nearest even;
+// an all-gather moves raw bytes) and copies the result back on `after`,
+// waiting for that copy, before returning, so wait_all has nothing left to
+// wait for. Correct everywhere, overlapped nowhere: for tests and for
 // ranks that share a device, not for speed.
 #pragma once
 

@@ -1107,6 +1107,12 @@ StepResult CudaTrainer<T>::step(const int32_t* tokens, const int32_t* targets, i
   T* grads = tgrads();
   const size_t numel = tnumel();
   size_t sent_until = numel;
+  // The overlap callback below captures this call's locals: it must not
+  // outlive the call, also when a collective throws during backward.
+  struct ClearCallback {
+    CudaModel<T>& m;
+    ~ClearCallback() { m.on_grads_ready = nullptr; }
+  } clear_callback{model_};
   for (int i = 0; i < k; i++) {
     // Overlap: during the last micro-batch's backward, each stretch of the
     // model's gradient buffer that is final and at least a bucket long starts

@@ -320,9 +320,10 @@ class CudaModel {
 // the master. A non-finite gradient norm skips the update (StepResult.skipped).
 //
 // Data parallel (world_size > 1 NcclCollective): every rank calls step()
-// with its own shard; gradients are summed in buckets of bucket_bytes on
-// NCCL's stream while backward still runs (the last micro-batch's backward
-// hands over each bucket as soon as its gradients are final), or, with
+// with its own shard; gradients are summed on NCCL's stream while backward
+// still runs (the last micro-batch's backward hands over the final
+// gradients, layer by layer from the end, in buckets of at least
+// bucket_bytes: a bucket goes out once it has grown past that size), or, with
 // zero1, reduce-scattered so that each rank keeps AdamW state for 1/world of
 // the parameters only and all-gathers the updated parameters.
 template <typename T>

@@ -71,16 +71,19 @@ TEST(collective_threads, sums_in_rank_order_broadcasts_and_barriers) {
   }
 }
 
-TEST(collective_threads, a_rank_that_never_arrives_times_out) {
+TEST(collective_threads, a_rank_that_never_arrives_times_out_and_the_group_stays_broken) {
   fwtest::ThreadGroup g(2, std::chrono::milliseconds(200));
-  fwtest::ThreadCollective c(g, 0);
+  fwtest::ThreadCollective c0(g, 0), c1(g, 1);
   float x = 1.0f;
   try {
-    c.allreduce_sum(&x, 1);
+    c0.allreduce_sum(&x, 1);
     FAIL() << "expected a timeout";
   } catch (const fw::CollectiveError& e) {
     EXPECT_EQ(e.reason(), fw::CollectiveFailure::kCollectiveTimeout);
   }
+  // the late rank must not complete a barrier with rank 0's next call
+  EXPECT_THROW(c1.barrier(), fw::CollectiveError);
+  EXPECT_THROW(c0.barrier(), fw::CollectiveError);
 }
 
 fw::Config tiny_config() {

@@ -40,9 +40,12 @@ class ThreadGroup {
   }
   const void* slot(int r) const { return slots_[r]; }
 
-  // A barrier of all ranks (generation-counted, reusable).
+  // A barrier of all ranks (generation-counted, reusable). A timeout breaks
+  // the group for good: every rank waiting or arriving later throws too,
+  // instead of pairing up with the wrong call.
   void sync() {
     std::unique_lock<std::mutex> lk(m_);
+    if (broken_) throw broken_error();
     const unsigned long gen = gen_;
     if (++arrived_ == world_) {
       arrived_ = 0;
@@ -50,10 +53,11 @@ class ThreadGroup {
       cv_.notify_all();
       return;
     }
-    if (!cv_.wait_for(lk, timeout_, [&] { return gen_ != gen; }))
-      throw fw::CollectiveError(fw::CollectiveFailure::kCollectiveTimeout,
-                                "thread collective: a rank did not arrive within " +
-                                    std::to_string(timeout_.count()) + " ms");
+    if (!cv_.wait_for(lk, timeout_, [&] { return gen_ != gen || broken_; })) {
+      broken_ = true;
+      cv_.notify_all();
+    }
+    if (gen_ == gen) throw broken_error();
   }
 
  private:
@@ -64,6 +68,13 @@ class ThreadGroup {
   std::condition_variable cv_;
   int arrived_ = 0;
   unsigned long gen_ = 0;
+  bool broken_ = false;
+
+  fw::CollectiveError broken_error() const {
+    return fw::CollectiveError(fw::CollectiveFailure::kCollectiveTimeout,
+                               "thread collective: a rank did not arrive within " + std::to_string(timeout_.count()) +
+                                   " ms");
+  }
 };
 
 class ThreadCollective : public fw::Collective {
@@ -94,8 +105,10 @@ class ThreadCollective : public fw::Collective {
   template <typename V>
   void sum(V* x, size_t n) {
     g_.publish_and_sync(rank_, x);
-    std::vector<V> acc(n, V(0));
-    for (int r = 0; r < g_.world(); r++) {  // rank order: the same bits on every rank
+    // x_0 + x_1 + ... in rank order: the same bits on every rank
+    const V* p0 = static_cast<const V*>(g_.slot(0));
+    std::vector<V> acc(p0, p0 + n);
+    for (int r = 1; r < g_.world(); r++) {
       const V* p = static_cast<const V*>(g_.slot(r));
       for (size_t i = 0; i < n; i++) acc[i] += p[i];
     }

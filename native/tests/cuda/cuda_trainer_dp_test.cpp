@@ -69,6 +69,10 @@ std::vector<RunOut> train(const fw::Config& cfg, const fw::TrainConfig& tc, cons
       FW_CUDA_CHECK(cudaSetDevice(0));
       cudaStream_t st;
       FW_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+      struct StreamGuard {
+        cudaStream_t s;
+        ~StreamGuard() { cudaStreamDestroy(s); }
+      } stream_guard{st};
       {
         fwtest::ThreadCollective host(group, rank);
         std::unique_ptr<fw::cuda::NcclCollective> coll = fw::cuda::make_staged_collective(host);
@@ -93,7 +97,6 @@ std::vector<RunOut> train(const fw::Config& cfg, const fw::TrainConfig& tc, cons
         m.download_params(o.params.data());
         tr.download_master(o.master.data());
       }
-      FW_CUDA_CHECK(cudaStreamDestroy(st));
     } catch (const std::exception& e) {
       o.error = e.what();
     }
@@ -137,7 +140,7 @@ TEST(cuda_trainer_dp, two_ranks_match_one_rank_fp32_plain_and_zero1) {
   const std::vector<RunOut> ref = train<float>(cfg, tc, init, 1, false, 25u << 20);
   ASSERT_EQ(ref[0].error, "");
   for (const bool zero1 : {false, true}) {
-    const std::string tag = zero1 ? " (ZeRO-1)" : " (all-reduce, 4 KiB buckets)";
+    const std::string tag = zero1 ? " (ZeRO-1)" : " (all-reduce, buckets of at least 4 KiB)";
     const std::vector<RunOut> dp = train<float>(cfg, tc, init, kWorld, zero1, 4096);
     if (!dp[0].error.empty() || !dp[1].error.empty()) continue;
     EXPECT_EQ(dp[0].params, dp[1].params) << "ranks diverged" << tag;
