@@ -170,12 +170,13 @@ if [ -n "${FW_GPU_SKIP_SANITIZER:-}" ]; then
   echo "skipped (FW_GPU_SKIP_SANITIZER)"
 elif [ -n "$SAN" ]; then
   # the kernels' own tests, and the whole model on its tiny configs: all of
-  # it under memcheck (seconds); under racecheck, which is slow on cuBLAS's
+  # it under memcheck (seconds; with the two-rank trainer test, whose ZeRO-1
+  # reads and writes the flat buffers' padded shards); under racecheck, which is slow on cuBLAS's
   # kernels (about 5 minutes for the forward/backward and KV-cache cases on
   # an H100), only the bf16 forward/backward (tensor-core attention)
   for tool in memcheck racecheck; do
     SAN_RUNS=("cuda_ops_test:*" "cuda_attention_test:*" "cuda_decode_test:*" "cuda_gemv_test:*")
-    if [ "$tool" = memcheck ]; then SAN_RUNS+=("cuda_model_test:*")
+    if [ "$tool" = memcheck ]; then SAN_RUNS+=("cuda_model_test:*" "cuda_trainer_dp_test:*")
     else SAN_RUNS+=("cuda_model_test:cuda_model.forward_backward_match_cpu_bf16"); fi
     for run in "${SAN_RUNS[@]}"; do
       t=${run%%:*} filter=${run#*:}

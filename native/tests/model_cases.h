@@ -1,7 +1,7 @@
 // model_cases.h: the small models of the CUDA model's parity test
 // (cuda/cuda_model_test.cpp) and how it draws their weights and batches,
 // shared with the bundle writer ref/parity_bundles.cpp so that
-// ref/cuda_bf16_twin.py can run exactly the test's instances on the CPU.
+// ref/cuda_model_twin.py can run exactly the test's instances on the CPU.
 #pragma once
 
 #include <cstdint>

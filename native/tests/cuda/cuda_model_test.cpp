@@ -124,7 +124,7 @@ void check_forward_backward(const ModelCase& mc, uint64_t seed, double init_std 
     // softmax ignores a shift shared by every key, so its exact value is a
     // near-cancellation that bf16 storage cannot resolve to 1e-2 (PyTorch's
     // own bf16 autocast lands at 1.1-1.2e-2 on it here, and the CPU twin of
-    // this model, ref/cuda_bf16_twin.py, predicts 1.5-1.7e-2; docs/cuda.md).
+    // this model, ref/cuda_model_twin.py, predicts 1.5-1.7e-2; docs/cuda.md).
     const bool key_bias = std::is_same<T, bf16>::value && t.name.find("k_proj.bias") != std::string::npos;
     const double bound = bf16_l2 > 0 && key_bias ? std::max(bf16_l2, kKeyBiasL2) : bf16_l2;
     expect_model_parity<T>("d " + t.name + tag, slice(g, t), slice(cpu.grads, t), true, bound);
@@ -203,8 +203,8 @@ TEST(cuda_model, forward_backward_match_cpu_bf16) {
 
 // The bound, 1e-2 in bf16 for logits and every gradient but the
 // attention key bias's (kKeyBiasL2), at the usual weight scale (HF's init,
-// std 0.02). ref/cuda_bf16_twin.py replays this model's bf16 rounding on
-// these very instances on the CPU (CTest cuda_bf16_twin.hf_init_scale): worst
+// std 0.02). ref/cuda_model_twin.py replays this model's bf16 rounding on
+// these very instances on the CPU (CTest cuda_model_twin.bf16_hf_init_scale): worst
 // logits 4.7e-3, worst other gradient 9.5e-3 (the query bias), key bias 1.7e-2. At std 0.1 (the test above) bf16
 // storage alone costs about 1.1e-2 on the logits and 2.2e-2 on the worst
 // gradient even with exact fp32 arithmetic between the roundings

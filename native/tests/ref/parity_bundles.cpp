@@ -1,6 +1,6 @@
 // parity_bundles: writes the instances of cuda_model_test's forward/backward
 // parity cases (model_cases.h: the same configs, seeds, weights and batches)
-// as bundles (ref_bundle.h) for ref/cuda_bf16_twin.py, which replays the CUDA
+// as bundles (ref_bundle.h) for ref/cuda_model_twin.py, which replays the CUDA
 // model's bf16 rounding on them on the CPU.
 //
 // Usage: fw_parity_bundles OUT_DIR INIT_STD SEED

@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
-"""The CUDA model's bf16 forward and backward, replayed on the CPU.
+"""The CUDA model's bf16 (or fp16) forward and backward, replayed on the CPU.
 
-A step-by-step twin of native/cuda/model_cuda.cpp in bf16 mode: the same
-sequence of kernels and cuBLAS calls, each computed in fp32 and rounded to
-bf16 exactly where the GPU stores bf16 -- every kernel output, the separate
-bias adds, the GEMMs that accumulate into a bf16 buffer (beta = 1: the
-residual adds, the input gradients of q/k/v and of gate/up, the weight
-gradients), the tied embedding's two gradient contributions, the
-tensor-core attention's bf16 P and dS (head sizes 64 and 128; the
-CUDA-core path keeps them fp32) and D = rowsum(dO * O) from the stored
-output. It is run on the exact instances of cuda_model_test's bf16 parity
-cases (weights, batch; written by fw_parity_bundles) and compared with the
-test's reference, fp32 on the same bf16 weights, by the test's metrics:
-the norm-wise relative error ||twin - ref|| / ||ref|| and the element-wise
-max|diff| / max|ref|, for the logits and every gradient.
+A step-by-step twin of native/cuda/model_cuda.cpp in its 16-bit modes: the
+same sequence of kernels and cuBLAS calls, each computed in fp32 and
+rounded to the storage type exactly where the GPU stores it -- every kernel
+output, the separate bias adds, the GEMMs that accumulate into a 16-bit
+buffer (beta = 1: the residual adds, the input gradients of q/k/v and of
+gate/up, the weight gradients), the tied embedding's two gradient
+contributions, the tensor-core attention's bf16 P and dS (bf16 at head
+sizes 64 and 128; the CUDA-core path, and fp16, keep them fp32) and
+D = rowsum(dO * O) from the stored output. It is run on the exact instances
+of cuda_model_test's parity cases (weights, batch; written by
+fw_parity_bundles) and compared with the test's reference, fp32 on the same
+rounded weights, by the test's metrics: the norm-wise relative error
+||twin - ref|| / ||ref|| and the element-wise max|diff| / max|ref|, for the
+logits and every gradient.
 
 What it leaves out: the order of fp32 accumulation inside each kernel
 (a few fp32 ulps), the online softmax's rescaling before P is rounded, and
@@ -22,11 +23,12 @@ the accumulation-order noise, on a machine without a GPU.
 
 Usage (Debian's python3 with python3-torch):
     fw_parity_bundles DIR 0.02 300        # the instances of ..._at_hf_init_scale
-    /usr/bin/python3 native/tests/ref/cuda_bf16_twin.py DIR [--all]
+    /usr/bin/python3 native/tests/ref/cuda_model_twin.py DIR [--all]
 or in one step, with the test's bounds, as CTest runs it:
-    /usr/bin/python3 native/tests/ref/cuda_bf16_twin.py --make-bundles \
+    /usr/bin/python3 native/tests/ref/cuda_model_twin.py --make-bundles \
         native/build/fw_parity_bundles --std 0.02 --seed 300 --check \
         --bound-for k_proj.bias=2.5e-2
+    ... --dtype fp16 --std 0.1 --seed 400   # forward_backward_match_cpu_fp16
 """
 import argparse
 import glob
@@ -41,7 +43,7 @@ try:
     import torch
     import torch.nn.functional as F
 except ImportError:  # CTest skips on exit code 77
-    print("cuda_bf16_twin.py: this python has no torch (Debian: python3-torch); skipped")
+    print("cuda_model_twin.py: this python has no torch (Debian: python3-torch); skipped")
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,9 +52,13 @@ import llama_ref  # noqa: E402  (read_bundle, Dims, the fp32 reference forward)
 IGNORE = -100
 
 
+STORAGE = {"dtype": None}  # torch.bfloat16 (default) or torch.float16, set by main()
+
+
 def rb(x):
-    """Round to bf16 (nearest even) and back, as __float2bfloat16_rn stores."""
-    return x.to(torch.bfloat16).to(torch.float32)
+    """Round to the storage type (nearest even, fp16 with its subnormals) and
+    back, as __float2bfloat16_rn / __float2half_rn store."""
+    return x.to(STORAGE["dtype"] or torch.bfloat16).to(torch.float32)
 
 
 def rope_tables(T, HS, theta):
@@ -122,7 +128,9 @@ def twin(p, d, tokens, targets):
     B, T = tokens.shape
     N, C, NH, KVH, HS = B * T, d.C, d.NH, d.KVH, d.HS
     G = NH // KVH
-    tc = HS in (64, 128)  # ops_attention.cu dispatches bf16 training attention there
+    # ops_attention.cu dispatches bf16 training attention at these head sizes
+    # to the tensor-core kernels; fp16 runs the CUDA-core ones
+    tc = HS in (64, 128) and STORAGE["dtype"] in (None, torch.bfloat16)
     cos, sin = rope_tables(T, HS, d.theta)
     P = lambda n: p.get(n)  # noqa: E731
     lin = lambda x, w: x @ w.t()  # noqa: E731  an fp32 product of bf16 operands
@@ -273,14 +281,16 @@ def main():
     ap.add_argument("--max-bound", type=float, default=5e-2, help="element-wise bound (default 5e-2)")
     ap.add_argument("--bound-for", action="append", default=[], metavar="SUBSTR=B",
                     help="norm-wise bound for the tensors whose name contains SUBSTR (repeatable)")
+    ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="the model's storage type (default bf16)")
     ap.add_argument("--check", action="store_true", help="exit 1 when a tensor is over its bound")
     ap.add_argument("--all", action="store_true", help="print every tensor, not only each case's worst")
     ap.add_argument("--autocast", action="store_true", help="also print PyTorch bf16 autocast's errors")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    STORAGE["dtype"] = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     tmp = None
     if args.make_bundles:
-        tmp = tempfile.mkdtemp(prefix="fw_bf16_twin_")
+        tmp = tempfile.mkdtemp(prefix="fw_model_twin_")
         subprocess.run([args.make_bundles, tmp, args.std, args.seed], check=True, stdout=subprocess.DEVNULL)
         args.dir = tmp
     if not args.dir:
@@ -295,7 +305,7 @@ def main():
         B, T = meta["B"], meta["T"]
         tokens = torch.tensor(meta["tokens"], dtype=torch.int64).view(B, T)
         targets = torch.tensor(meta["targets"], dtype=torch.int64).view(B, T)
-        p = {k: rb(v) for k, v in t.items()}  # the weights both sides share
+        p = {k: rb(v) for k, v in t.items()}  # the weights both sides share (rounded to the storage type)
         tl, tgr = twin(p, d, tokens, targets)
         rl, rgr = reference(p, d, tokens, targets)
         rows = [("logits", *metrics(tl, rl))] + [("d " + k, *metrics(tgr[k], rgr[k])) for k in rgr]
