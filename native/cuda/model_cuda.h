@@ -196,7 +196,8 @@ class CudaModel {
                        lora->mcfg.hidden_size == cfg.hidden_size &&
                        lora->mcfg.intermediate_size == cfg.intermediate_size &&
                        lora->mcfg.num_attention_heads == cfg.num_attention_heads &&
-                       lora->mcfg.num_key_value_heads == cfg.num_key_value_heads),
+                       lora->mcfg.num_key_value_heads == cfg.num_key_value_heads &&
+                       lora->mcfg.head_dim == cfg.head_dim),
              kInvalidArgument, "set_lora: the adapter is for another model shape or on another stream");
     lora_ = lora;
   }

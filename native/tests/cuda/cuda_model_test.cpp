@@ -662,7 +662,15 @@ TEST(cuda_model, lora_distillation_trainer_matches_cpu) {
 template <typename T>
 void check_int8_decode(const ModelCase& mc, uint64_t seed) {
   const fw::Config cfg = fw::config_from_json(mc.cfg);
-  fw::Model cpu = cpu_model<T>(cfg, seed, 0.02);
+  fw::Model cpu(cfg);
+  fwcases::init_case_model(cpu, seed, 0.02);
+  // non-zero projection biases (init_random leaves them zero), so a q8 path
+  // that dropped or swapped one would show
+  fw::Rng rb(seed + 2);
+  for (const fw::TensorInfo& t : cpu.layout.tensors)
+    if (t.name.find(".bias") != std::string::npos)
+      for (size_t i = 0; i < t.numel; i++) cpu.params[t.offset + i] = (float)(0.02 * rb.normal());
+  cpu.params = rounded<T>(cpu.params);
   const int Tt = mc.T, V = cfg.vocab_size;
   std::vector<int32_t> tok, tgt;
   batch(tok, tgt, 1, Tt, V, seed + 3);
