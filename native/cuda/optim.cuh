@@ -2,6 +2,8 @@
 // the deterministic global gradient norm used for clipping.
 #pragma once
 
+#include <cmath>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -74,7 +76,8 @@ struct LossScaler {
       return false;
     }
     if (++good_steps >= growth_interval) {
-      scale *= growth;
+      // never to a non-finite scale (every later step would overflow)
+      if (std::isfinite(scale * growth)) scale *= growth;
       good_steps = 0;
     }
     return true;

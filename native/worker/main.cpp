@@ -259,7 +259,9 @@ int run(const std::string& spec_text) {
     double dt = now_s() - t0;
     if (!std::isfinite(r.loss))
       FW_CHECK_HINT(false, kInvalidArgument, "loss is not finite at step " << attempted,
-                    "lower the learning rate");
+                    (tr.precision() == std::string("fp16") ? "lower the learning rate, or train in bf16 (fp16's range is "
+                                                              "narrow, and a forward overflow cannot be skipped)"
+                                                            : "lower the learning rate"));
     if (r.skipped) {  // the step count did not move: nothing new to log, evaluate or checkpoint
       FW_CHECK_HINT(++skipped_in_a_row < kMaxSkippedInARow, kInvalidArgument,
                     kMaxSkippedInARow << " steps in a row skipped on non-finite gradients at step " << attempted,

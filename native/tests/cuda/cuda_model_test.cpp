@@ -405,8 +405,11 @@ TEST(cuda_model, fp16_training_skips_overflowing_steps_and_learns) {
   tr.loss_scaler().scale = 1e9f;  // dlogits * 1e9 overflow fp16 (max 65504)
   std::vector<int32_t> tok, tgt;
   batch(tok, tgt, 4, 16, cfg.vocab_size, 79);
-  std::vector<float> before(m.layout.numel), after(m.layout.numel);
+  const size_t n = m.layout.numel;
+  std::vector<float> before(n), after(n), w_before(n), w_after(n), m_before(n), m_after(n), v_before(n), v_after(n);
   tr.download_master(before.data());
+  m.download_params(w_before.data());
+  tr.download_moments(m_before.data(), v_before.data());
   fw::StepResult r = tr.step(tok.data(), tgt.data(), 4, 16);
   EXPECT_TRUE(r.skipped);
   EXPECT_FALSE(std::isfinite(r.grad_norm));
@@ -414,7 +417,12 @@ TEST(cuda_model, fp16_training_skips_overflowing_steps_and_learns) {
   EXPECT_EQ(tr.step_count(), 0);
   EXPECT_EQ(tr.loss_scaler().scale, 5e8f);
   tr.download_master(after.data());
-  EXPECT_EQ(after, before) << "a skipped step must not touch the weights";
+  m.download_params(w_after.data());
+  tr.download_moments(m_after.data(), v_after.data());
+  EXPECT_EQ(after, before) << "a skipped step must not touch the fp32 master";
+  EXPECT_EQ(w_after, w_before) << "a skipped step must not touch the fp16 working copy";
+  EXPECT_EQ(m_after, m_before) << "a skipped step must not touch AdamW's first moment";
+  EXPECT_EQ(v_after, v_before) << "a skipped step must not touch AdamW's second moment";
   int skipped = 1;
   double first = NAN, last = NAN;
   for (int s = 0; s < 80 && tr.step_count() < 30; s++) {

@@ -16,7 +16,10 @@
 //    gradient clipping through the sharded norm;
 //  - bf16: ZeRO-1 and plain data parallel are the same computation, bit for
 //    bit (no clipping: the norm is the one thing they sum differently), and
-//    both follow the one-rank run's loss.
+//    both follow the one-rank run's loss;
+//  - fp16 with loss scaling: a scale that overflows skips the step on every
+//    rank together (each ZeRO-1 rank sees only its shard), and ZeRO-1 still
+//    equals plain data parallel bit for bit.
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -40,8 +43,9 @@ constexpr int kB = 4, kT = 16, kSteps = 3, kWorld = 2;
 struct RunOut {
   std::vector<float> params;  // the working copy (bf16 values widened) after the steps
   std::vector<float> master;  // fp32 master (16-bit modes; = params in fp32)
-  std::vector<double> losses;
+  std::vector<double> losses;  // of the applied steps
   std::vector<int64_t> tokens;
+  int skipped = 0;            // fp16: steps skipped on overflow
   int buckets = 0;            // all-reduce buckets handed over during the last step's backward
   size_t opt_bytes = 0;
   std::string error;
@@ -58,9 +62,12 @@ void step_batch(int s, int V, std::vector<int32_t>& tok, std::vector<int32_t>& t
 
 // `world` ranks (threads) train kSteps steps from the same weights; world 1
 // trains on the whole batch with no collective.
+// fp16: the loss scale starts at initial_scale (0: the scaler's default),
+// and overflowing steps are retried on the same batch, as the worker's next
+// attempt would take a new one; every rank must decide alike.
 template <typename T>
 std::vector<RunOut> train(const fw::Config& cfg, const fw::TrainConfig& tc, const std::vector<float>& init, int world,
-                          bool zero1, size_t bucket_bytes) {
+                          bool zero1, size_t bucket_bytes, float initial_scale = 0) {
   std::vector<RunOut> out(world);
   fwtest::ThreadGroup group(world, std::chrono::seconds(120));
   auto rank_main = [&](int rank) {
@@ -81,13 +88,19 @@ std::vector<RunOut> train(const fw::Config& cfg, const fw::TrainConfig& tc, cons
         m.load_params(init.data());
         fw::cuda::CudaTrainer<T> tr(m, tc, world > 1 ? coll.get() : nullptr, zero1, bucket_bytes);
         tr.load_master(init.data());
+        if (initial_scale > 0) tr.loss_scaler().scale = initial_scale;
         o.opt_bytes = tr.optimizer_bytes();
         std::vector<int32_t> tok, tgt;
-        for (int s = 0; s < kSteps; s++) {
+        for (int attempt = 0; attempt < 40 && tr.step_count() < kSteps; attempt++) {
+          const int s = (int)tr.step_count();
           step_batch(s, cfg.vocab_size, tok, tgt);
           const int rows = world > 1 ? kB : kWorld * kB;
           const size_t off = world > 1 ? (size_t)rank * kB * kT : 0;
           fw::StepResult r = tr.step(tok.data() + off, tgt.data() + off, rows, kT);
+          if (r.skipped) {
+            o.skipped++;
+            continue;
+          }
           o.losses.push_back(r.loss);
           o.tokens.push_back(r.tokens);
         }
@@ -207,6 +220,29 @@ TEST(cuda_trainer_dp, bf16_zero1_equals_plain_data_parallel_bit_for_bit) {
               "%.5f %.5f)\n",
               plain[0].losses[0], plain[0].losses[1], plain[0].losses[2], one[0].losses[0], one[0].losses[1],
               one[0].losses[2]);
+}
+
+TEST(cuda_trainer_dp, fp16_overflow_skips_on_every_rank_and_zero1_equals_plain) {
+  FW_REQUIRE_GPU();
+  const fw::Config cfg = dp_config();
+  const std::vector<float> init = init_params(cfg);
+  const fw::TrainConfig tc = dp_train_config(0.0);
+  const float scale = 1u << 24;  // dlogits up to scale / (global tokens) > 65504: the first step overflows
+  const std::vector<RunOut> plain = train<f16>(cfg, tc, init, kWorld, false, 4096, scale);
+  const std::vector<RunOut> zero1 = train<f16>(cfg, tc, init, kWorld, true, 4096, scale);
+  for (const auto* run : {&plain, &zero1})
+    for (const RunOut& o : *run) ASSERT_EQ(o.error, "");
+  EXPECT_GE(plain[0].skipped, 1) << "a scale of 2^24 should overflow fp16 at first";
+  for (int r = 0; r < kWorld; r++) {
+    EXPECT_EQ(plain[r].skipped, plain[0].skipped) << "rank " << r << " decided alone";
+    EXPECT_EQ(zero1[r].skipped, plain[0].skipped) << "ZeRO-1 rank " << r << " (its shard only) decided differently";
+    ASSERT_EQ(plain[r].losses.size(), (size_t)kSteps);
+    EXPECT_EQ(zero1[r].params, plain[r].params) << "rank " << r << ": ZeRO-1 fp16 working copy != plain";
+    EXPECT_EQ(zero1[r].losses, plain[r].losses) << "rank " << r;
+  }
+  EXPECT_EQ(plain[0].params, plain[1].params) << "ranks diverged";
+  std::printf("OK       fp16 over two ranks: %d step(s) skipped on every rank, ZeRO-1 == all-reduce bit for bit\n",
+              plain[0].skipped);
 }
 
 }  // namespace

@@ -176,6 +176,18 @@ TEST(cuda_worker, fp16_run_trains_and_resumes_bit_identically) {
   WorkerResult resumed = run_worker(spec);
   ASSERT_EQ(resumed.code, 0) << last_event(resumed);
   EXPECT_EQ(fwtest::read_bytes(d / "out-i/model.safetensors"), fwtest::read_bytes(d / "out-s/model.safetensors"));
+  // The scaler's state went through the checkpoint: the last checkpoints of
+  // the two runs hold the same scale and the same count of good steps (a
+  // resume that dropped it would restart good_steps at 0).
+  ASSERT_FALSE(straight.of("checkpoint").empty());
+  ASSERT_FALSE(resumed.of("checkpoint").empty());
+  auto final_scaler = [](const WorkerResult& r) {
+    const std::string dir = r.of("checkpoint").back()["path"].get<std::string>();
+    return json::parse(fwtest::read_bytes(fw::path_join(dir, "state.json")))["extra"]["loss_scale"];
+  };
+  EXPECT_EQ(straight.of("checkpoint").back()["step"], resumed.of("checkpoint").back()["step"]);
+  EXPECT_EQ(final_scaler(resumed), final_scaler(straight));
+  EXPECT_GT(final_scaler(straight)["good_steps"].get<int>(), 0);
 }
 
 TEST(cuda_worker, a_rank_beyond_the_visible_gpus_is_refused) {
