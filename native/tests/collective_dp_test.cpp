@@ -18,37 +18,21 @@
 #include "model.h"
 #include "train.h"
 #include "train_rng.h"
+#include "dp_testutil.h"
 #include "io_testutil.h"
 
 namespace {
 
 using fwtest::rel_l2;
 
-fw::Config tiny_config() {
-  fw::Config c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 32;
-  c.validate();
-  return c;
-}
+fw::Config tiny_config() { return fwtest::dp_tiny_config(); }
 
 constexpr int kB = 3, kT = 16, kSteps = 20;
 
 // Step s's batch of 2B rows: tokens and next-token targets, a few ignored
 // targets in the second half only.
 void make_batch(int s, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
-  fw::Rng r(1000 + (uint64_t)s);
-  tok.resize((size_t)2 * kB * kT);
-  tgt.resize(tok.size());
-  for (auto& t : tok) t = (int32_t)(r.next_u64() % 64);
-  for (auto& t : tgt) t = (int32_t)(r.next_u64() % 64);
-  for (int i = 0; i < 7; i++) tgt[(size_t)kB * kT + (size_t)(r.next_u64() % (kB * kT))] = fw::kIgnoreIndex;
+  fwtest::dp_batch(s, kB, kT, 1000, 7, tok, tgt);
 }
 
 int64_t count_targets(const int32_t* tgt, size_t n) {

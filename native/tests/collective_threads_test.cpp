@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "dp_testutil.h"
+#include "io_testutil.h"
 #include "model.h"
 #include "thread_collective.h"
 #include "train.h"
@@ -86,45 +88,15 @@ TEST(collective_threads, a_rank_that_never_arrives_times_out_and_the_group_stays
   EXPECT_THROW(c0.barrier(), fw::CollectiveError);
 }
 
-fw::Config tiny_config() {
-  fw::Config c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 32;
-  c.validate();
-  return c;
-}
-
 constexpr int kB = 2, kT = 12, kSteps = 8;
 
-// 2B rows; ignored targets in the second half only, so a rank normalising by
-// its own token count instead of the global one would show.
 void make_batch(int s, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
-  fw::Rng r(2000 + (uint64_t)s);
-  tok.resize((size_t)2 * kB * kT);
-  tgt.resize(tok.size());
-  for (auto& t : tok) t = (int32_t)(r.next_u64() % 64);
-  for (auto& t : tgt) t = (int32_t)(r.next_u64() % 64);
-  for (int i = 0; i < 5; i++) tgt[(size_t)kB * kT + (size_t)(r.next_u64() % (kB * kT))] = fw::kIgnoreIndex;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / den);
+  fwtest::dp_batch(s, kB, kT, 2000, 5, tok, tgt);
 }
 
 TEST(collective_threads, cpu_trainer_two_thread_ranks_match_one_rank) {
   omp_set_num_threads(1);
-  const fw::Config cfg = tiny_config();
+  const fw::Config cfg = fwtest::dp_tiny_config();
   fw::TrainConfig tc;
   tc.lr = 3e-3;
   tc.warmup_steps = 2;
@@ -163,7 +135,7 @@ TEST(collective_threads, cpu_trainer_two_thread_ranks_match_one_rank) {
   ASSERT_EQ(err[0], "");
   ASSERT_EQ(err[1], "");
   EXPECT_EQ(dp[0], dp[1]) << "ranks diverged";
-  const double rel = rel_l2(dp[0], ref);
+  const double rel = fwtest::rel_l2(dp[0], ref);
   std::printf("two thread ranks vs one rank of the whole batch: relative L2 %.3g\n", rel);
   EXPECT_LE(rel, 1e-4);
 }

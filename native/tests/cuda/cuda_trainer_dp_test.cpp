@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "../io_testutil.h"
 #include "../model_cases.h"
 #include "../thread_collective.h"
 #include "collective_staged.h"
@@ -172,16 +173,8 @@ TEST(cuda_trainer_dp, two_ranks_match_one_rank_fp32_plain_and_zero1) {
     }
     // AdamW divides by sqrt(v): the tensor-wise norm is the measure (as in
     // cuda_model_test's trainer_steps_match_cpu_fp32)
-    for (const fw::TensorInfo& t : layout.tensors) {
-      double num = 0, den = 0;
-      const std::vector<float> a = slice(dp[0].params, t), b = slice(ref[0].params, t);
-      for (size_t i = 0; i < a.size(); i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-      }
-      const double rel = std::sqrt(num / std::max(den, 1e-300));
-      EXPECT_LE(rel, 1e-4) << "trained " << t.name << tag;
-    }
+    for (const fw::TensorInfo& t : layout.tensors)
+      EXPECT_LE(fwtest::rel_l2(slice(dp[0].params, t), slice(ref[0].params, t)), 1e-4) << "trained " << t.name << tag;
     std::printf("OK       fp32 two ranks%s vs one rank of the whole batch: %d buckets, losses %.6f %.6f %.6f\n",
                 tag.c_str(), dp[0].buckets, dp[0].losses[0], dp[0].losses[1], dp[0].losses[2]);
   }
