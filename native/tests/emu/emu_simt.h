@@ -1,0 +1,169 @@
+// emu_simt.h: plain CUDA C++ kernels on the CPU, for kernels that use no
+// inline PTX beyond what is stubbed here (gemv_emu.py: the decode GEMVs of
+// gemv.cu). Blocks run one after another (a legal schedule for kernels whose
+// blocks never wait for each other); inside a block every CUDA thread is a
+// std::thread, __syncthreads is a block barrier and __shfl_xor_sync meets at a
+// per-warp barrier. bf16 and fp16 are 16-bit structs converted with
+// round-to-nearest-even as the CUDA intrinsics do; rsqrtf and __expf are
+// computed exactly (the GPU's are approximate: compare with a tolerance).
+// L2 prefetches and programmatic-launch waits are no-ops. Static __shared__
+// arrays become function statics, shared by the threads of the running block.
+#pragma once
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__
+#define __shared__ static
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3() = default;
+  dim3(unsigned a, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+extern thread_local dim3 threadIdx, blockIdx;
+extern dim3 gridDim, blockDim;
+using cudaStream_t = void*;
+
+// ---------------------------------------------------------------- 16-bit types
+struct __nv_bfloat16 {
+  uint16_t x;
+};
+struct __half {
+  uint16_t x;
+};
+inline uint16_t emu_f2bf_rn(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+inline float emu_bf2f(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t emu_f2h_rn(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);   // NaN
+  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds past 65504: inf
+  if (a < 0x38800000u) {                                    // below 2^-14: a subnormal step of 2^-24
+    float af;
+    std::memcpy(&af, &a, 4);
+    return (uint16_t)(sign | (uint32_t)std::nearbyint(af * 16777216.0f));
+  }
+  uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
+  const uint32_t rem = a & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return (uint16_t)(sign | h);
+}
+inline float emu_h2f(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  float f;
+  if (e == 0) {
+    f = std::ldexp((float)m, -24);
+    return sign ? -f : f;
+  }
+  const uint32_t u = sign | (e == 31 ? (0xffu << 23) | (m << 13) : ((e - 15 + 127) << 23) | (m << 13));
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float __bfloat162float(__nv_bfloat16 v) { return emu_bf2f(v.x); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu_f2bf_rn(f)}; }
+inline float __half2float(__half v) { return emu_h2f(v.x); }
+inline __half __float2half_rn(float f) { return {emu_f2h_rn(f)}; }
+
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+using std::fmaf;
+using std::fmaxf;
+using std::min;
+using std::max;
+
+// ---------------------------------------------------------------- a block's threads
+class EmuBarrier {
+ public:
+  explicit EmuBarrier(int n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lk(m_);
+    const unsigned long gen = gen_;
+    if (++count_ == n_) {
+      count_ = 0;
+      gen_++;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lk, [&] { return gen_ != gen; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int n_, count_ = 0;
+  unsigned long gen_ = 0;
+};
+
+struct EmuBlock {
+  EmuBarrier* block = nullptr;
+  std::vector<EmuBarrier*> warps;
+  float shfl[32][32];
+};
+extern EmuBlock emu_block;
+
+inline void __syncthreads() { emu_block.block->wait(); }
+
+inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+  assert(mask == 0xffffffffu);
+  const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+  emu_block.shfl[w][l] = v;
+  emu_block.warps[w]->wait();
+  const float r = emu_block.shfl[w][l ^ lane_mask];
+  emu_block.warps[w]->wait();
+  return r;
+}
+
+// kernel(...) over grid x block (1-D blocks, a multiple of 32 threads), one
+// block after another.
+template <typename F>
+void emu_launch(dim3 grid, dim3 block, F kernel_call) {
+  assert(block.x % 32 == 0 && block.x <= 1024 && block.y == 1 && block.z == 1);
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        EmuBarrier bb((int)block.x);
+        std::vector<std::unique_ptr<EmuBarrier>> wb;
+        for (unsigned w = 0; w < block.x / 32; w++) wb.push_back(std::make_unique<EmuBarrier>(32));
+        emu_block.block = &bb;
+        emu_block.warps.clear();
+        for (auto& w : wb) emu_block.warps.push_back(w.get());
+        std::vector<std::thread> th;
+        for (unsigned t = 0; t < block.x; t++)
+          th.emplace_back([=] {
+            threadIdx = dim3(t);
+            blockIdx = dim3(x, y, z);
+            kernel_call();
+          });
+        for (auto& t : th) t.join();
+      }
+}
