@@ -1,13 +1,15 @@
 // emu_simt.h: plain CUDA C++ kernels on the CPU, for kernels that use no
 // inline PTX beyond what is stubbed here (gemv_emu.py: the decode GEMVs of
-// gemv.cu). Blocks run one after another (a legal schedule for kernels whose
-// blocks never wait for each other); inside a block every CUDA thread is a
-// std::thread, __syncthreads is a block barrier and __shfl_xor_sync meets at a
-// per-warp barrier. bf16 and fp16 are 16-bit structs converted with
-// round-to-nearest-even as the CUDA intrinsics do; rsqrtf and __expf are
-// computed exactly (the GPU's are approximate: compare with a tolerance).
-// L2 prefetches and programmatic-launch waits are no-ops. Static __shared__
-// arrays become function statics, shared by the threads of the running block.
+// gemv.cu; decode_emu.py: the split-K decode attention of decode.cu).
+// Blocks run one after another: a legal schedule for kernels whose blocks
+// never wait for each other (a last-block-combines ticket included). Inside a
+// block every CUDA thread is a std::thread, __syncthreads is a block barrier,
+// __shfl_xor_sync meets at a per-warp barrier and atomics take a lock. bf16
+// and fp16 are 16-bit structs converted with round-to-nearest-even, as the
+// CUDA intrinsics do. rsqrtf, __expf and exp2f are computed exactly (the
+// GPU's are approximate: compare with a tolerance). L2 prefetches and
+// programmatic-launch waits are no-ops. Static __shared__ arrays become
+// function statics, shared by the threads of the running block.
 #pragma once
 #include <algorithm>
 #include <cassert>
@@ -93,6 +95,36 @@ inline float __half2float(__half v) { return emu_h2f(v.x); }
 inline __half __float2half_rn(float f) { return {emu_f2h_rn(f)}; }
 
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float exp2f(float x) { return std::exp2(x); }
+struct uint4 {
+  uint32_t x, y, z, w;
+};
+struct uint2 {
+  uint32_t x, y;
+};
+inline float __uint_as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline __half __ushort_as_half(unsigned short h) { return {h}; }
+template <typename V>
+V __ldcg(const V* p) {  // an L2 load: here, the one copy of memory
+  return *p;
+}
+// Blocks run one at a time, so a fence orders nothing more than program
+// order already does; the atomics still go through one lock.
+inline void __threadfence() {}
+inline std::mutex& emu_atomic_lock() {
+  static std::mutex m;
+  return m;
+}
+inline unsigned atomicInc(unsigned* p, unsigned limit) {  // PTX atom.inc: wraps to 0 past limit
+  std::lock_guard<std::mutex> lk(emu_atomic_lock());
+  const unsigned old = *p;
+  *p = old >= limit ? 0u : old + 1u;
+  return old;
+}
 inline float __expf(float x) { return std::exp(x); }
 using std::fmaf;
 using std::fmaxf;
@@ -131,12 +163,15 @@ extern EmuBlock emu_block;
 
 inline void __syncthreads() { emu_block.block->wait(); }
 
-inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+template <typename V>
+V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
+  static_assert(sizeof(V) == 4, "32-bit values");
   assert(mask == 0xffffffffu);
   const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
-  emu_block.shfl[w][l] = v;
+  std::memcpy(&emu_block.shfl[w][l], &v, 4);
   emu_block.warps[w]->wait();
-  const float r = emu_block.shfl[w][l ^ lane_mask];
+  V r;
+  std::memcpy(&r, &emu_block.shfl[w][l ^ lane_mask], 4);
   emu_block.warps[w]->wait();
   return r;
 }
