@@ -163,11 +163,14 @@ extern EmuBlock emu_block;
 
 inline void __syncthreads() { emu_block.block->wait(); }
 
+// The thread's linear index in its block: warps are 32 consecutive ones.
+inline int emu_tid() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)); }
+
 template <typename V>
 V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
   static_assert(sizeof(V) == 4, "32-bit values");
   assert(mask == 0xffffffffu);
-  const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+  const int w = emu_tid() >> 5, l = emu_tid() & 31;
   std::memcpy(&emu_block.shfl[w][l], &v, 4);
   emu_block.warps[w]->wait();
   V r;
@@ -176,26 +179,27 @@ V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
   return r;
 }
 
-// kernel(...) over grid x block (1-D blocks, a multiple of 32 threads), one
+// kernel(...) over grid x block (a multiple of 32 threads per block), one
 // block after another.
 template <typename F>
 void emu_launch(dim3 grid, dim3 block, F kernel_call) {
-  assert(block.x % 32 == 0 && block.x <= 1024 && block.y == 1 && block.z == 1);
+  const unsigned nt = block.x * block.y * block.z;
+  assert(nt % 32 == 0 && nt <= 1024);
   gridDim = grid;
   blockDim = block;
   for (unsigned z = 0; z < grid.z; z++)
     for (unsigned y = 0; y < grid.y; y++)
       for (unsigned x = 0; x < grid.x; x++) {
-        EmuBarrier bb((int)block.x);
+        EmuBarrier bb((int)nt);
         std::vector<std::unique_ptr<EmuBarrier>> wb;
-        for (unsigned w = 0; w < block.x / 32; w++) wb.push_back(std::make_unique<EmuBarrier>(32));
+        for (unsigned w = 0; w < nt / 32; w++) wb.push_back(std::make_unique<EmuBarrier>(32));
         emu_block.block = &bb;
         emu_block.warps.clear();
         for (auto& w : wb) emu_block.warps.push_back(w.get());
         std::vector<std::thread> th;
-        for (unsigned t = 0; t < block.x; t++)
+        for (unsigned t = 0; t < nt; t++)
           th.emplace_back([=] {
-            threadIdx = dim3(t);
+            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
             blockIdx = dim3(x, y, z);
             kernel_call();
           });

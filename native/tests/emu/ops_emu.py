@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Turns training kernels of native/cuda (ops_rmsnorm.cu, ops_embedding.cu,
+ops_swiglu.cu, ops_loss.cu) into C++ that runs on the CPU, one translation
+unit per file.
+
+Each file is kept whole, kernels and host launchers: its includes are
+replaced by emu_simt.h, cuda_common.cuh and its own header, launch_pdl is
+routed to emu_launch, and every triple-chevron launch
+`kernel<<<grid, block, smem, stream>>>(args);` becomes
+`emu_launch(dim3(grid), dim3(block), [&] { kernel(args); });`, so the
+launchers' own grid sizing and path choice (packed or scalar) are what runs.
+ops_emu_main.cpp checks them against CPU references
+(native/CMakeLists.txt: ops_emu; docs/cuda.md).
+
+Usage: ops_emu.py <native/cuda dir> <out dir> <file.cu>...
+"""
+import os
+import re
+import sys
+
+cuda_dir, out_dir, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+
+def read(name):
+    return open(os.path.join(cuda_dir, name)).read()
+
+
+def strip(src):
+    src = re.sub(r"^#pragma once\n", "", src, flags=re.M)
+    return re.sub(r'^#include [<"][^>"]*[>"]\n', "", src, flags=re.M)
+
+
+def split_top(s):
+    """Split at commas outside (), <> is not tracked: launch configs use ()."""
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return parts
+
+
+def convert_launches(src):
+    out, i, n = "", 0, 0
+    while True:
+        j = src.find("<<<", i)
+        if j < 0:
+            return out + src[i:], n
+        # the kernel expression: identifier with template arguments, back from <<<
+        k, depth = j, 0
+        while k > 0:
+            c = src[k - 1]
+            if c == ">":
+                depth += 1
+            elif c == "<":
+                depth -= 1
+            elif depth == 0 and not (c.isalnum() or c in "_:"):
+                break
+            k -= 1
+        kernel = src[k:j]
+        e = src.index(">>>", j)
+        cfg = split_top(src[j + 3:e])
+        if src[e + 3] != "(":
+            sys.exit("ops_emu.py: expected '(' after >>> in " + kernel)
+        p, depth = e + 3, 0
+        while True:
+            if src[p] == "(":
+                depth += 1
+            elif src[p] == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            p += 1
+        args = src[e + 4:p]
+        if src[p + 1] != ";":
+            sys.exit("ops_emu.py: expected ';' after the launch of " + kernel)
+        out += src[i:k] + "emu_launch(dim3(%s), dim3(%s), [&] { %s(%s); });" % (cfg[0], cfg[1], kernel, args)
+        i, n = p + 2, n + 1
+
+
+stubs = """
+#define FW_CUDA_CHECK(call) (void)(call)
+#define FW_CUDA_CHECK_LAUNCH()
+namespace fw {
+namespace cuda {
+__device__ __forceinline__ void pdl_wait_then_trigger() {}
+__device__ __forceinline__ void warp_prefetch_l2(const void*, size_t) {}
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t, Args&&... args) {
+  emu_launch(grid, block, [&] { kernel(static_cast<KArgs>(args)...); });
+}
+}  // namespace cuda
+}  // namespace fw
+"""
+common = strip(read("cuda_common.cuh"))
+for f in files:
+    base = os.path.splitext(f)[0]
+    body, n = convert_launches(strip(read(f)))
+    src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', "#include <type_traits>", common,
+                     strip(read(base + ".cuh")), stubs, body, ""])
+    if "asm" in re.sub(r"//.*", "", src):
+        sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)
+    open(os.path.join(out_dir, base + "_emu.cc"), "w").write(src)

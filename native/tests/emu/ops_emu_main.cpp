@@ -1,0 +1,238 @@
+// ops_emu_main.cpp: training kernels of native/cuda on the CPU (ops_emu.py),
+// through their own host launchers, against double-precision references
+// with the same semantics (accumulation into dinp / dweight / dwte, ignored
+// targets, in-place cross-entropy): RMSNorm forward and backward (the
+// dweight split over row chunks), the embedding forward and the
+// plan-driven backward (embedding_plan.h, as CudaModel builds it), SwiGLU
+// forward and backward (16-byte packed and scalar paths), cross-entropy
+// forward, backward and fused (packed and scalar rows), in float, bf16 and
+// fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// outputs to a couple of units of their last place. Exit 1 on a mismatch.
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "emu_simt.h"
+
+#include "common.h"
+#include "embedding_plan.h"
+
+thread_local dim3 threadIdx, blockIdx;
+dim3 gridDim, blockDim;
+EmuBlock emu_block;
+
+using bf16 = __nv_bfloat16;
+using f16 = __half;
+
+namespace fw {
+namespace cuda {
+// the launchers under test (ops_*.cuh; defined in the generated *_emu.cc)
+template <typename T>
+void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, int C, double eps, cudaStream_t s);
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N,
+                      int C, float* scratch, cudaStream_t s);
+size_t rmsnorm_backward_scratch_floats(int N, int C);
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C, cudaStream_t s);
+template <typename T>
+void embedding_backward(T* dwte, const T* dout, const int32_t* ids, const int32_t* offsets, const int32_t* positions,
+                        int U, int C, cudaStream_t s);
+template <typename T>
+void swiglu_forward(T* out, const T* gate, const T* up, size_t N, cudaStream_t s);
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t N, cudaStream_t s);
+template <typename T>
+void crossentropy_forward(float* losses, float* lse, const T* logits, const int32_t* targets, int N, int V,
+                          cudaStream_t s);
+template <typename T>
+void crossentropy_backward(T* dlogits, const T* logits, const float* lse, const int32_t* targets, int N, int V,
+                           float scale, cudaStream_t s);
+template <typename T>
+void crossentropy_forward_backward(T* logits_dlogits, float* losses, float* lse, const int32_t* targets, int N, int V,
+                                   float scale, cudaStream_t s);
+}  // namespace cuda
+}  // namespace fw
+
+namespace {
+
+float tof(float x) { return x; }
+float tof(bf16 x) { return __bfloat162float(x); }
+float tof(f16 x) { return __half2float(x); }
+template <typename T>
+T fromf(float x);
+template <>
+float fromf<float>(float x) { return x; }
+template <>
+bf16 fromf<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+f16 fromf<f16>(float x) { return __float2half_rn(x); }
+
+uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+uint64_t next_u64() {
+  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+  return rng_state;
+}
+float randn() {
+  auto u = [] { return ((next_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
+  return (float)(std::sqrt(-2.0 * std::log(u())) * std::cos(6.283185307179586 * u()));
+}
+template <typename T>
+std::vector<T> rand_vec(size_t n, float scale = 1.0f, float offset = 0.0f) {
+  std::vector<T> v(n);
+  for (auto& x : v) x = fromf<T>(offset + scale * randn());
+  return v;
+}
+template <typename T>
+std::vector<double> widen(const std::vector<T>& v) {
+  std::vector<double> d(v.size());
+  for (size_t i = 0; i < v.size(); i++) d[i] = tof(v[i]);
+  return d;
+}
+
+int failures = 0;
+// T: the run's storage type; G: the output's (float for losses, lse and
+// rstd, which the kernels keep in fp32 whatever T is: bound 1e-5).
+template <typename T, typename G>
+void expect_near(const std::string& what, const std::vector<G>& got, const std::vector<double>& want) {
+  const double tol = std::is_same<G, float>::value ? 1e-5 : std::is_same<G, bf16>::value ? 1.6e-2 : 2e-3;
+  double worst = 0, scale = 1e-30;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  for (size_t i = 0; i < want.size(); i++) {
+    const double g = tof(got[i]);
+    worst = std::max(worst, std::isnan(g) ? INFINITY : std::fabs(g - want[i]) / scale);
+  }
+  const bool ok = worst <= tol && got.size() == want.size();
+  failures += !ok;
+  std::printf("%-6s %-62s max err / max ref %.2e (bound %.0e)\n", ok ? "OK" : "NOT OK",
+              (what + " [" + std::to_string(sizeof(T)) + "-byte T]").c_str(), worst, tol);
+}
+
+template <typename T>
+void check_rmsnorm(int N, int C) {
+  const double eps = 1e-5;
+  auto x = rand_vec<T>((size_t)N * C), w = rand_vec<T>(C, 0.2f, 1.0f), dy = rand_vec<T>((size_t)N * C);
+  auto dx = rand_vec<T>((size_t)N * C), dw = rand_vec<T>(C);  // both accumulate
+  const std::vector<double> X = widen(x), W = widen(w), DY = widen(dy);
+  std::vector<double> out((size_t)N * C), rstd(N), dxw = widen(dx), dww = widen(dw);
+  for (int n = 0; n < N; n++) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += X[(size_t)n * C + c] * X[(size_t)n * C + c];
+    const double r = 1.0 / std::sqrt(ss / C + eps);
+    rstd[n] = r;
+    double dot = 0;
+    for (int c = 0; c < C; c++) dot += W[c] * DY[(size_t)n * C + c] * X[(size_t)n * C + c];
+    dot *= r / C;
+    for (int c = 0; c < C; c++) {
+      const size_t i = (size_t)n * C + c;
+      out[i] = X[i] * r * W[c];
+      dxw[i] += r * (W[c] * DY[i] - X[i] * r * dot);
+      dww[c] += DY[i] * X[i] * r;
+    }
+  }
+  std::vector<T> y((size_t)N * C, fromf<T>(NAN));
+  std::vector<float> rs(N, NAN), scratch(fw::cuda::rmsnorm_backward_scratch_floats(N, C), NAN);
+  fw::cuda::rmsnorm_forward(y.data(), rs.data(), x.data(), w.data(), N, C, eps, nullptr);
+  fw::cuda::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rs.data(), N, C, scratch.data(),
+                             nullptr);
+  const std::string shape = " N=" + std::to_string(N) + " C=" + std::to_string(C);
+  expect_near<T>("rmsnorm forward" + shape, y, out);
+  expect_near<T>("rmsnorm rstd" + shape, rs, rstd);
+  expect_near<T>("rmsnorm backward dinp (+=)" + shape, dx, dxw);
+  expect_near<T>("rmsnorm backward dweight (+=, row chunks)" + shape, dw, dww);
+}
+
+template <typename T>
+void check_embedding(int N, int V, int C) {
+  std::vector<int32_t> tok(N);
+  for (auto& t : tok) t = (int32_t)(next_u64() % (uint64_t)V);
+  auto wte = rand_vec<T>((size_t)V * C), dy = rand_vec<T>((size_t)N * C), dwte = rand_vec<T>((size_t)V * C);
+  std::vector<double> out((size_t)N * C), dw = widen(dwte);
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < C; c++) {
+      out[(size_t)n * C + c] = tof(wte[(size_t)tok[n] * C + c]);
+      dw[(size_t)tok[n] * C + c] += tof(dy[(size_t)n * C + c]);
+    }
+  std::vector<T> y((size_t)N * C, fromf<T>(NAN));
+  fw::cuda::embedding_forward(y.data(), tok.data(), wte.data(), N, C, nullptr);
+  fw::cuda::EmbeddingPlan plan;
+  fw::cuda::embedding_plan(tok.data(), N, plan);
+  fw::cuda::embedding_backward(dwte.data(), dy.data(), plan.ids.data(), plan.offsets.data(), plan.positions.data(),
+                               plan.distinct(), C, nullptr);
+  const std::string shape = " N=" + std::to_string(N) + " V=" + std::to_string(V) + " C=" + std::to_string(C);
+  expect_near<T>("embedding forward" + shape, y, out);
+  expect_near<T>("embedding backward from the plan (+=)" + shape, dwte, dw);
+}
+
+template <typename T>
+void check_swiglu(size_t N) {
+  auto g = rand_vec<T>(N, 2.0f), u = rand_vec<T>(N), d = rand_vec<T>(N);
+  std::vector<double> h(N), dg(N), du(N);
+  for (size_t i = 0; i < N; i++) {
+    const double G = tof(g[i]), U = tof(u[i]), D = tof(d[i]), s = 1.0 / (1.0 + std::exp(-G));
+    h[i] = G * s * U;
+    dg[i] = D * U * s * (1.0 + G * (1.0 - s));
+    du[i] = D * G * s;
+  }
+  std::vector<T> out(N, fromf<T>(NAN)), dgate(N, fromf<T>(NAN)), dup(N, fromf<T>(NAN));
+  fw::cuda::swiglu_forward(out.data(), g.data(), u.data(), N, nullptr);
+  fw::cuda::swiglu_backward(dgate.data(), dup.data(), d.data(), g.data(), u.data(), N, nullptr);
+  const std::string shape = " N=" + std::to_string(N);
+  expect_near<T>("swiglu forward" + shape, out, h);
+  expect_near<T>("swiglu backward dgate" + shape, dgate, dg);
+  expect_near<T>("swiglu backward dup" + shape, dup, du);
+}
+
+template <typename T>
+void check_crossentropy(int N, int V) {
+  auto logits = rand_vec<T>((size_t)N * V, 3.0f);
+  std::vector<int32_t> tgt(N);
+  for (int n = 0; n < N; n++) tgt[n] = n % 4 == 3 ? -100 : (int32_t)(next_u64() % (uint64_t)V);
+  const float scale = 1.0f / 7.0f;
+  std::vector<double> loss(N), lse(N), dl((size_t)N * V);
+  for (int n = 0; n < N; n++) {
+    double m = -INFINITY, s = 0;
+    for (int v = 0; v < V; v++) m = std::max(m, (double)tof(logits[(size_t)n * V + v]));
+    for (int v = 0; v < V; v++) s += std::exp(tof(logits[(size_t)n * V + v]) - m);
+    lse[n] = m + std::log(s);
+    loss[n] = tgt[n] == -100 ? 0.0 : lse[n] - tof(logits[(size_t)n * V + tgt[n]]);
+    for (int v = 0; v < V; v++)
+      dl[(size_t)n * V + v] =
+          tgt[n] == -100 ? 0.0 : scale * (std::exp(tof(logits[(size_t)n * V + v]) - lse[n]) - (v == tgt[n] ? 1.0 : 0.0));
+  }
+  std::vector<float> losses(N, NAN), lses(N, NAN), losses2(N, NAN), lses2(N, NAN);
+  std::vector<T> d((size_t)N * V, fromf<T>(NAN)), inplace(logits);
+  fw::cuda::crossentropy_forward(losses.data(), lses.data(), logits.data(), tgt.data(), N, V, nullptr);
+  fw::cuda::crossentropy_backward(d.data(), logits.data(), lses.data(), tgt.data(), N, V, scale, nullptr);
+  fw::cuda::crossentropy_forward_backward(inplace.data(), losses2.data(), lses2.data(), tgt.data(), N, V, scale,
+                                          nullptr);
+  const std::string shape = " N=" + std::to_string(N) + " V=" + std::to_string(V);
+  expect_near<T>("cross-entropy forward losses" + shape, losses, loss);
+  expect_near<T>("cross-entropy forward lse" + shape, lses, lse);
+  expect_near<T>("cross-entropy backward" + shape, d, dl);
+  expect_near<T>("cross-entropy fused losses" + shape, losses2, loss);
+  expect_near<T>("cross-entropy fused dlogits, in place" + shape, inplace, dl);
+}
+
+template <typename T>
+void check_type() {
+  check_rmsnorm<T>(37, 70);
+  check_rmsnorm<T>(600, 48);  // three row chunks of 256 for dweight
+  check_embedding<T>(50, 13, 24);
+  check_embedding<T>(9, 200, 300);  // C over one block of 256
+  check_swiglu<T>(1000);           // packed, when 16-byte aligned
+  check_swiglu<T>(999);            // scalar
+  check_crossentropy<T>(8, 77);    // scalar rows
+  check_crossentropy<T>(6, 96);    // packed rows
+}
+
+}  // namespace
+
+int main() {
+  check_type<float>();
+  check_type<bf16>();
+  check_type<f16>();
+  std::printf("ops_emu: %d check(s) failed\n", failures);
+  return failures ? 1 : 0;
+}
