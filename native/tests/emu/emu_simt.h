@@ -12,6 +12,7 @@
 // function statics, shared by the threads of the running block.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <condition_variable>
@@ -102,6 +103,10 @@ struct uint4 {
 struct uint2 {
   uint32_t x, y;
 };
+struct char4 {
+  signed char x, y, z, w;
+};
+using std::isfinite;
 inline float __uint_as_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
@@ -158,10 +163,23 @@ struct EmuBlock {
   EmuBarrier* block = nullptr;
   std::vector<EmuBarrier*> warps;
   float shfl[32][32];
+  std::atomic<int> vote{0};
 };
 extern EmuBlock emu_block;
 
 inline void __syncthreads() { emu_block.block->wait(); }
+
+// Block-wide OR of pred, every thread gets it. Thread 0 clears the vote
+// after the last read; the next call's first barrier orders that clear.
+inline int __syncthreads_or(int pred) {
+  emu_block.block->wait();
+  if (pred) emu_block.vote = 1;
+  emu_block.block->wait();
+  const int r = emu_block.vote;
+  emu_block.block->wait();
+  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) emu_block.vote = 0;
+  return r;
+}
 
 // The thread's linear index in its block: warps are 32 consecutive ones.
 inline int emu_tid() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)); }

@@ -5,11 +5,14 @@
 // dweight split over row chunks), the embedding forward and the
 // plan-driven backward (embedding_plan.h, as CudaModel builds it), SwiGLU
 // forward and backward (16-byte packed and scalar paths), cross-entropy
-// forward, backward and fused (packed and scalar rows), in float, bf16 and
-// fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// forward, backward and fused (packed and scalar rows), AdamW with the fp32
+// master and the 16-bit working copy, the gradient sum of squares, fp16's
+// unscale-and-overflow check and the INT8 weight-only matmul, in float,
+// bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
 // outputs to a couple of units of their last place. Exit 1 on a mismatch.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -52,6 +55,27 @@ void crossentropy_backward(T* dlogits, const T* logits, const float* lse, const 
 template <typename T>
 void crossentropy_forward_backward(T* logits_dlogits, float* losses, float* lse, const int32_t* targets, int N, int V,
                                    float scale, cudaStream_t s);
+struct AdamWStep {  // optim.cuh
+  float lr = 3e-4f;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float grad_scale = 1.0f;
+  int64_t t = 1;
+};
+template <typename TG>
+void adamw_update(float* master, bf16* params_bf16, float* m, float* v, const TG* grads, size_t n, const AdamWStep& s,
+                  cudaStream_t stream);
+template <typename TG>
+void adamw_update(float* master, f16* params_f16, float* m, float* v, const TG* grads, size_t n, const AdamWStep& s,
+                  cudaStream_t stream);
+template <typename TG>
+void grad_sumsq(float* out, float* scratch, const TG* grads, size_t n, cudaStream_t stream);
+size_t global_norm_scratch_floats();
+template <typename TG>
+void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cudaStream_t stream);
+template <typename T>
+void matmul_q8(T* out, const T* in, const int8_t* q, const float* scale, const T* bias, int N, int OC, int IC,
+               cudaStream_t stream);
 }  // namespace cuda
 }  // namespace fw
 
@@ -215,8 +239,93 @@ void check_crossentropy(int N, int V) {
   expect_near<T>("cross-entropy fused dlogits, in place" + shape, inplace, dl);
 }
 
+// AdamW over n elements with gradients in T: the fp32 master, both moments
+// and (16-bit T) the working copy rounded from the new master.
+template <typename T>
+void check_adamw(size_t n) {
+  fw::cuda::AdamWStep st;
+  st.lr = 1e-2f, st.weight_decay = 0.1f, st.grad_scale = 0.7f, st.t = 3;
+  auto g = rand_vec<T>(n);
+  std::vector<float> master(n), m(n), v(n);
+  for (size_t i = 0; i < n; i++) master[i] = randn(), m[i] = 0.1f * randn(), v[i] = 0.01f * std::fabs(randn());
+  const double c1 = 1.0 / (1.0 - std::pow((double)st.beta1, 3.0)), c2 = 1.0 / (1.0 - std::pow((double)st.beta2, 3.0));
+  std::vector<double> wm(n), wv(n), wp(n);
+  for (size_t i = 0; i < n; i++) {
+    const double gi = (double)tof(g[i]) * st.grad_scale;
+    wm[i] = st.beta1 * (double)m[i] + (1.0 - st.beta1) * gi;
+    wv[i] = st.beta2 * (double)v[i] + (1.0 - st.beta2) * gi * gi;
+    wp[i] = master[i] - st.lr * ((wm[i] * c1) / (std::sqrt(wv[i] * c2) + st.eps) + st.weight_decay * master[i]);
+  }
+  std::vector<T> copy(n, fromf<T>(NAN));
+  if constexpr (std::is_same<T, f16>::value)
+    fw::cuda::adamw_update<T>(master.data(), copy.data(), m.data(), v.data(), g.data(), n, st, nullptr);
+  else if constexpr (std::is_same<T, bf16>::value)
+    fw::cuda::adamw_update<T>(master.data(), copy.data(), m.data(), v.data(), g.data(), n, st, nullptr);
+  else
+    fw::cuda::adamw_update<T>(master.data(), (bf16*)nullptr, m.data(), v.data(), g.data(), n, st, nullptr);
+  const std::string shape = " n=" + std::to_string(n);
+  expect_near<T>("adamw master" + shape, master, wp);
+  expect_near<T>("adamw m" + shape, m, wm);
+  expect_near<T>("adamw v" + shape, v, wv);
+  if (!std::is_same<T, float>::value) expect_near<T>("adamw working copy" + shape, copy, wp);
+}
+
+// The global norm's sum of squares, and fp16's unscale-and-check: halves
+// every gradient and finds nothing, then finds an inf; with 1/scale 1 it
+// only checks (the gradients keep their bits).
+template <typename T>
+void check_norm_and_overflow(size_t n) {
+  auto g = rand_vec<T>(n);
+  double ss = 0;
+  for (const T& x : g) ss += (double)tof(x) * tof(x);
+  std::vector<float> out(1, NAN), scratch(fw::cuda::global_norm_scratch_floats(), NAN);
+  fw::cuda::grad_sumsq(out.data(), scratch.data(), g.data(), n, nullptr);
+  expect_near<T>("grad sum of squares n=" + std::to_string(n), out, std::vector<double>{ss});
+  std::vector<double> half(n);
+  for (size_t i = 0; i < n; i++) half[i] = 0.5 * tof(g[i]);
+  int found = 0;
+  fw::cuda::grad_unscale_check(g.data(), n, 0.5f, &found, nullptr);
+  expect_near<T>("unscale by 1/2, no overflow n=" + std::to_string(n), g, half);
+  failures += found != 0;
+  if (found) std::printf("NOT OK  unscale check reported an overflow in finite gradients\n");
+  std::vector<T> before(g);
+  g[n / 3] = fromf<T>(INFINITY);
+  before[n / 3] = g[n / 3];
+  fw::cuda::grad_unscale_check(g.data(), n, 1.0f, &found, nullptr);
+  const bool same = std::memcmp(g.data(), before.data(), n * sizeof(T)) == 0;
+  std::printf("%-6s unscale check finds an inf among %zu, and 1/scale 1 leaves the bits [%zu-byte T]\n",
+              found == 1 && same ? "OK" : "NOT OK", n, sizeof(T));
+  failures += !(found == 1 && same);
+}
+
+// INT8 weight-only matmul: out (N, OC) = in (N, IC) @ (q * scale)^T + bias,
+// in passes of 8 rows, the 4-byte path (IC % 4 == 0) and the scalar one.
+template <typename T>
+void check_matmul_q8(int N, int OC, int IC) {
+  auto in = rand_vec<T>((size_t)N * IC), bias = rand_vec<T>(OC);
+  std::vector<int8_t> q((size_t)OC * IC);
+  for (auto& x : q) x = (int8_t)((int)(next_u64() % 255) - 127);
+  std::vector<float> scale(OC);
+  for (auto& x : scale) x = 0.01f * (1.0f + std::fabs(randn()));
+  std::vector<double> want((size_t)N * OC);
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < OC; o++) {
+      double a = 0;
+      for (int i = 0; i < IC; i++) a += (double)q[(size_t)o * IC + i] * tof(in[(size_t)n * IC + i]);
+      want[(size_t)n * OC + o] = a * scale[o] + tof(bias[o]);
+    }
+  std::vector<T> out((size_t)N * OC, fromf<T>(NAN));
+  fw::cuda::matmul_q8(out.data(), in.data(), q.data(), scale.data(), bias.data(), N, OC, IC, nullptr);
+  expect_near<T>("int8 matmul N=" + std::to_string(N) + " OC=" + std::to_string(OC) + " IC=" + std::to_string(IC),
+                 out, want);
+}
+
 template <typename T>
 void check_type() {
+  check_adamw<T>(1500);
+  check_norm_and_overflow<T>(2500);
+  check_matmul_q8<T>(11, 45, 132);  // two passes of rows, 4-byte weight loads
+  check_matmul_q8<T>(3, 21, 67);    // scalar weight loads
   check_rmsnorm<T>(37, 70);
   check_rmsnorm<T>(600, 48);  // three row chunks of 256 for dweight
   check_embedding<T>(50, 13, 24);
