@@ -197,12 +197,12 @@ V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
   return r;
 }
 
-// kernel(...) over grid x block (a multiple of 32 threads per block), one
-// block after another.
+// kernel(...) over grid x block (up to 1024 threads per block), one block
+// after another.
 template <typename F>
 void emu_launch(dim3 grid, dim3 block, F kernel_call) {
   const unsigned nt = block.x * block.y * block.z;
-  assert(nt % 32 == 0 && nt <= 1024);
+  assert(nt >= 1 && nt <= 1024);
   gridDim = grid;
   blockDim = block;
   for (unsigned z = 0; z < grid.z; z++)
@@ -210,7 +210,8 @@ void emu_launch(dim3 grid, dim3 block, F kernel_call) {
       for (unsigned x = 0; x < grid.x; x++) {
         EmuBarrier bb((int)nt);
         std::vector<std::unique_ptr<EmuBarrier>> wb;
-        for (unsigned w = 0; w < nt / 32; w++) wb.push_back(std::make_unique<EmuBarrier>(32));
+        for (unsigned w = 0; w < (nt + 31) / 32; w++)  // a last, partial warp has fewer lanes
+          wb.push_back(std::make_unique<EmuBarrier>((int)std::min(32u, nt - 32 * w)));
         emu_block.block = &bb;
         emu_block.warps.clear();
         for (auto& w : wb) emu_block.warps.push_back(w.get());

@@ -5,12 +5,13 @@ that runs on the CPU, one translation unit per file.
 
 Each file is kept whole, kernels and host launchers: its includes are
 replaced by emu_simt.h, cuda_common.cuh and its own header, launch_pdl is
-routed to emu_launch, and every triple-chevron launch
+routed to emu_launch (STUBS), and every triple-chevron launch
 `kernel<<<grid, block, smem, stream>>>(args);` becomes
 `emu_launch(dim3(grid), dim3(block), [&] { kernel(args); });`, so the
 launchers' own grid sizing and path choice (packed or scalar) are what runs.
 ops_emu_main.cpp checks them against CPU references
-(native/CMakeLists.txt: ops_emu; docs/cuda.md).
+(native/CMakeLists.txt: ops_emu; docs/cuda.md). decode_emu.py reuses
+strip, convert_launches and STUBS.
 
 Usage: ops_emu.py <native/cuda dir> <out dir> <file.cu>...
 """
@@ -18,11 +19,26 @@ import os
 import re
 import sys
 
-cuda_dir, out_dir, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+# cuda_check.h and launch.cuh for the emulator: the PTX helpers change no
+# value, and a programmatic launch is an ordinary one here.
+STUBS = """
+#define FW_CUDA_CHECK(call) (void)(call)
+#define FW_CUDA_CHECK_LAUNCH()
+namespace fw {
+namespace cuda {
+__device__ __forceinline__ void pdl_wait_then_trigger() {}
+__device__ __forceinline__ void warp_prefetch_l2(const void*, size_t) {}
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t, Args&&... args) {
+  emu_launch(grid, block, [&] { kernel(static_cast<KArgs>(args)...); });
+}
+}  // namespace cuda
+}  // namespace fw
+"""
 
-
-def read(name):
-    return open(os.path.join(cuda_dir, name)).read()
+# Launch sizes the emulator cannot afford, made smaller; the kernels are
+# grid-stride loops, so only the split of the work changes.
+SHRINK = {"optim.cu": ("constexpr int kNormBlocks = 1024;", "constexpr int kNormBlocks = 16;  // [emu] 1024 on the GPU")}
 
 
 def strip(src):
@@ -31,7 +47,7 @@ def strip(src):
 
 
 def split_top(s):
-    """Split at commas outside (), <> is not tracked: launch configs use ()."""
+    """Split at commas outside (), [] and {} (launch configs nest only those)."""
     parts, depth, cur = [], 0, ""
     for ch in s:
         if ch in "([{":
@@ -48,6 +64,7 @@ def split_top(s):
 
 
 def convert_launches(src):
+    """Every kernel<<<grid, block, ...>>>(args); as an emu_launch; returns (src, count)."""
     out, i, n = "", 0, 0
     while True:
         j = src.find("<<<", i)
@@ -85,35 +102,28 @@ def convert_launches(src):
         i, n = p + 2, n + 1
 
 
-stubs = """
-#define FW_CUDA_CHECK(call) (void)(call)
-#define FW_CUDA_CHECK_LAUNCH()
-namespace fw {
-namespace cuda {
-__device__ __forceinline__ void pdl_wait_then_trigger() {}
-__device__ __forceinline__ void warp_prefetch_l2(const void*, size_t) {}
-template <typename... KArgs, typename... Args>
-void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t, Args&&... args) {
-  emu_launch(grid, block, [&] { kernel(static_cast<KArgs>(args)...); });
-}
-}  // namespace cuda
-}  // namespace fw
-"""
-common = strip(read("cuda_common.cuh"))
-# Launch sizes the emulator cannot afford, made smaller; the kernels are
-# grid-stride loops, so only the split of the work changes.
-SHRINK = {"optim.cu": ("constexpr int kNormBlocks = 1024;", "constexpr int kNormBlocks = 16;  // [emu] 1024 on the GPU")}
-for f in files:
-    base = os.path.splitext(f)[0]
-    text = read(f)
-    if f in SHRINK:
-        old, new = SHRINK[f]
-        if old not in text:
-            sys.exit("ops_emu.py: %s no longer has '%s': update SHRINK" % (f, old))
-        text = text.replace(old, new)
-    body, n = convert_launches(strip(text))
-    src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', "#include <type_traits>", common,
-                     strip(read(base + ".cuh")), stubs, body, ""])
-    if "asm" in re.sub(r"//.*", "", src):
-        sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)
-    open(os.path.join(out_dir, base + "_emu.cc"), "w").write(src)
+def main():
+    cuda_dir, out_dir, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+    def read(name):
+        return open(os.path.join(cuda_dir, name)).read()
+
+    common = strip(read("cuda_common.cuh"))
+    for f in files:
+        base = os.path.splitext(f)[0]
+        text = read(f)
+        if f in SHRINK:
+            old, new = SHRINK[f]
+            if old not in text:
+                sys.exit("ops_emu.py: %s no longer has '%s': update SHRINK" % (f, old))
+            text = text.replace(old, new)
+        body, _ = convert_launches(strip(text))
+        src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', "#include <type_traits>", common,
+                         strip(read(base + ".cuh")), STUBS, body, ""])
+        if "asm" in re.sub(r"//.*", "", src):
+            sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)
+        open(os.path.join(out_dir, base + "_emu.cc"), "w").write(src)
+
+
+if __name__ == "__main__":
+    main()
