@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns training kernels of native/cuda (ops_rmsnorm.cu, ops_embedding.cu,
-ops_swiglu.cu, ops_loss.cu, optim.cu, and quant.cu's INT8 matmul) into C++
-that runs on the CPU, one translation unit per file.
+ops_swiglu.cu, ops_loss.cu, optim.cu, lora_dropout.cu, and quant.cu's INT8
+matmul) into C++ that runs on the CPU, one translation unit per file.
 
 Each file is kept whole, kernels and host launchers: its includes are
 replaced by emu_simt.h, cuda_common.cuh and its own header, launch_pdl is
@@ -118,7 +118,8 @@ def main():
                 sys.exit("ops_emu.py: %s no longer has '%s': update SHRINK" % (f, old))
             text = text.replace(old, new)
         body, _ = convert_launches(strip(text))
-        src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', "#include <type_traits>", common,
+        src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', '#include "train_rng.h"', "#include <type_traits>",
+                         common,
                          strip(read(base + ".cuh")), STUBS, body, ""])
         if "asm" in re.sub(r"//.*", "", src):
             sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)

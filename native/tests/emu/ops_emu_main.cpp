@@ -7,8 +7,8 @@
 // forward and backward (16-byte packed and scalar paths), cross-entropy
 // forward, backward and fused (packed and scalar rows), AdamW with the fp32
 // master and the 16-bit working copy, the gradient sum of squares, fp16's
-// unscale-and-overflow check and the INT8 weight-only matmul, in float,
-// bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// unscale-and-overflow check, the INT8 weight-only matmul and the LoRA
+// dropout mask (the CPU's, bit for bit), in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
 // outputs to a couple of units of their last place. Exit 1 on a mismatch.
 #include <cmath>
 #include <cstdio>
@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "embedding_plan.h"
+#include "train_rng.h"
 
 thread_local dim3 threadIdx, blockIdx;
 dim3 gridDim, blockDim;
@@ -76,6 +77,10 @@ void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cu
 template <typename T>
 void matmul_q8(T* out, const T* in, const int8_t* q, const float* scale, const T* bias, int N, int OC, int IC,
                cudaStream_t stream);
+template <typename T>
+void lora_dropout_forward(T* xd, const T* inp, size_t n, uint64_t key, double p, cudaStream_t stream);
+template <typename T>
+void lora_dropout_backward(T* dinp, const T* g, size_t n, uint64_t key, double p, cudaStream_t stream);
 }  // namespace cuda
 }  // namespace fw
 
@@ -320,8 +325,37 @@ void check_matmul_q8(int N, int OC, int IC) {
                  out, want);
 }
 
+// LoRA dropout: the mask must be the CPU's (engine/train_rng.h) bit for bit,
+// the kept values scaled by 1 / (1 - p), and backward adds only where kept.
+template <typename T>
+void check_lora_dropout(size_t n, uint64_t key, double p) {
+  auto inp = rand_vec<T>(n), g = rand_vec<T>(n), dinp = rand_vec<T>(n);
+  const double keep = (float)(1.0 / (1.0 - p));
+  std::vector<double> xd(n), dx = widen(dinp);
+  size_t dropped = 0;
+  std::vector<bool> mask(n);
+  for (size_t e = 0; e < n; e++) {
+    mask[e] = fw::rng_u01(fw::rng_at(key, e)) < p;
+    dropped += mask[e];
+    xd[e] = mask[e] ? 0.0 : tof(inp[e]) * keep;
+    if (!mask[e]) dx[e] += tof(g[e]) * keep;
+  }
+  std::vector<T> out(n, fromf<T>(NAN));
+  fw::cuda::lora_dropout_forward(out.data(), inp.data(), n, key, p, nullptr);
+  fw::cuda::lora_dropout_backward(dinp.data(), g.data(), n, key, p, nullptr);
+  size_t mask_diff = 0;
+  for (size_t e = 0; e < n; e++) mask_diff += mask[e] != (tof(out[e]) == 0.0f && tof(inp[e]) != 0.0f);
+  const std::string shape = " n=" + std::to_string(n) + " p=" + std::to_string(p).substr(0, 4);
+  failures += mask_diff != 0;
+  std::printf("%-6s lora dropout mask vs the CPU's%s [%zu-byte T]: %zu of %zu dropped, %zu differ\n",
+              mask_diff ? "NOT OK" : "OK", shape.c_str(), sizeof(T), dropped, n, mask_diff);
+  expect_near<T>("lora dropout forward" + shape, out, xd);
+  expect_near<T>("lora dropout backward (+= where kept)" + shape, dinp, dx);
+}
+
 template <typename T>
 void check_type() {
+  check_lora_dropout<T>(3000, 0x5EEDull, 0.3);
   check_adamw<T>(1500);
   check_norm_and_overflow<T>(2500);
   check_matmul_q8<T>(11, 45, 132);  // two passes of rows, 4-byte weight loads
