@@ -7,8 +7,9 @@
 // forward and backward (16-byte packed and scalar paths), cross-entropy
 // forward, backward and fused (packed and scalar rows), AdamW with the fp32
 // master and the 16-bit working copy, the gradient sum of squares, fp16's
-// unscale-and-overflow check, the INT8 weight-only matmul and the LoRA
-// dropout mask (the CPU's, bit for bit), in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// unscale-and-overflow check, the INT8 weight-only matmul, the LoRA dropout
+// mask (the CPU's, bit for bit), distillation's loss and gradient, and the
+// bias add / bias gradient / in-place add, in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
 // outputs to a couple of units of their last place. Exit 1 on a mismatch.
 #include <cmath>
 #include <cstdio>
@@ -77,6 +78,15 @@ void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cu
 template <typename T>
 void matmul_q8(T* out, const T* in, const int8_t* q, const float* scale, const T* bias, int N, int OC, int IC,
                cudaStream_t stream);
+template <typename T>
+void distill_forward_backward(T* student_dlogits, float* ce, float* kl, const T* teacher, const int32_t* targets,
+                              int N, int V, float alpha, float temperature, float scale, cudaStream_t stream);
+template <typename T>
+void bias_add_forward(T* out, const T* bias, int N, int OC, cudaStream_t stream);
+template <typename T>
+void bias_backward(T* dbias, const T* dout, int N, int OC, cudaStream_t stream);
+template <typename T>
+void add_inplace(T* x, const T* y, size_t n, cudaStream_t stream);
 template <typename T>
 void lora_dropout_forward(T* xd, const T* inp, size_t n, uint64_t key, double p, cudaStream_t stream);
 template <typename T>
@@ -353,8 +363,71 @@ void check_lora_dropout(size_t n, uint64_t key, double p) {
   expect_near<T>("lora dropout backward (+= where kept)" + shape, dinp, dx);
 }
 
+// Distillation over rows (ignored targets included): ce, KL(teacher || student
+// at temperature tau) and the mixed gradient written over the student logits.
+template <typename T>
+void check_distill(int N, int V) {
+  const float alpha = 0.4f, tau = 1.5f, scale = 1.0f / 5.0f;
+  auto z = rand_vec<T>((size_t)N * V, 2.0f), t = rand_vec<T>((size_t)N * V, 2.0f);
+  std::vector<int32_t> tgt(N);
+  for (int n = 0; n < N; n++) tgt[n] = n % 3 == 2 ? -100 : (int32_t)(next_u64() % (uint64_t)V);
+  std::vector<double> ce(N, 0.0), kl(N, 0.0), dz((size_t)N * V, 0.0);
+  auto lse = [&](const std::vector<T>& x, int n, double inv) {
+    double m = -INFINITY, s = 0;
+    for (int i = 0; i < V; i++) m = std::max(m, (double)tof(x[(size_t)n * V + i]) * inv);
+    for (int i = 0; i < V; i++) s += std::exp(tof(x[(size_t)n * V + i]) * inv - m);
+    return m + std::log(s);
+  };
+  for (int n = 0; n < N; n++) {
+    if (tgt[n] == -100) continue;
+    const double lz = lse(z, n, 1.0), lzt = lse(z, n, 1.0 / tau), ltt = lse(t, n, 1.0 / tau);
+    ce[n] = lz - tof(z[(size_t)n * V + tgt[n]]);
+    for (int i = 0; i < V; i++) {
+      const double zi = tof(z[(size_t)n * V + i]), ti = tof(t[(size_t)n * V + i]);
+      const double lps = zi / tau - lzt, lpt = ti / tau - ltt, pt = std::exp(lpt);
+      kl[n] += pt * (lpt - lps);
+      dz[(size_t)n * V + i] = scale * ((1.0 - alpha) * (std::exp(zi - lz) - (i == tgt[n] ? 1.0 : 0.0)) +
+                                       alpha * tau * (std::exp(lps) - pt));
+    }
+  }
+  std::vector<float> ce_out(N, NAN), kl_out(N, NAN);
+  fw::cuda::distill_forward_backward(z.data(), ce_out.data(), kl_out.data(), t.data(), tgt.data(), N, V, alpha, tau,
+                                     scale, nullptr);
+  const std::string shape = " N=" + std::to_string(N) + " V=" + std::to_string(V);
+  expect_near<T>("distill ce" + shape, ce_out, ce);
+  expect_near<T>("distill KL(teacher || student)" + shape, kl_out, kl);
+  expect_near<T>("distill gradient over the student logits" + shape, z, dz);
+}
+
+// The small kernels around the cuBLAS matmuls: bias add, the bias gradient
+// (+=, column sums in a fixed order) and the in-place add of the INT8 path.
+template <typename T>
+void check_linear(int N, int OC) {
+  auto out = rand_vec<T>((size_t)N * OC), bias = rand_vec<T>(OC), dout = rand_vec<T>((size_t)N * OC),
+       dbias = rand_vec<T>(OC), y = rand_vec<T>((size_t)N * OC);
+  std::vector<double> want_out((size_t)N * OC), want_db = widen(dbias), want_x((size_t)N * OC);
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < OC; o++) {
+      const size_t i = (size_t)n * OC + o;
+      want_out[i] = (double)tof(out[i]) + tof(bias[o]);
+      want_db[o] += tof(dout[i]);
+      want_x[i] = want_out[i];
+    }
+  fw::cuda::bias_add_forward(out.data(), bias.data(), N, OC, nullptr);
+  fw::cuda::bias_backward(dbias.data(), dout.data(), N, OC, nullptr);
+  std::vector<T> x(out);  // (out + bias) + y, rounded once more
+  for (size_t i = 0; i < x.size(); i++) want_x[i] = (double)tof(x[i]) + tof(y[i]);
+  fw::cuda::add_inplace(x.data(), y.data(), x.size(), nullptr);
+  const std::string shape = " N=" + std::to_string(N) + " OC=" + std::to_string(OC);
+  expect_near<T>("bias add" + shape, out, want_out);
+  expect_near<T>("bias gradient (+=)" + shape, dbias, want_db);
+  expect_near<T>("add in place" + shape, x, want_x);
+}
+
 template <typename T>
 void check_type() {
+  check_distill<T>(6, 77);
+  check_linear<T>(45, 70);
   check_lora_dropout<T>(3000, 0x5EEDull, 0.3);
   check_adamw<T>(1500);
   check_norm_and_overflow<T>(2500);
