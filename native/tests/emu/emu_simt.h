@@ -43,6 +43,26 @@ extern thread_local dim3 threadIdx, blockIdx;
 extern dim3 gridDim, blockDim;
 using cudaStream_t = void*;
 
+// The few runtime calls host launchers make, on host memory: every pointer
+// here is host memory and every stream is in order already.
+using cudaError_t = int;
+enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice,
+                      cudaMemcpyDefault };
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  std::memcpy(dst, src, bytes);
+  return 0;
+}
+template <typename P>
+cudaError_t cudaMallocAsync(P** p, size_t bytes, cudaStream_t) {
+  *p = static_cast<P*>(std::malloc(bytes));
+  return *p ? 0 : 2;
+}
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  std::free(p);
+  return 0;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
+
 // ---------------------------------------------------------------- 16-bit types
 struct __nv_bfloat16 {
   uint16_t x;

@@ -8,8 +8,9 @@
 // forward, backward and fused (packed and scalar rows), AdamW with the fp32
 // master and the 16-bit working copy, the gradient sum of squares, fp16's
 // unscale-and-overflow check, the INT8 weight-only matmul, the LoRA dropout
-// mask (the CPU's, bit for bit), distillation's loss and gradient, and the
-// bias add / bias gradient / in-place add, in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// mask (the CPU's, bit for bit), distillation's loss and gradient, the
+// bias add / bias gradient / in-place add, and the fp32 upload / download
+// casts, in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
 // outputs to a couple of units of their last place. Exit 1 on a mismatch.
 #include <cmath>
 #include <cstdio>
@@ -87,6 +88,10 @@ template <typename T>
 void bias_backward(T* dbias, const T* dout, int N, int OC, cudaStream_t stream);
 template <typename T>
 void add_inplace(T* x, const T* y, size_t n, cudaStream_t stream);
+template <typename T>
+void upload_f32(T* dst, const float* src, size_t n, cudaStream_t stream);
+template <typename T>
+void download_f32(float* dst, const T* src, size_t n, cudaStream_t stream);
 template <typename T>
 void lora_dropout_forward(T* xd, const T* inp, size_t n, uint64_t key, double p, cudaStream_t stream);
 template <typename T>
@@ -424,8 +429,25 @@ void check_linear(int N, int OC) {
   expect_near<T>("add in place" + shape, x, want_x);
 }
 
+// fp32 host values to T on the device (rounded to nearest even) and back.
+template <typename T>
+void check_cast(size_t n) {
+  std::vector<float> host(n), back(n, NAN);
+  for (auto& x : host) x = 100.0f * randn();
+  std::vector<T> dev(n, fromf<T>(NAN));
+  fw::cuda::upload_f32(dev.data(), host.data(), n, nullptr);
+  fw::cuda::download_f32(back.data(), dev.data(), n, nullptr);
+  std::vector<double> want(n);
+  for (size_t i = 0; i < n; i++) want[i] = tof(fromf<T>(host[i]));  // exactly what T holds
+  std::vector<float> stored(n);
+  for (size_t i = 0; i < n; i++) stored[i] = tof(dev[i]);
+  expect_near<T>("upload_f32 (fp32 -> T, round to nearest even) n=" + std::to_string(n), stored, want);
+  expect_near<T>("download_f32 (T -> fp32) n=" + std::to_string(n), back, want);
+}
+
 template <typename T>
 void check_type() {
+  check_cast<T>(2049);
   check_distill<T>(6, 77);
   check_linear<T>(45, 70);
   check_lora_dropout<T>(3000, 0x5EEDull, 0.3);
