@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "emu_simt.h"
+#include "ops_emu_api.h"  // the launchers under test (generated from their headers)
 
 #include "common.h"
 #include "embedding_plan.h"
@@ -30,74 +31,6 @@ EmuBlock emu_block;
 
 using bf16 = __nv_bfloat16;
 using f16 = __half;
-
-namespace fw {
-namespace cuda {
-// the launchers under test (ops_*.cuh; defined in the generated *_emu.cc)
-template <typename T>
-void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, int C, double eps, cudaStream_t s);
-template <typename T>
-void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N,
-                      int C, float* scratch, cudaStream_t s);
-size_t rmsnorm_backward_scratch_floats(int N, int C);
-template <typename T>
-void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C, cudaStream_t s);
-template <typename T>
-void embedding_backward(T* dwte, const T* dout, const int32_t* ids, const int32_t* offsets, const int32_t* positions,
-                        int U, int C, cudaStream_t s);
-template <typename T>
-void swiglu_forward(T* out, const T* gate, const T* up, size_t N, cudaStream_t s);
-template <typename T>
-void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t N, cudaStream_t s);
-template <typename T>
-void crossentropy_forward(float* losses, float* lse, const T* logits, const int32_t* targets, int N, int V,
-                          cudaStream_t s);
-template <typename T>
-void crossentropy_backward(T* dlogits, const T* logits, const float* lse, const int32_t* targets, int N, int V,
-                           float scale, cudaStream_t s);
-template <typename T>
-void crossentropy_forward_backward(T* logits_dlogits, float* losses, float* lse, const int32_t* targets, int N, int V,
-                                   float scale, cudaStream_t s);
-struct AdamWStep {  // optim.cuh
-  float lr = 3e-4f;
-  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
-  float weight_decay = 0.0f;
-  float grad_scale = 1.0f;
-  int64_t t = 1;
-};
-template <typename TG>
-void adamw_update(float* master, bf16* params_bf16, float* m, float* v, const TG* grads, size_t n, const AdamWStep& s,
-                  cudaStream_t stream);
-template <typename TG>
-void adamw_update(float* master, f16* params_f16, float* m, float* v, const TG* grads, size_t n, const AdamWStep& s,
-                  cudaStream_t stream);
-template <typename TG>
-void grad_sumsq(float* out, float* scratch, const TG* grads, size_t n, cudaStream_t stream);
-size_t global_norm_scratch_floats();
-template <typename TG>
-void grad_unscale_check(TG* grads, size_t n, float inv_scale, int* found_inf, cudaStream_t stream);
-template <typename T>
-void matmul_q8(T* out, const T* in, const int8_t* q, const float* scale, const T* bias, int N, int OC, int IC,
-               cudaStream_t stream);
-template <typename T>
-void distill_forward_backward(T* student_dlogits, float* ce, float* kl, const T* teacher, const int32_t* targets,
-                              int N, int V, float alpha, float temperature, float scale, cudaStream_t stream);
-template <typename T>
-void bias_add_forward(T* out, const T* bias, int N, int OC, cudaStream_t stream);
-template <typename T>
-void bias_backward(T* dbias, const T* dout, int N, int OC, cudaStream_t stream);
-template <typename T>
-void add_inplace(T* x, const T* y, size_t n, cudaStream_t stream);
-template <typename T>
-void upload_f32(T* dst, const float* src, size_t n, cudaStream_t stream);
-template <typename T>
-void download_f32(float* dst, const T* src, size_t n, cudaStream_t stream);
-template <typename T>
-void lora_dropout_forward(T* xd, const T* inp, size_t n, uint64_t key, double p, cudaStream_t stream);
-template <typename T>
-void lora_dropout_backward(T* dinp, const T* g, size_t n, uint64_t key, double p, cudaStream_t stream);
-}  // namespace cuda
-}  // namespace fw
 
 namespace {
 
