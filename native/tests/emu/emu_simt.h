@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -62,6 +63,11 @@ inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   return 0;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+template <typename K>
+cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) {  // any size is fine here
+  return 0;
+}
 
 // ---------------------------------------------------------------- 16-bit types
 struct __nv_bfloat16 {
@@ -184,8 +190,15 @@ struct EmuBlock {
   std::vector<EmuBarrier*> warps;
   float shfl[32][32];
   std::atomic<int> vote{0};
+  std::vector<double> dyn;  // dynamic shared memory (8-byte aligned), NaN-filled per block
 };
 extern EmuBlock emu_block;
+
+// `extern __shared__ T name[];` becomes `T* name = emu_dyn_smem<T>();`.
+template <typename V>
+V* emu_dyn_smem() {
+  return reinterpret_cast<V*>(emu_block.dyn.data());
+}
 
 inline void __syncthreads() { emu_block.block->wait(); }
 
@@ -204,23 +217,37 @@ inline int __syncthreads_or(int pred) {
 // The thread's linear index in its block: warps are 32 consecutive ones.
 inline int emu_tid() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)); }
 
+// Every lane publishes v, then reads lane `src` of its warp.
 template <typename V>
-V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
+V emu_shfl(V v, int src) {
   static_assert(sizeof(V) == 4, "32-bit values");
-  assert(mask == 0xffffffffu);
   const int w = emu_tid() >> 5, l = emu_tid() & 31;
   std::memcpy(&emu_block.shfl[w][l], &v, 4);
   emu_block.warps[w]->wait();
   V r;
-  std::memcpy(&r, &emu_block.shfl[w][l ^ lane_mask], 4);
+  std::memcpy(&r, &emu_block.shfl[w][src & 31], 4);
   emu_block.warps[w]->wait();
   return r;
 }
+template <typename V>
+V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
+  assert(mask == 0xffffffffu);
+  return emu_shfl(v, (emu_tid() & 31) ^ lane_mask);
+}
+template <typename V>
+V __shfl_sync(unsigned mask, V v, int src_lane) {
+  assert(mask == 0xffffffffu);
+  return emu_shfl(v, src_lane);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  assert(mask == 0xffffffffu);
+  emu_block.warps[emu_tid() >> 5]->wait();
+}
 
 // kernel(...) over grid x block (up to 1024 threads per block), one block
-// after another.
+// after another, with smem_bytes of dynamic shared memory (NaN until written).
 template <typename F>
-void emu_launch(dim3 grid, dim3 block, F kernel_call) {
+void emu_launch(dim3 grid, dim3 block, F kernel_call, size_t smem_bytes = 0) {
   const unsigned nt = block.x * block.y * block.z;
   assert(nt >= 1 && nt <= 1024);
   gridDim = grid;
@@ -232,6 +259,7 @@ void emu_launch(dim3 grid, dim3 block, F kernel_call) {
         std::vector<std::unique_ptr<EmuBarrier>> wb;
         for (unsigned w = 0; w < (nt + 31) / 32; w++)  // a last, partial warp has fewer lanes
           wb.push_back(std::make_unique<EmuBarrier>((int)std::min(32u, nt - 32 * w)));
+        emu_block.dyn.assign(smem_bytes / sizeof(double) + 1, std::numeric_limits<double>::quiet_NaN());
         emu_block.block = &bb;
         emu_block.warps.clear();
         for (auto& w : wb) emu_block.warps.push_back(w.get());

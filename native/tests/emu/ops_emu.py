@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Turns training kernels of native/cuda (ops_rmsnorm.cu, ops_embedding.cu,
-ops_swiglu.cu, ops_loss.cu, optim.cu, lora_dropout.cu, and quant.cu's INT8
-matmul) into C++ that runs on the CPU, one translation unit per file.
+ops_swiglu.cu, ops_loss.cu, ops_linear.cu, ops_attention.cu's CUDA-core
+attention, optim.cu, lora_dropout.cu, cast.cu and quant.cu's INT8 matmul)
+into C++ that runs on the CPU, one translation unit per file.
 
 Each file is kept whole, kernels and host launchers: its includes are
 replaced by emu_simt.h, cuda_common.cuh and its own header, launch_pdl is
 routed to emu_launch (STUBS), and every triple-chevron launch
 `kernel<<<grid, block, smem, stream>>>(args);` becomes
 `emu_launch(dim3(grid), dim3(block), [&] { kernel(args); });`, so the
-launchers' own grid sizing and path choice (packed or scalar) are what runs.
+launchers' own grid sizing and path choice (packed or scalar) are what runs;
+dynamic shared memory comes from emu_dyn_smem, sized by the launch.
 ops_emu_api.h gathers the files' headers (their launchers' declarations)
 for ops_emu_main.cpp, which checks them against CPU references
 (native/CMakeLists.txt: ops_emu; docs/cuda.md). decode_emu.py reuses
@@ -99,8 +101,35 @@ def convert_launches(src):
         args = src[e + 4:p]
         if src[p + 1] != ";":
             sys.exit("ops_emu.py: expected ';' after the launch of " + kernel)
-        out += src[i:k] + "emu_launch(dim3(%s), dim3(%s), [&] { %s(%s); });" % (cfg[0], cfg[1], kernel, args)
+        smem = ", (size_t)(%s)" % cfg[2] if len(cfg) > 2 and cfg[2] != "0" else ""
+        out += src[i:k] + "emu_launch(dim3(%s), dim3(%s), [&] { %s(%s); }%s);" % (cfg[0], cfg[1], kernel, args, smem)
         i, n = p + 2, n + 1
+
+
+def dynamic_smem(src):
+    """`extern __shared__ T name[];` (dynamic shared memory) as emu_dyn_smem."""
+    return re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];",
+                  r"\1* \2 = emu_dyn_smem<\1>();", src)
+
+
+# What a file calls that the emulator does not build: the CUDA-core
+# attention's dispatch to the tensor-core kernels (tc_attention_emu covers
+# those) never taken here.
+EXTRA = {"ops_attention.cu": """
+namespace fw {
+namespace cuda {
+bool attention_tc_supported(int, const void*, const void*, const void*, const void*, const void* = nullptr,
+                            const void* = nullptr, const void* = nullptr) { return false; }
+void attention_forward_tc(bf16*, float*, const bf16*, const bf16*, const bf16*, int, int, int, int, int, cudaStream_t) {
+  FW_CHECK(false, kInternal, "emulator: no tensor-core attention here");
+}
+void attention_backward_tc(bf16*, bf16*, bf16*, const float*, const bf16*, const float*, const bf16*, const bf16*,
+                           const bf16*, int, int, int, int, int, cudaStream_t) {
+  FW_CHECK(false, kInternal, "emulator: no tensor-core attention here");
+}
+}  // namespace cuda
+}  // namespace fw
+"""}
 
 
 def main():
@@ -123,10 +152,10 @@ def main():
             if old not in text:
                 sys.exit("ops_emu.py: %s no longer has '%s': update SHRINK" % (f, old))
             text = text.replace(old, new)
-        body, _ = convert_launches(strip(text))
+        body, _ = convert_launches(dynamic_smem(strip(text)))
         src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', '#include "train_rng.h"', "#include <type_traits>",
                          common,
-                         strip(read(base + ".cuh")), STUBS, body, ""])
+                         strip(read(base + ".cuh")), STUBS, EXTRA.get(f, ""), body, ""])
         if "asm" in re.sub(r"//.*", "", src):
             sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)
         open(os.path.join(out_dir, base + "_emu.cc"), "w").write(src)

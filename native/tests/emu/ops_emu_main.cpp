@@ -9,8 +9,9 @@
 // master and the 16-bit working copy, the gradient sum of squares, fp16's
 // unscale-and-overflow check, the INT8 weight-only matmul, the LoRA dropout
 // mask (the CPU's, bit for bit), distillation's loss and gradient, the
-// bias add / bias gradient / in-place add, and the fp32 upload / download
-// casts, in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// bias add / bias gradient / in-place add, the fp32 upload / download casts,
+// and the CUDA-core attention (forward, backward, KV-cache append and the
+// cached forward), in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
 // outputs to a couple of units of their last place. Exit 1 on a mismatch.
 #include <cmath>
 #include <cstdio>
@@ -378,8 +379,103 @@ void check_cast(size_t n) {
   expect_near<T>("download_f32 (T -> fp32) n=" + std::to_string(n), back, want);
 }
 
+// Causal GQA attention on the CUDA-core kernels (every type and head size
+// here: bf16 at 64 / 128 would go to the tensor cores, tc_attention_emu's
+// subject): forward (out, lse), backward (dq, dk, dv, with D computed by the
+// launcher) against double references; then the cached forward: the first
+// P tokens appended to a cache of S, the rest attending to it at pos0 = P.
+template <typename T>
+void check_attention(int B, int Tn, int NH, int KVH, int HS) {
+  const int G = NH / KVH;
+  const size_t nq = (size_t)B * Tn * NH * HS, nk = (size_t)B * Tn * KVH * HS;
+  auto q = rand_vec<T>(nq), k = rand_vec<T>(nk), v = rand_vec<T>(nk), dout = rand_vec<T>(nq);
+  const double sc = 1.0 / std::sqrt((double)HS);
+  auto Q = [&](int b, int t, int h, int c) { return (double)tof(q[(((size_t)b * Tn + t) * NH + h) * HS + c]); };
+  auto K = [&](int b, int t, int h, int c) { return (double)tof(k[(((size_t)b * Tn + t) * KVH + h) * HS + c]); };
+  auto Vv = [&](int b, int t, int h, int c) { return (double)tof(v[(((size_t)b * Tn + t) * KVH + h) * HS + c]); };
+  auto DO = [&](int b, int t, int h, int c) { return (double)tof(dout[(((size_t)b * Tn + t) * NH + h) * HS + c]); };
+  std::vector<double> out(nq), lse((size_t)B * NH * Tn), dq(nq, 0.0), dk(nk, 0.0), dv(nk, 0.0);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      const int kh = h / G;
+      for (int t = 0; t < Tn; t++) {
+        std::vector<double> p(t + 1), dp(t + 1);
+        double m = -INFINITY, l = 0;
+        for (int j = 0; j <= t; j++) {
+          double d = 0;
+          for (int c = 0; c < HS; c++) d += Q(b, t, h, c) * K(b, j, kh, c);
+          p[j] = d * sc;
+          m = std::max(m, p[j]);
+        }
+        for (int j = 0; j <= t; j++) l += (p[j] = std::exp(p[j] - m));
+        for (int j = 0; j <= t; j++) p[j] /= l;
+        lse[((size_t)b * NH + h) * Tn + t] = m + std::log(l);
+        double D = 0;
+        for (int c = 0; c < HS; c++) {
+          double o = 0;
+          for (int j = 0; j <= t; j++) o += p[j] * Vv(b, j, kh, c);
+          out[(((size_t)b * Tn + t) * NH + h) * HS + c] = o;
+          D += o * DO(b, t, h, c);
+        }
+        for (int j = 0; j <= t; j++) {
+          double d = 0;
+          for (int c = 0; c < HS; c++) d += DO(b, t, h, c) * Vv(b, j, kh, c);
+          dp[j] = p[j] * (d - D);  // dS
+        }
+        for (int j = 0; j <= t; j++)
+          for (int c = 0; c < HS; c++) {
+            dq[(((size_t)b * Tn + t) * NH + h) * HS + c] += dp[j] * K(b, j, kh, c) * sc;
+            dk[(((size_t)b * Tn + j) * KVH + kh) * HS + c] += dp[j] * Q(b, t, h, c) * sc;
+            dv[(((size_t)b * Tn + j) * KVH + kh) * HS + c] += p[j] * DO(b, t, h, c);
+          }
+      }
+    }
+  std::vector<T> o(nq, fromf<T>(NAN)), gq(nq, fromf<T>(NAN)), gk(nk, fromf<T>(NAN)), gv(nk, fromf<T>(NAN));
+  std::vector<float> l((size_t)B * NH * Tn, NAN), scratch((size_t)B * NH * Tn, NAN);
+  fw::cuda::attention_forward(o.data(), l.data(), q.data(), k.data(), v.data(), B, Tn, NH, KVH, HS, nullptr);
+  fw::cuda::attention_backward(gq.data(), gk.data(), gv.data(), scratch.data(), dout.data(), o.data(), l.data(),
+                               q.data(), k.data(), v.data(), B, Tn, NH, KVH, HS, nullptr);
+  const std::string shape = " B=" + std::to_string(B) + " T=" + std::to_string(Tn) + " NH=" + std::to_string(NH) +
+                            " KVH=" + std::to_string(KVH) + " HS=" + std::to_string(HS);
+  expect_near<T>("attention forward" + shape, o, out);
+  expect_near<T>("attention lse" + shape, l, lse);
+  expect_near<T>("attention backward dq" + shape, gq, dq);
+  expect_near<T>("attention backward dk" + shape, gk, dk);
+  expect_near<T>("attention backward dv" + shape, gv, dv);
+
+  // the cached forward: tokens P.. at pos0 = P over a cache holding 0..P-1
+  const int P = Tn / 2, Tq = Tn - P, S = Tn + 3;
+  std::vector<T> kc((size_t)B * KVH * S * HS, fromf<T>(NAN)), vc(kc);
+  std::vector<T> kp((size_t)B * P * KVH * HS), vp(kp), kq((size_t)B * Tq * KVH * HS), vq(kq), qq((size_t)B * Tq * NH * HS);
+  for (int b = 0; b < B; b++) {
+    for (int t = 0; t < Tn; t++) {
+      T* dk_ = t < P ? &kp[(((size_t)b * P + t) * KVH) * HS] : &kq[(((size_t)b * Tq + t - P) * KVH) * HS];
+      T* dv_ = t < P ? &vp[(((size_t)b * P + t) * KVH) * HS] : &vq[(((size_t)b * Tq + t - P) * KVH) * HS];
+      std::memcpy(dk_, &k[(((size_t)b * Tn + t) * KVH) * HS], (size_t)KVH * HS * sizeof(T));
+      std::memcpy(dv_, &v[(((size_t)b * Tn + t) * KVH) * HS], (size_t)KVH * HS * sizeof(T));
+      if (t >= P) std::memcpy(&qq[(((size_t)b * Tq + t - P) * NH) * HS], &q[(((size_t)b * Tn + t) * NH) * HS],
+                              (size_t)NH * HS * sizeof(T));
+    }
+  }
+  fw::cuda::kv_cache_append(kc.data(), vc.data(), kp.data(), vp.data(), B, P, KVH, S, HS, 0, nullptr);
+  fw::cuda::kv_cache_append(kc.data(), vc.data(), kq.data(), vq.data(), B, Tq, KVH, S, HS, P, nullptr);
+  std::vector<T> oc((size_t)B * Tq * NH * HS, fromf<T>(NAN));
+  std::vector<float> lc((size_t)B * NH * Tq, NAN);
+  fw::cuda::attention_cached_forward(oc.data(), lc.data(), qq.data(), kc.data(), vc.data(), B, Tq, NH, KVH, S, HS, P,
+                                     nullptr);
+  std::vector<double> want_oc(oc.size());
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < Tq; t++)
+      for (int h = 0; h < NH; h++)
+        for (int c = 0; c < HS; c++)
+          want_oc[(((size_t)b * Tq + t) * NH + h) * HS + c] = out[(((size_t)b * Tn + t + P) * NH + h) * HS + c];
+  expect_near<T>("attention over a KV cache at pos " + std::to_string(P) + shape, oc, want_oc);
+}
+
 template <typename T>
 void check_type() {
+  check_attention<T>(2, 21, 4, 2, 16);  // partial tiles, GQA, a batch
+  check_attention<T>(1, 20, 2, 1, 64);  // HS 64 (fp32 / fp16: CUDA cores)
   check_cast<T>(2049);
   check_distill<T>(6, 77);
   check_linear<T>(45, 70);
