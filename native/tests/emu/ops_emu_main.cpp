@@ -10,8 +10,9 @@
 // unscale-and-overflow check, the INT8 weight-only matmul, the LoRA dropout
 // mask (the CPU's, bit for bit), distillation's loss and gradient, the
 // bias add / bias gradient / in-place add, the fp32 upload / download casts,
-// and the CUDA-core attention (forward, backward, KV-cache append and the
-// cached forward), in float, bf16 and fp16. float must agree to 1e-5 of the largest reference value; 16-bit
+// the CUDA-core attention (forward, backward, KV-cache append and the
+// cached forward) and RoPE (tables, forward, backward), in float, bf16 and
+// fp16. float must agree to 1e-5 of the largest reference value; 16-bit
 // outputs to a couple of units of their last place. Exit 1 on a mismatch.
 #include <cmath>
 #include <cstdio>
@@ -472,8 +473,46 @@ void check_attention(int B, int Tn, int NH, int KVH, int HS) {
   expect_near<T>("attention over a KV cache at pos " + std::to_string(P) + shape, oc, want_oc);
 }
 
+// RoPE tables (angle in double, as the CPU's) and the rotation: forward
+// against a reference at position pos0 + t, backward (the inverse
+// rotation) as the transpose of forward.
+template <typename T>
+void check_rope(int B, int Tn, int H, int HS, int pos0) {
+  const int S = pos0 + Tn, half = HS / 2;
+  std::vector<float> cos_t((size_t)S * half, NAN), sin_t((size_t)S * half, NAN);
+  fw::cuda::rope_tables(cos_t.data(), sin_t.data(), S, HS, 10000.0, nullptr);
+  std::vector<double> want_cos(cos_t.size()), want_sin(sin_t.size());
+  for (int p = 0; p < S; p++)
+    for (int i = 0; i < half; i++) {
+      const double a = p * std::pow(10000.0, -2.0 * i / HS);
+      want_cos[(size_t)p * half + i] = std::cos(a), want_sin[(size_t)p * half + i] = std::sin(a);
+    }
+  const std::string shape = " B=" + std::to_string(B) + " T=" + std::to_string(Tn) + " H=" + std::to_string(H) +
+                            " HS=" + std::to_string(HS) + " pos " + std::to_string(pos0);
+  expect_near<T>("rope tables cos" + shape, cos_t, want_cos);
+  expect_near<T>("rope tables sin" + shape, sin_t, want_sin);
+  auto x = rand_vec<T>((size_t)B * Tn * H * HS);
+  std::vector<T> y(x), g(x);
+  std::vector<double> fwd(x.size()), bwd(x.size());
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < Tn; t++)
+      for (int h = 0; h < H; h++)
+        for (int i = 0; i < half; i++) {
+          const size_t o = (((size_t)b * Tn + t) * H + h) * HS;
+          const double c = cos_t[(size_t)(pos0 + t) * half + i], sn = sin_t[(size_t)(pos0 + t) * half + i];
+          const double x1 = tof(x[o + i]), x2 = tof(x[o + i + half]);
+          fwd[o + i] = x1 * c - x2 * sn, fwd[o + i + half] = x2 * c + x1 * sn;
+          bwd[o + i] = x1 * c + x2 * sn, bwd[o + i + half] = x2 * c - x1 * sn;
+        }
+  fw::cuda::rope_forward(y.data(), cos_t.data(), sin_t.data(), B, Tn, H, HS, pos0, nullptr);
+  fw::cuda::rope_backward(g.data(), cos_t.data(), sin_t.data(), B, Tn, H, HS, pos0, nullptr);
+  expect_near<T>("rope forward" + shape, y, fwd);
+  expect_near<T>("rope backward (the inverse rotation)" + shape, g, bwd);
+}
+
 template <typename T>
 void check_type() {
+  check_rope<T>(2, 5, 3, 16, 4);
   check_attention<T>(2, 21, 4, 2, 16);  // partial tiles, GQA, a batch
   check_attention<T>(1, 20, 2, 1, 64);  // HS 64 (fp32 / fp16: CUDA cores)
   check_cast<T>(2049);
