@@ -18,7 +18,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops_emu import STUBS, convert_launches, strip  # noqa: E402
+from ops_emu import STUBS, convert_launches, static_smem, strip  # noqa: E402
 
 cuda_dir, out = sys.argv[1], sys.argv[2]
 
@@ -27,9 +27,9 @@ def read(name):
     return open(os.path.join(cuda_dir, name)).read()
 
 
-common = strip(read("cuda_common.cuh"))
+common = static_smem(strip(read("cuda_common.cuh")))
 headers = strip(read("decode.cuh")) + strip(read("ops_attention.cuh"))
-kernels, _ = convert_launches(strip(read("decode.cu")))
+kernels, _ = convert_launches(static_smem(strip(read("decode.cu"))))
 src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', "#include <climits>", common, headers, STUBS, kernels,
                  '#include "decode_emu_main.inc"', ""])
 if "asm" in re.sub(r"//.*", "", src):

@@ -8,12 +8,14 @@
 // and fp16 are 16-bit structs converted with round-to-nearest-even, as the
 // CUDA intrinsics do. rsqrtf, __expf and exp2f are computed exactly (the
 // GPU's are approximate: compare with a tolerance). L2 prefetches and
-// programmatic-launch waits are no-ops. Static __shared__ arrays become
-// function statics, shared by the threads of the running block.
+// programmatic-launch waits are no-ops. Shared memory, static (the
+// transforms rewrite each declaration into emu_static_smem) or dynamic, is
+// fresh for every block and NaN until written.
 #pragma once
 #include <algorithm>
 #include <atomic>
 #include <cassert>
+#include <map>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -33,7 +35,16 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __restrict__
-#define __shared__ static
+
+// The shim's own preconditions, checked in every build (CMake's Release
+// flags define NDEBUG, which would silence assert).
+#define EMU_CHECK(cond)                                                   \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      std::fprintf(stderr, "emu_simt: %s failed (%s:%d)\n", #cond, __FILE__, __LINE__); \
+      std::abort();                                                       \
+    }                                                                     \
+  } while (0)
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -190,14 +201,33 @@ struct EmuBlock {
   std::vector<EmuBarrier*> warps;
   float shfl[32][32];
   std::atomic<int> vote{0};
-  std::vector<double> dyn;  // dynamic shared memory (8-byte aligned), NaN-filled per block
+  std::vector<double> dyn;  // dynamic shared memory (8-byte aligned), all-ones bytes per block
+  std::mutex statics_mu;
+  std::map<int, std::vector<double>> statics;  // static __shared__ arrays by declarator, per block
 };
 extern EmuBlock emu_block;
+
+// All-ones bytes: a NaN as fp64, fp32, bf16 and fp16 alike, so a read of
+// shared memory no thread wrote shows in the outputs.
+inline void emu_fill_nan(std::vector<double>& v, size_t bytes) {
+  v.assign(bytes / sizeof(double) + 1, 0.0);
+  std::memset(v.data(), 0xFF, v.size() * sizeof(double));
+}
 
 // `extern __shared__ T name[];` becomes `T* name = emu_dyn_smem<T>();`.
 template <typename V>
 V* emu_dyn_smem() {
   return reinterpret_cast<V*>(emu_block.dyn.data());
+}
+
+// `__shared__ T name[n];` becomes `T* name = emu_static_smem<T>(site, n);`:
+// the same storage for every thread of the block, fresh (NaN) for the next.
+template <typename V>
+V* emu_static_smem(int site, size_t n) {
+  std::lock_guard<std::mutex> lk(emu_block.statics_mu);
+  std::vector<double>& a = emu_block.statics[site];
+  if (a.empty()) emu_fill_nan(a, n * sizeof(V));
+  return reinterpret_cast<V*>(a.data());
 }
 
 inline void __syncthreads() { emu_block.block->wait(); }
@@ -222,6 +252,7 @@ template <typename V>
 V emu_shfl(V v, int src) {
   static_assert(sizeof(V) == 4, "32-bit values");
   const int w = emu_tid() >> 5, l = emu_tid() & 31;
+  EMU_CHECK(32 * w + (src & 31) < (int)(blockDim.x * blockDim.y * blockDim.z));  // no lane past the block
   std::memcpy(&emu_block.shfl[w][l], &v, 4);
   emu_block.warps[w]->wait();
   V r;
@@ -231,45 +262,55 @@ V emu_shfl(V v, int src) {
 }
 template <typename V>
 V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
-  assert(mask == 0xffffffffu);
+  EMU_CHECK(mask == 0xffffffffu);
   return emu_shfl(v, (emu_tid() & 31) ^ lane_mask);
 }
 template <typename V>
 V __shfl_sync(unsigned mask, V v, int src_lane) {
-  assert(mask == 0xffffffffu);
+  EMU_CHECK(mask == 0xffffffffu);
   return emu_shfl(v, src_lane);
 }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  assert(mask == 0xffffffffu);
+  EMU_CHECK(mask == 0xffffffffu);
   emu_block.warps[emu_tid() >> 5]->wait();
 }
 
 // kernel(...) over grid x block (up to 1024 threads per block), one block
-// after another, with smem_bytes of dynamic shared memory (NaN until written).
+// after another, with smem_bytes of dynamic shared memory (NaN until
+// written, like every static __shared__ array).
+// The order blocks run in: ascending, or (emu_reverse_blocks) descending, so
+// code that assumes which block comes last can be caught.
+inline bool& emu_reverse_blocks() {
+  static bool r = false;
+  return r;
+}
+
 template <typename F>
 void emu_launch(dim3 grid, dim3 block, F kernel_call, size_t smem_bytes = 0) {
   const unsigned nt = block.x * block.y * block.z;
-  assert(nt >= 1 && nt <= 1024);
+  EMU_CHECK(nt >= 1 && nt <= 1024);
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        EmuBarrier bb((int)nt);
-        std::vector<std::unique_ptr<EmuBarrier>> wb;
-        for (unsigned w = 0; w < (nt + 31) / 32; w++)  // a last, partial warp has fewer lanes
-          wb.push_back(std::make_unique<EmuBarrier>((int)std::min(32u, nt - 32 * w)));
-        emu_block.dyn.assign(smem_bytes / sizeof(double) + 1, std::numeric_limits<double>::quiet_NaN());
-        emu_block.block = &bb;
-        emu_block.warps.clear();
-        for (auto& w : wb) emu_block.warps.push_back(w.get());
-        std::vector<std::thread> th;
-        for (unsigned t = 0; t < nt; t++)
-          th.emplace_back([=] {
-            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-            blockIdx = dim3(x, y, z);
-            kernel_call();
-          });
-        for (auto& t : th) t.join();
-      }
+  const unsigned nb = grid.x * grid.y * grid.z;
+  for (unsigned ib = 0; ib < nb; ib++) {
+    const unsigned lb = emu_reverse_blocks() ? nb - 1 - ib : ib;
+    const unsigned x = lb % grid.x, y = (lb / grid.x) % grid.y, z = lb / (grid.x * grid.y);
+    EmuBarrier bb((int)nt);
+    std::vector<std::unique_ptr<EmuBarrier>> wb;
+    for (unsigned w = 0; w < (nt + 31) / 32; w++)  // a last, partial warp has fewer lanes
+      wb.push_back(std::make_unique<EmuBarrier>((int)std::min(32u, nt - 32 * w)));
+    emu_fill_nan(emu_block.dyn, smem_bytes);
+    emu_block.statics.clear();
+    emu_block.block = &bb;
+    emu_block.warps.clear();
+    for (auto& w : wb) emu_block.warps.push_back(w.get());
+    std::vector<std::thread> th;
+    for (unsigned t = 0; t < nt; t++)
+      th.emplace_back([=] {
+        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+        blockIdx = dim3(x, y, z);
+        kernel_call();
+      });
+    for (auto& t : th) t.join();
+  }
 }

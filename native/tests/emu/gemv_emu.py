@@ -16,6 +16,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ops_emu import static_smem  # noqa: E402  (__shared__ arrays: fresh and NaN per block)
+
 cuda_dir, out = sys.argv[1], sys.argv[2]
 
 
@@ -28,13 +31,13 @@ def strip(src):
     return re.sub(r'^#include [<"][^>"]*[>"]\n', "", src, flags=re.M)
 
 
-common = strip(read("cuda_common.cuh"))
+common = static_smem(strip(read("cuda_common.cuh")))
 header = strip(read("gemv.cuh"))
 kernels = read("gemv.cu")
 cut = kernels.find("// Runs CALL with the compile-time constant R")
 if cut < 0:
     sys.exit("gemv_emu.py: gemv.cu's launcher section moved: update the cut point")
-kernels = strip(kernels[:cut]) + "}  // namespace\n}  // namespace cuda\n}  // namespace fw\n"
+kernels = static_smem(strip(kernels[:cut])) + "}  // namespace\n}  // namespace cuda\n}  // namespace fw\n"
 stubs = """
 namespace fw {
 namespace cuda {

@@ -323,7 +323,7 @@ def main():
             print(f"  logits: twin {rows[0][1]:.3e}, autocast {arows[0][1]:.3e}")
         for name, l2, mx in rows:
             b = bound_for(name, args)
-            bad = l2 > b or mx > args.max_bound
+            bad = not (l2 <= b and mx <= args.max_bound)  # NaN is over any bound
             if bad:
                 over.append(f"{meta['name']}: {name}")
             if args.all or bad or name == "logits" or (name, l2, mx) == max(rows[1:], key=lambda r: r[1]):
