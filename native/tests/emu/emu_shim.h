@@ -25,6 +25,8 @@
 #include <random>
 #include <string>
 #include <functional>
+
+#include "emu_common.h"
 struct float2 { float x, y; };
 
 #define __global__
@@ -42,35 +44,16 @@ extern dim3 gridDim;
 
 struct bf16 { uint16_t x; };
 struct __nv_bfloat162 { bf16 x, y; };
-inline uint16_t f2bf_rn(float f) {
-  uint32_t u; std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-inline float bf2f(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }
 inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
-  __nv_bfloat162 v; v.x.x = f2bf_rn(lo); v.y.x = f2bf_rn(hi); return v;
+  __nv_bfloat162 v; v.x.x = emu_f2bf_rn(lo); v.y.x = emu_f2bf_rn(hi); return v;
 }
 
-class Barrier {
- public:
-  explicit Barrier(int n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lk(m_);
-    const unsigned long gen = gen_;
-    if (++count_ == n_) { count_ = 0; gen_++; cv_.notify_all(); return; }
-    cv_.wait(lk, [&] { return gen_ != gen; });
-  }
- private:
-  std::mutex m_; std::condition_variable cv_; int n_, count_ = 0; unsigned long gen_ = 0;
-};
 
 struct Emu {
   unsigned char* smem = nullptr;  // dynamic smem of the running block
   size_t smem_bytes = 0;
-  Barrier* block_bar = nullptr;
-  Barrier* warp_bar[4] = {};
+  EmuBarrier* block_bar = nullptr;
+  EmuBarrier* warp_bar[4] = {};
   // per-warp exchange slots
   uint32_t addr[4][32];
   uint32_t a[4][32][4], b[4][32][2];
@@ -118,8 +101,8 @@ inline void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
   float A[16][16], B[16][8];
   for (int ln = 0; ln < 32; ln++) {
     const int g = ln >> 2, t = ln & 3;
-    auto lo = [](uint32_t r) { return bf2f((uint16_t)(r & 0xffff)); };
-    auto hi = [](uint32_t r) { return bf2f((uint16_t)(r >> 16)); };
+    auto lo = [](uint32_t r) { return emu_bf2f((uint16_t)(r & 0xffff)); };
+    auto hi = [](uint32_t r) { return emu_bf2f((uint16_t)(r >> 16)); };
     A[g][2 * t] = lo(emu.a[w][ln][0]);     A[g][2 * t + 1] = hi(emu.a[w][ln][0]);
     A[g + 8][2 * t] = lo(emu.a[w][ln][1]); A[g + 8][2 * t + 1] = hi(emu.a[w][ln][1]);
     A[g][2 * t + 8] = lo(emu.a[w][ln][2]); A[g][2 * t + 9] = hi(emu.a[w][ln][2]);

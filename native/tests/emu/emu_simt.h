@@ -29,6 +29,8 @@
 #include <thread>
 #include <vector>
 
+#include "emu_common.h"
+
 #define __global__
 #define __device__
 #define __host__
@@ -87,46 +89,6 @@ struct __nv_bfloat16 {
 struct __half {
   uint16_t x;
 };
-inline uint16_t emu_f2bf_rn(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-inline float emu_bf2f(uint16_t h) {
-  const uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t emu_f2h_rn(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
-  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);   // NaN
-  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds past 65504: inf
-  if (a < 0x38800000u) {                                    // below 2^-14: a subnormal step of 2^-24
-    float af;
-    std::memcpy(&af, &a, 4);
-    return (uint16_t)(sign | (uint32_t)std::nearbyint(af * 16777216.0f));
-  }
-  uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
-  const uint32_t rem = a & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-  return (uint16_t)(sign | h);
-}
-inline float emu_h2f(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  float f;
-  if (e == 0) {
-    f = std::ldexp((float)m, -24);
-    return sign ? -f : f;
-  }
-  const uint32_t u = sign | (e == 31 ? (0xffu << 23) | (m << 13) : ((e - 15 + 127) << 23) | (m << 13));
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 inline float __bfloat162float(__nv_bfloat16 v) { return emu_bf2f(v.x); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu_f2bf_rn(f)}; }
 inline float __half2float(__half v) { return emu_h2f(v.x); }
@@ -174,27 +136,6 @@ using std::min;
 using std::max;
 
 // ---------------------------------------------------------------- a block's threads
-class EmuBarrier {
- public:
-  explicit EmuBarrier(int n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lk(m_);
-    const unsigned long gen = gen_;
-    if (++count_ == n_) {
-      count_ = 0;
-      gen_++;
-      cv_.notify_all();
-      return;
-    }
-    cv_.wait(lk, [&] { return gen_ != gen; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  int n_, count_ = 0;
-  unsigned long gen_ = 0;
-};
 
 struct EmuBlock {
   EmuBarrier* block = nullptr;
