@@ -17,18 +17,13 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ops_emu import static_smem  # noqa: E402  (__shared__ arrays: fresh and NaN per block)
+from ops_emu import STUBS, static_smem, strip  # noqa: E402  (shared with the other transforms)
 
 cuda_dir, out = sys.argv[1], sys.argv[2]
 
 
 def read(name):
     return open(os.path.join(cuda_dir, name)).read()
-
-
-def strip(src):
-    src = re.sub(r"^#pragma once\n", "", src, flags=re.M)
-    return re.sub(r'^#include [<"][^>"]*[>"]\n', "", src, flags=re.M)
 
 
 common = static_smem(strip(read("cuda_common.cuh")))
@@ -38,16 +33,7 @@ cut = kernels.find("// Runs CALL with the compile-time constant R")
 if cut < 0:
     sys.exit("gemv_emu.py: gemv.cu's launcher section moved: update the cut point")
 kernels = static_smem(strip(kernels[:cut])) + "}  // namespace\n}  // namespace cuda\n}  // namespace fw\n"
-stubs = """
-namespace fw {
-namespace cuda {
-// launch.cuh's PTX helpers: neither changes a value
-__device__ __forceinline__ void pdl_wait_then_trigger() {}
-__device__ __forceinline__ void warp_prefetch_l2(const void*, size_t) {}
-}  // namespace cuda
-}  // namespace fw
-"""
-src = "\n".join(['#include "emu_simt.h"', common, header, stubs, kernels, '#include "gemv_emu_main.inc"', ""])
+src = "\n".join(['#include "emu_simt.h"', common, header, STUBS, kernels, '#include "gemv_emu_main.inc"', ""])
 if "asm" in re.sub(r"//.*", "", src):
     sys.exit("gemv_emu.py: inline PTX in gemv.cu or cuda_common.cuh: stub it in emu_simt.h")
 open(out, "w").write(src)
