@@ -172,9 +172,16 @@ TEST(cuda_trainer_dp, two_ranks_match_one_rank_fp32_plain_and_zero1) {
       EXPECT_GT(dp[0].buckets, 1) << "the gradient all-reduce should go out in several buckets during backward";
     }
     // AdamW divides by sqrt(v): the tensor-wise norm is the measure (as in
-    // cuda_model_test's trainer_steps_match_cpu_fp32)
-    for (const fw::TensorInfo& t : layout.tensors)
-      EXPECT_LE(fwtest::rel_l2(slice(dp[0].params, t), slice(ref[0].params, t)), 1e-4) << "trained " << t.name << tag;
+    // cuda_model_test's trainer_steps_match_cpu_fp32). The attention key
+    // bias is the exception: softmax ignores a shift of every key alike, so
+    // its exact gradient nearly cancels (docs/cuda.md, "bf16 parity"), and
+    // AdamW's normalised step turns the two runs' different fp32 summation
+    // orders into a relative difference above 1e-4 (1.5e-4 to 1.9e-4 on the
+    // emulated backend).
+    for (const fw::TensorInfo& t : layout.tensors) {
+      const double bound = t.name.find("k_proj.bias") != std::string::npos ? 1e-3 : 1e-4;
+      EXPECT_LE(fwtest::rel_l2(slice(dp[0].params, t), slice(ref[0].params, t)), bound) << "trained " << t.name << tag;
+    }
     std::printf("OK       fp32 two ranks%s vs one rank of the whole batch: %d buckets, losses %.6f %.6f %.6f\n",
                 tag.c_str(), dp[0].buckets, dp[0].losses[0], dp[0].losses[1], dp[0].losses[2]);
   }

@@ -1,9 +1,10 @@
 // emu_simt.h: plain CUDA C++ kernels on the CPU, for kernels that use no
-// inline PTX beyond what is stubbed here (gemv_emu.py: the decode GEMVs of
-// gemv.cu; decode_emu.py: the split-K decode attention of decode.cu).
+// inline PTX beyond what is stubbed here (gemv_emu.py, decode_emu.py and
+// ops_emu.py turn native/cuda's .cu files into C++ over this header; the
+// emulated backend fw_cuda_emu runs all of them behind emu_cuda.h).
 // Blocks run one after another: a legal schedule for kernels whose blocks
 // never wait for each other (a last-block-combines ticket included). Inside a
-// block every CUDA thread is a std::thread, __syncthreads is a block barrier,
+// block every CUDA thread is a fiber, __syncthreads is a block barrier,
 // __shfl_xor_sync meets at a per-warp barrier and atomics take a lock. bf16
 // and fp16 are 16-bit structs converted with round-to-nearest-even, as the
 // CUDA intrinsics do. rsqrtf, __expf and exp2f are computed exactly (the
@@ -26,6 +27,9 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <vector>
 
 #include "emu_common.h"
@@ -52,34 +56,13 @@ struct dim3 {
   dim3() = default;
   dim3(unsigned a, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
-extern thread_local dim3 threadIdx, blockIdx;
-extern dim3 gridDim, blockDim;
-using cudaStream_t = void*;
-
-// The few runtime calls host launchers make, on host memory: every pointer
-// here is host memory and every stream is in order already.
-using cudaError_t = int;
-enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice,
-                      cudaMemcpyDefault };
-inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
-  std::memcpy(dst, src, bytes);
-  return 0;
-}
-template <typename P>
-cudaError_t cudaMallocAsync(P** p, size_t bytes, cudaStream_t) {
-  *p = static_cast<P*>(std::malloc(bytes));
-  return *p ? 0 : 2;
-}
-inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
-  std::free(p);
-  return 0;
-}
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
-template <typename K>
-cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) {  // any size is fine here
-  return 0;
-}
+// The running CUDA thread's coordinates: the scheduler sets them before it
+// resumes a thread (all of a block's threads are fibers of one OS thread).
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 gridDim, blockDim;
+// The runtime calls host launchers make (streams, copies, occupancy):
+// emu_cuda.h, on host memory.
+#include "emu_cuda.h"
 
 // ---------------------------------------------------------------- 16-bit types
 struct __nv_bfloat16 {
@@ -135,17 +118,139 @@ using std::min;
 using std::max;
 
 // ---------------------------------------------------------------- a block's threads
+//
+// A block's CUDA threads are fibers (ucontext) of the OS thread that runs
+// the launch: each runs until it meets a barrier its peers have not all
+// reached, then hands over to the next, round robin; a thread waiting at a
+// barrier is resumed only once the barrier opens. So the thousands of CUDA
+// threads of a model's kernels cost context switches, not OS threads. A
+// round in which no thread can run is a deadlock (a barrier some threads of
+// the block never reach): it aborts with a message.
+
+// The switch between fibers. On x86-64 a few instructions that save the
+// callee-saved registers and swap stacks (ucontext's swapcontext makes a
+// system call per switch, which dominated the emulator's time); elsewhere,
+// and under AddressSanitizer (which must be told of stack switches),
+// ucontext.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define EMU_FAST_SWITCH 1
+extern "C" void emu_ctx_switch(void** save_sp, void* load_sp);
+// Weak: every translation unit that includes this header emits it, the
+// linker keeps one.
+asm(R"(
+  .pushsection .text
+  .weak emu_ctx_switch
+  .type emu_ctx_switch, @function
+emu_ctx_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_ctx_switch, .-emu_ctx_switch
+  .popsection
+)");
+#else
+#define EMU_FAST_SWITCH 0
+#endif
+
+// Barrier of n fibers (a block's threads, or a warp's lanes).
+class EmuFiberBarrier {
+ public:
+  explicit EmuFiberBarrier(int n) : n_(n) {}
+  void wait();
+  unsigned long generation() const { return gen_; }
+
+ private:
+  int n_, count_ = 0;
+  unsigned long gen_ = 0;
+};
 
 struct EmuBlock {
-  EmuBarrier* block = nullptr;
-  std::vector<EmuBarrier*> warps;
-  float shfl[32][32];
+  EmuFiberBarrier* block = nullptr;
+  std::vector<EmuFiberBarrier*> warps;
+  float shfl[2][32][32];  // [parity of the lane's shuffle count][warp][lane]
   std::atomic<int> vote{0};
   std::vector<double> dyn;  // dynamic shared memory (8-byte aligned), all-ones bytes per block
   std::mutex statics_mu;
   std::map<int, std::vector<double>> statics;  // static __shared__ arrays by declarator, per block
 };
-extern EmuBlock emu_block;
+inline EmuBlock emu_block;
+
+// The fibers of the block that runs on this OS thread.
+struct EmuFibers {
+  static constexpr size_t kStack = 128 * 1024;
+#if EMU_FAST_SWITCH
+  void* sched_sp = nullptr;
+  std::vector<void*> sp;  // each fiber's saved stack pointer
+#else
+  ucontext_t sched;
+  std::vector<ucontext_t> ctx;
+#endif
+  std::vector<char> done;
+  // The barrier each fiber waits at, and its generation then: the scheduler
+  // resumes the fiber only once that generation has passed.
+  std::vector<const EmuFiberBarrier*> wait_on;
+  std::vector<unsigned long> wait_gen;
+  std::vector<unsigned> shuffles;  // each fiber's shuffles so far in this block
+  char* stacks = nullptr;
+  size_t n_stacks = 0;
+  int cur = -1;
+  const std::function<void()>* body = nullptr;
+  ~EmuFibers() {
+    if (stacks) munmap(stacks, n_stacks * kStack);
+  }
+  void reserve(size_t n) {
+    if (n <= n_stacks) return;
+    if (stacks) munmap(stacks, n_stacks * kStack);
+    void* m = mmap(nullptr, n * kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    EMU_CHECK(m != MAP_FAILED);
+    stacks = static_cast<char*>(m);
+    n_stacks = n;
+  }
+};
+inline thread_local EmuFibers emu_fibers;
+
+// Called by a fiber that cannot go on yet: the scheduler runs the others.
+inline void emu_yield() {
+  EmuFibers& f = emu_fibers;
+  EMU_CHECK(f.cur >= 0);  // a barrier outside a kernel
+#if EMU_FAST_SWITCH
+  emu_ctx_switch(&f.sp[f.cur], f.sched_sp);
+#else
+  swapcontext(&f.ctx[f.cur], &f.sched);
+#endif
+}
+
+inline void EmuFiberBarrier::wait() {
+  const unsigned long gen = gen_;
+  if (++count_ == n_) {
+    count_ = 0;
+    gen_++;
+    return;
+  }
+  EmuFibers& f = emu_fibers;
+  f.wait_on[f.cur] = this;
+  f.wait_gen[f.cur] = gen;
+  emu_yield();
+  EMU_CHECK(gen_ != gen);
+}
 
 // All-ones bytes: a NaN as fp64, fp32, bf16 and fp16 alike, so a read of
 // shared memory no thread wrote shows in the outputs.
@@ -187,17 +292,20 @@ inline int __syncthreads_or(int pred) {
 // The thread's linear index in its block: warps are 32 consecutive ones.
 inline int emu_tid() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)); }
 
-// Every lane publishes v, then reads lane `src` of its warp.
+// Every lane publishes v, then reads lane `src` of its warp. The slots
+// alternate between two sets: a lane that writes shuffle k + 2 has passed
+// shuffle k + 1's barrier, so every lane has read shuffle k by then, and one
+// barrier per shuffle suffices.
 template <typename V>
 V emu_shfl(V v, int src) {
   static_assert(sizeof(V) == 4, "32-bit values");
   const int w = emu_tid() >> 5, l = emu_tid() & 31;
   EMU_CHECK(32 * w + (src & 31) < (int)(blockDim.x * blockDim.y * blockDim.z));  // no lane past the block
-  std::memcpy(&emu_block.shfl[w][l], &v, 4);
+  const unsigned k = emu_fibers.shuffles[emu_fibers.cur]++ & 1u;
+  std::memcpy(&emu_block.shfl[k][w][l], &v, 4);
   emu_block.warps[w]->wait();
   V r;
-  std::memcpy(&r, &emu_block.shfl[w][src & 31], 4);
-  emu_block.warps[w]->wait();
+  std::memcpy(&r, &emu_block.shfl[k][w][src & 31], 4);
   return r;
 }
 template <typename V>
@@ -215,9 +323,6 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   emu_block.warps[emu_tid() >> 5]->wait();
 }
 
-// kernel(...) over grid x block (up to 1024 threads per block), one block
-// after another, with smem_bytes of dynamic shared memory (NaN until
-// written, like every static __shared__ array).
 // The order blocks run in: ascending, or (emu_reverse_blocks) descending, so
 // code that assumes which block comes last can be caught.
 inline bool& emu_reverse_blocks() {
@@ -225,32 +330,117 @@ inline bool& emu_reverse_blocks() {
   return r;
 }
 
-template <typename F>
-void emu_launch(dim3 grid, dim3 block, F kernel_call, size_t smem_bytes = 0) {
+inline void emu_fiber_entry() {
+  EmuFibers& f = emu_fibers;
+  (*f.body)();
+  f.done[f.cur] = 1;
+#if EMU_FAST_SWITCH
+  void* dead;
+  emu_ctx_switch(&dead, f.sched_sp);  // never resumed
+  std::abort();
+#endif
+  // (ucontext) returning resumes uc_link: the scheduler
+}
+
+// Fiber t, ready to start emu_fiber_entry on its own stack.
+inline void emu_fiber_init(EmuFibers& f, unsigned t) {
+  char* top = f.stacks + (size_t)(t + 1) * EmuFibers::kStack;
+#if EMU_FAST_SWITCH
+  // What emu_ctx_switch pops, from the new stack pointer up: the MXCSR and
+  // x87 control words, r15..r12, rbx, rbp, then the address it returns to;
+  // above that a dummy return address, so the entry sees the ABI's alignment.
+  uint64_t* s = reinterpret_cast<uint64_t*>(top) - 9;
+  uint32_t csr[2];
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
+  std::memcpy(&s[0], csr, 8);
+  for (int i = 1; i <= 6; i++) s[i] = 0;
+  s[7] = reinterpret_cast<uint64_t>(&emu_fiber_entry);
+  s[8] = 0;
+  f.sp[t] = s;
+#else
+  getcontext(&f.ctx[t]);
+  f.ctx[t].uc_stack.ss_sp = top - EmuFibers::kStack;
+  f.ctx[t].uc_stack.ss_size = EmuFibers::kStack;
+  f.ctx[t].uc_link = &f.sched;
+  makecontext(&f.ctx[t], emu_fiber_entry, 0);
+#endif
+}
+
+// Runs kernel_call over grid x block (up to 1024 threads per block), one
+// block after another, with smem_bytes of dynamic shared memory (NaN until
+// written, like every static __shared__ array), on the calling OS thread.
+inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& kernel_call, size_t smem_bytes) {
   const unsigned nt = block.x * block.y * block.z;
   EMU_CHECK(nt >= 1 && nt <= 1024);
+  EmuFibers& f = emu_fibers;
+  EMU_CHECK(f.cur < 0);  // no launch from inside a kernel
+  f.reserve(nt);
+#if EMU_FAST_SWITCH
+  f.sp.resize(nt);
+#else
+  f.ctx.resize(nt);
+#endif
+  f.done.assign(nt, 0);
+  f.wait_on.assign(nt, nullptr);
+  f.wait_gen.assign(nt, 0);
+  f.body = &kernel_call;
   gridDim = grid;
   blockDim = block;
   const unsigned nb = grid.x * grid.y * grid.z;
   for (unsigned ib = 0; ib < nb; ib++) {
     const unsigned lb = emu_reverse_blocks() ? nb - 1 - ib : ib;
-    const unsigned x = lb % grid.x, y = (lb / grid.x) % grid.y, z = lb / (grid.x * grid.y);
-    EmuBarrier bb((int)nt);
-    std::vector<std::unique_ptr<EmuBarrier>> wb;
+    blockIdx = dim3(lb % grid.x, (lb / grid.x) % grid.y, lb / (grid.x * grid.y));
+    EmuFiberBarrier bb((int)nt);
+    std::vector<std::unique_ptr<EmuFiberBarrier>> wb;
     for (unsigned w = 0; w < (nt + 31) / 32; w++)  // a last, partial warp has fewer lanes
-      wb.push_back(std::make_unique<EmuBarrier>((int)std::min(32u, nt - 32 * w)));
+      wb.push_back(std::make_unique<EmuFiberBarrier>((int)std::min(32u, nt - 32 * w)));
     emu_fill_nan(emu_block.dyn, smem_bytes);
     emu_block.statics.clear();
+    emu_block.vote = 0;
     emu_block.block = &bb;
     emu_block.warps.clear();
     for (auto& w : wb) emu_block.warps.push_back(w.get());
-    std::vector<std::thread> th;
-    for (unsigned t = 0; t < nt; t++)
-      th.emplace_back([=] {
+    std::fill(f.done.begin(), f.done.end(), 0);
+    std::fill(f.wait_on.begin(), f.wait_on.end(), nullptr);
+    f.shuffles.assign(nt, 0);
+    for (unsigned t = 0; t < nt; t++) emu_fiber_init(f, t);
+    unsigned live = nt;
+    while (live > 0) {
+      bool ran = false;
+      for (unsigned t = 0; t < nt; t++) {
+        if (f.done[t]) continue;
+        if (f.wait_on[t]) {
+          if (f.wait_on[t]->generation() == f.wait_gen[t]) continue;  // its barrier has not opened yet
+          f.wait_on[t] = nullptr;
+        }
+        ran = true;
+        f.cur = (int)t;
         threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-        blockIdx = dim3(x, y, z);
-        kernel_call();
-      });
-    for (auto& t : th) t.join();
+#if EMU_FAST_SWITCH
+        emu_ctx_switch(&f.sched_sp, f.sp[t]);
+#else
+        swapcontext(&f.sched, &f.ctx[t]);
+#endif
+        f.cur = -1;
+        if (f.done[t]) live--;
+      }
+      if (live > 0 && !ran) {
+        std::fprintf(stderr,
+                     "emu_simt: block (%u,%u,%u) deadlocked: %u of its %u threads wait at a barrier the others "
+                     "never reach\n",
+                     blockIdx.x, blockIdx.y, blockIdx.z, live, nt);
+        std::abort();
+      }
+    }
   }
+  f.body = nullptr;
+}
+
+// kernel<<<grid, block, smem_bytes, stream>>>: the blocks run when the
+// stream gets to them (emu_cuda.h), with the arguments copied now.
+template <typename F>
+void emu_launch(dim3 grid, dim3 block, F kernel_call, size_t smem_bytes = 0, cudaStream_t stream = 0) {
+  const unsigned nt = block.x * block.y * block.z;
+  EMU_CHECK(nt >= 1 && nt <= 1024);
+  emu_submit(stream, [=] { emu_run_kernel(grid, block, std::function<void()>(kernel_call), smem_bytes); });
 }

@@ -18,7 +18,11 @@ for ops_emu_main.cpp, which checks them against CPU references
 (native/CMakeLists.txt: ops_emu; docs/cuda.md). decode_emu.py reuses
 strip, convert_launches, static_smem and STUBS.
 
-Usage: ops_emu.py <native/cuda dir> <out dir> <file.cu>...
+Usage: ops_emu.py [--lib] <native/cuda dir> <out dir> <file.cu>...
+
+--lib: for the emulated backend fw_cuda_emu (every .cu but the tensor-core
+attention and launch.cu, behind emu_cuda.h): failed runtime calls throw
+through the real cuda_check.h instead of being ignored.
 """
 import os
 import re
@@ -34,8 +38,8 @@ namespace cuda {
 __device__ __forceinline__ void pdl_wait_then_trigger() {}
 __device__ __forceinline__ void warp_prefetch_l2(const void*, size_t) {}
 template <typename... KArgs, typename... Args>
-void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t, Args&&... args) {
-  emu_launch(grid, block, [&] { kernel(static_cast<KArgs>(args)...); });
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  emu_launch(grid, block, [=] { kernel(static_cast<KArgs>(args)...); }, 0, stream);
 }
 }  // namespace cuda
 }  // namespace fw
@@ -103,8 +107,11 @@ def convert_launches(src):
         args = src[e + 4:p]
         if src[p + 1] != ";":
             sys.exit("ops_emu.py: expected ';' after the launch of " + kernel)
-        smem = ", (size_t)(%s)" % cfg[2] if len(cfg) > 2 and cfg[2] != "0" else ""
-        out += src[i:k] + "emu_launch(dim3(%s), dim3(%s), [&] { %s(%s); }%s);" % (cfg[0], cfg[1], kernel, args, smem)
+        smem = "(size_t)(%s)" % cfg[2] if len(cfg) > 2 else "0"
+        stream = cfg[3] if len(cfg) > 3 else "0"
+        # [=]: the arguments are copied at the launch, which runs when its stream gets to it
+        out += src[i:k] + "emu_launch(dim3(%s), dim3(%s), [=] { %s(%s); }, %s, %s);" % (cfg[0], cfg[1], kernel, args,
+                                                                                       smem, stream)
         i, n = p + 2, n + 1
 
 
@@ -178,8 +185,20 @@ void attention_backward_tc(bf16*, bf16*, bf16*, const float*, const bf16*, const
 """}
 
 
+# Headers a file includes besides its own.
+MORE_HEADERS = {"decode.cu": ["ops_attention.cuh"]}
+
+# For the emulated backend (--lib): the real cuda_check.h, so a failed call
+# throws as it does on a GPU.
+LIB_STUBS = STUBS.replace("#define FW_CUDA_CHECK(call) (void)(call)\n#define FW_CUDA_CHECK_LAUNCH()\n",
+                          '#include "cuda_check.h"\n')
+assert LIB_STUBS != STUBS
+
+
 def main():
-    cuda_dir, out_dir, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    lib = sys.argv[1] == "--lib"
+    args = sys.argv[2:] if lib else sys.argv[1:]
+    cuda_dir, out_dir, files = args[0], args[1], args[2:]
 
     def read(name):
         return open(os.path.join(cuda_dir, name)).read()
@@ -199,9 +218,10 @@ def main():
                 sys.exit("ops_emu.py: %s no longer has '%s': update SHRINK" % (f, old))
             text = text.replace(old, new)
         body, _ = convert_launches(static_smem(dynamic_smem(strip(text))))
+        headers = [strip(read(h)) for h in [base + ".cuh"] + MORE_HEADERS.get(f, [])]
         src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', '#include "train_rng.h"', "#include <type_traits>",
-                         common,
-                         strip(read(base + ".cuh")), STUBS, EXTRA.get(f, ""), body, ""])
+                          "#include <algorithm>", "#include <climits>", common] + headers +
+                         [LIB_STUBS if lib else STUBS, EXTRA.get(f, ""), body, ""])
         if "asm" in re.sub(r"//.*", "", src):
             sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)
         open(os.path.join(out_dir, base + "_emu.cc"), "w").write(src)

@@ -27,9 +27,6 @@
 #include "embedding_plan.h"
 #include "train_rng.h"
 
-thread_local dim3 threadIdx, blockIdx;
-dim3 gridDim, blockDim;
-EmuBlock emu_block;
 
 using bf16 = __nv_bfloat16;
 using f16 = __half;

@@ -1,0 +1,66 @@
+# The CUDA backend on the CPU (tests/emu/emu_cuda.h, docs/cuda.md "The
+# emulated backend"): every .cu file but the tensor-core attention (which the
+# model then does not take) and launch.cu (programmatic launch, a plain
+# launch here) through ops_emu.py --lib, the host code of native/cuda
+# unchanged, and the GPU tests themselves built against it. So the model
+# loop, LoRA, distillation, recomputation, fp16 loss scaling, INT8 decode,
+# graph decode, the trainer with its overlap and ZeRO-1, and the worker's
+# GPU path run in CI on a machine without a GPU.
+# Included from native/CMakeLists.txt (needs Python3 and Threads).
+
+set(FW_EMU_LIB_CU ops_rmsnorm ops_embedding ops_swiglu ops_loss optim quant lora_dropout ops_linear cast ops_attention
+    ops_rope decode gemv)
+set(FW_EMU_LIB_DIR ${CMAKE_CURRENT_BINARY_DIR}/emu_backend)
+set(FW_EMU_LIB_SRC "")
+set(FW_EMU_LIB_ARGS "")
+set(FW_EMU_LIB_DEPS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cuda_common.cuh ${CMAKE_CURRENT_SOURCE_DIR}/cuda/launch.cuh
+    ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/ops_emu.py)
+foreach(f ${FW_EMU_LIB_CU})
+  list(APPEND FW_EMU_LIB_SRC ${FW_EMU_LIB_DIR}/${f}_emu.cc)
+  list(APPEND FW_EMU_LIB_ARGS ${f}.cu)
+  list(APPEND FW_EMU_LIB_DEPS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/${f}.cu ${CMAKE_CURRENT_SOURCE_DIR}/cuda/${f}.cuh)
+endforeach()
+file(MAKE_DIRECTORY ${FW_EMU_LIB_DIR})
+add_custom_command(OUTPUT ${FW_EMU_LIB_SRC}
+                   COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/ops_emu.py --lib
+                           ${CMAKE_CURRENT_SOURCE_DIR}/cuda ${FW_EMU_LIB_DIR} ${FW_EMU_LIB_ARGS}
+                   DEPENDS ${FW_EMU_LIB_DEPS}
+                   COMMENT "native/cuda's kernels for the emulated backend")
+
+set(FW_EMU_HOST_SRC model_cuda.cpp lora_cuda.cpp gemm_cublas.cpp lora_cublas.cpp collective_staged.cpp
+    collective_nccl.cpp nccl_shim.cpp)
+list(TRANSFORM FW_EMU_HOST_SRC PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/cuda/)
+add_library(fw_cuda_emu STATIC ${FW_EMU_LIB_SRC} ${FW_EMU_HOST_SRC} ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/emu_cuda.cc)
+# The emulator's cuda_runtime.h, cuda_bf16.h, cuda_fp16.h and cublas_v2.h come before any toolkit's.
+target_include_directories(fw_cuda_emu BEFORE PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/include
+                           ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
+target_link_libraries(fw_cuda_emu PUBLIC fw_engine Threads::Threads ${CMAKE_DL_LIBS})
+target_compile_options(fw_cuda_emu PRIVATE -w)  # generated from CUDA source: g++'s warnings are noise
+
+# The GPU tests against it. What they cannot reach here: NCCL (no library),
+# PyTorch on a GPU, and the tensor-core attention (tc_attention_emu checks
+# those kernels on their own).
+set(FW_EMU_TESTS
+    "cuda_ops_test|*"
+    "cuda_linear_test|*"
+    "cuda_lora_test|*"
+    "cuda_gemv_test|*"
+    "cuda_decode_test|*"
+    "cuda_attention_test|*-*tensor_core*"
+    "cuda_model_test|*"
+    "cuda_trainer_dp_test|*")
+foreach(entry ${FW_EMU_TESTS})
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 filter)
+  set(src ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda/${name}.cpp)
+  if(NOT EXISTS ${src})
+    continue()
+  endif()
+  add_executable(${name}_emu ${src})
+  target_include_directories(${name}_emu PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda)
+  target_link_libraries(${name}_emu PRIVATE fw_cuda_emu GTest::gtest_main)
+  add_test(NAME cuda_emu.${name} COMMAND ${name}_emu --gtest_filter=${filter})
+  set_tests_properties(cuda_emu.${name} PROPERTIES LABELS cuda_emu ENVIRONMENT
+                       "FW_CUDA_TESTS_REQUIRE_GPU=1;FW_NATIVE_ROOT=${CMAKE_CURRENT_SOURCE_DIR};OMP_NUM_THREADS=1")
+endforeach()
