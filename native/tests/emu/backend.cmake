@@ -64,3 +64,22 @@ foreach(entry ${FW_EMU_TESTS})
   set_tests_properties(cuda_emu.${name} PROPERTIES LABELS cuda_emu ENVIRONMENT
                        "FW_CUDA_TESTS_REQUIRE_GPU=1;FW_NATIVE_ROOT=${CMAKE_CURRENT_SOURCE_DIR};OMP_NUM_THREADS=1")
 endforeach()
+
+# fw_worker on the emulated backend ("device": "cuda" trains on it), and the
+# worker's GPU test against that binary: the worker's whole GPU path (fp32
+# against the CPU run, bf16, SIGTERM and resume, fp16 loss scaling, LoRA with
+# distillation, ZeRO-1, two ranks sharing the device over Gloo).
+if(TARGET fw_worker AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda/cuda_worker_test.cpp)
+  add_executable(fw_worker_emu ${FW_WORKER_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/worker/cuda/backend_cuda.cpp)
+  target_include_directories(fw_worker_emu PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/worker)
+  target_compile_definitions(fw_worker_emu PRIVATE FW_HAVE_CUDA)
+  target_link_libraries(fw_worker_emu PRIVATE fw_cuda_emu)
+  add_executable(cuda_worker_test_emu ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda/cuda_worker_test.cpp)
+  target_include_directories(cuda_worker_test_emu PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda)
+  target_link_libraries(cuda_worker_test_emu PRIVATE fw_cuda_emu GTest::gtest_main)
+  target_compile_definitions(cuda_worker_test_emu PRIVATE FW_WORKER_BIN="$<TARGET_FILE:fw_worker_emu>")
+  add_dependencies(cuda_worker_test_emu fw_worker_emu)
+  add_test(NAME cuda_emu.cuda_worker_test COMMAND cuda_worker_test_emu)
+  set_tests_properties(cuda_emu.cuda_worker_test PROPERTIES LABELS cuda_emu ENVIRONMENT
+                       "FW_CUDA_TESTS_REQUIRE_GPU=1;FW_NATIVE_ROOT=${CMAKE_CURRENT_SOURCE_DIR};OMP_NUM_THREADS=1")
+endif()
