@@ -276,11 +276,13 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 // ---------------------------------------------------------------- memory
 
 namespace {
+// 256-byte aligned as cudaMalloc's, and exactly `bytes` long, so that a
+// build with AddressSanitizer (FW_SANITIZE) sees a kernel read or write
+// past the end (compute-sanitizer's memcheck, on the CPU).
 void* allocate(size_t bytes) {
-  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
-  void* p = std::aligned_alloc(256, rounded);
-  if (!p) return nullptr;
-  std::memset(p, 0xFF, rounded);  // NaN in every float type until written
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) != 0) return nullptr;
+  std::memset(p, 0xFF, bytes);  // NaN in every float type until written
   g_allocs[reinterpret_cast<uintptr_t>(p)] = bytes;
   g_alloc_bytes += bytes;
   return p;

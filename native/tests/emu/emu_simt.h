@@ -119,13 +119,14 @@ using std::max;
 
 // ---------------------------------------------------------------- a block's threads
 //
-// A block's CUDA threads are fibers (ucontext) of the OS thread that runs
-// the launch: each runs until it meets a barrier its peers have not all
-// reached, then hands over to the next, round robin; a thread waiting at a
-// barrier is resumed only once the barrier opens. So the thousands of CUDA
-// threads of a model's kernels cost context switches, not OS threads. A
-// round in which no thread can run is a deadlock (a barrier some threads of
-// the block never reach): it aborts with a message.
+// A block's CUDA threads are fibers of the OS thread that runs the launch:
+// each runs until it meets a barrier its peers have not all reached, then
+// hands the thread straight to the next one that can run, round robin; a
+// thread waiting at a barrier is resumed only once the barrier opens. So
+// the thousands of CUDA threads of a model's kernels cost context switches,
+// not OS threads. A block in which no unfinished thread can run is a
+// deadlock (a barrier some of its threads never reach): it aborts with a
+// message.
 
 // The switch between fibers. On x86-64 a few instructions that save the
 // callee-saved registers and swap stacks (ucontext's swapcontext makes a
@@ -209,6 +210,8 @@ struct EmuFibers {
   std::vector<const EmuFiberBarrier*> wait_on;
   std::vector<unsigned long> wait_gen;
   std::vector<unsigned> shuffles;  // each fiber's shuffles so far in this block
+  std::vector<dim3> coords;        // each fiber's threadIdx
+  unsigned live = 0;               // fibers of the block not finished
   char* stacks = nullptr;
   size_t n_stacks = 0;
   int cur = -1;
@@ -228,14 +231,46 @@ struct EmuFibers {
 inline thread_local EmuFibers emu_fibers;
 
 // Called by a fiber that cannot go on yet: the scheduler runs the others.
-inline void emu_yield() {
+// Switches from fiber `from` to fiber `to` (-1: the scheduler).
+inline void emu_switch(int from, int to) {
   EmuFibers& f = emu_fibers;
-  EMU_CHECK(f.cur >= 0);  // a barrier outside a kernel
 #if EMU_FAST_SWITCH
-  emu_ctx_switch(&f.sp[f.cur], f.sched_sp);
+  emu_ctx_switch(from < 0 ? &f.sched_sp : &f.sp[from], to < 0 ? f.sched_sp : f.sp[to]);
 #else
-  swapcontext(&f.ctx[f.cur], &f.sched);
+  swapcontext(from < 0 ? &f.sched : &f.ctx[from], to < 0 ? &f.sched : &f.ctx[to]);
 #endif
+}
+
+// The next fiber after `after` (round robin) that can run: not finished,
+// and not waiting at a barrier that has not opened. -1 when none can.
+inline int emu_next_runnable(int after) {
+  EmuFibers& f = emu_fibers;
+  const int n = (int)f.done.size();
+  for (int i = 1; i <= n; i++) {
+    const int t = (after + i) % n;
+    if (!f.done[t] && (!f.wait_on[t] || f.wait_on[t]->generation() != f.wait_gen[t])) return t;
+  }
+  return -1;
+}
+
+// Hands the OS thread from the running fiber to the next runnable one, or
+// to the scheduler when none can run (every thread finished, or a deadlock).
+inline void emu_pass_on() {
+  EmuFibers& f = emu_fibers;
+  const int me = f.cur;
+  const int next = emu_next_runnable(me);
+  if (next >= 0) {
+    f.cur = next;
+    f.wait_on[next] = nullptr;
+    threadIdx = f.coords[next];
+  }
+  emu_switch(me, next);
+}
+
+// Called by a fiber that cannot go on yet.
+inline void emu_yield() {
+  EMU_CHECK(emu_fibers.cur >= 0);  // a barrier outside a kernel
+  emu_pass_on();
 }
 
 inline void EmuFiberBarrier::wait() {
@@ -334,12 +369,9 @@ inline void emu_fiber_entry() {
   EmuFibers& f = emu_fibers;
   (*f.body)();
   f.done[f.cur] = 1;
-#if EMU_FAST_SWITCH
-  void* dead;
-  emu_ctx_switch(&dead, f.sched_sp);  // never resumed
+  f.live--;
+  emu_pass_on();  // never resumed
   std::abort();
-#endif
-  // (ucontext) returning resumes uc_link: the scheduler
 }
 
 // Fiber t, ready to start emu_fiber_entry on its own stack.
@@ -383,6 +415,8 @@ inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& k
   f.done.assign(nt, 0);
   f.wait_on.assign(nt, nullptr);
   f.wait_gen.assign(nt, 0);
+  f.coords.resize(nt);
+  for (unsigned t = 0; t < nt; t++) f.coords[t] = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
   f.body = &kernel_call;
   gridDim = grid;
   blockDim = block;
@@ -404,33 +438,19 @@ inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& k
     std::fill(f.wait_on.begin(), f.wait_on.end(), nullptr);
     f.shuffles.assign(nt, 0);
     for (unsigned t = 0; t < nt; t++) emu_fiber_init(f, t);
-    unsigned live = nt;
-    while (live > 0) {
-      bool ran = false;
-      for (unsigned t = 0; t < nt; t++) {
-        if (f.done[t]) continue;
-        if (f.wait_on[t]) {
-          if (f.wait_on[t]->generation() == f.wait_gen[t]) continue;  // its barrier has not opened yet
-          f.wait_on[t] = nullptr;
-        }
-        ran = true;
-        f.cur = (int)t;
-        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-#if EMU_FAST_SWITCH
-        emu_ctx_switch(&f.sched_sp, f.sp[t]);
-#else
-        swapcontext(&f.sched, &f.ctx[t]);
-#endif
-        f.cur = -1;
-        if (f.done[t]) live--;
-      }
-      if (live > 0 && !ran) {
-        std::fprintf(stderr,
-                     "emu_simt: block (%u,%u,%u) deadlocked: %u of its %u threads wait at a barrier the others "
-                     "never reach\n",
-                     blockIdx.x, blockIdx.y, blockIdx.z, live, nt);
-        std::abort();
-      }
+    // Fiber 0 starts; from then on the fibers pass the thread among
+    // themselves, and it comes back here when none can run.
+    f.live = nt;
+    f.cur = 0;
+    threadIdx = f.coords[0];
+    emu_switch(-1, 0);
+    f.cur = -1;
+    if (f.live > 0) {
+      std::fprintf(stderr,
+                   "emu_simt: block (%u,%u,%u) deadlocked: %u of its %u threads wait at a barrier the others "
+                   "never reach\n",
+                   blockIdx.x, blockIdx.y, blockIdx.z, f.live, nt);
+      std::abort();
     }
   }
   f.body = nullptr;

@@ -6,7 +6,7 @@ vector loads, and two inline-PTX helpers from launch.cuh (an L2 prefetch and
 the programmatic-launch wait) that change no value. This script concatenates
 cuda_common.cuh, gemv.cuh and the kernels of gemv.cu (up to the host
 launchers) behind emu_simt.h, which runs a kernel's blocks one after another
-with a std::thread per CUDA thread and stubs the two helpers, then appends
+with a fiber per CUDA thread and stubs the two helpers, then appends
 gemv_emu_main.inc, which checks every kernel against a CPU reference
 (native/CMakeLists.txt: gemv_emu; docs/cuda.md).
 
