@@ -83,3 +83,17 @@ if(TARGET fw_worker AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda/cuda_worke
   set_tests_properties(cuda_emu.cuda_worker_test PROPERTIES LABELS cuda_emu ENVIRONMENT
                        "FW_CUDA_TESTS_REQUIRE_GPU=1;FW_NATIVE_ROOT=${CMAKE_CURRENT_SOURCE_DIR};OMP_NUM_THREADS=1")
 endif()
+
+# The model benchmark on the emulated backend, on its tiny config: its
+# training, decode, CUDA-graph and per-op profile paths run to the end and
+# report sane numbers (tests/emu/check_model_bench.py); the timings mean
+# nothing here.
+get_filename_component(fw_emu_repo ${CMAKE_CURRENT_SOURCE_DIR}/.. ABSOLUTE)
+if(EXISTS ${fw_emu_repo}/bench/engine/cuda/model_bench.cpp)
+  add_executable(fw_cuda_model_bench_emu ${fw_emu_repo}/bench/engine/cuda/model_bench.cpp)
+  target_link_libraries(fw_cuda_model_bench_emu PRIVATE fw_cuda_emu)
+  add_test(NAME cuda_emu.model_bench
+           COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/check_model_bench.py
+                   $<TARGET_FILE:fw_cuda_model_bench_emu>)
+  set_tests_properties(cuda_emu.model_bench PROPERTIES LABELS cuda_emu)
+endif()
