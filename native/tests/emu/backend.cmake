@@ -1,7 +1,7 @@
 # The CUDA backend on the CPU (tests/emu/emu_cuda.h, docs/cuda.md "The
-# emulated backend"): every .cu file but the tensor-core attention (which the
-# model then does not take) and launch.cu (programmatic launch, a plain
-# launch here) through ops_emu.py --lib, the host code of native/cuda
+# whole backend on the CPU"): every .cu file but launch.cu (programmatic
+# launch, a plain launch here) through ops_emu.py --lib (the tensor-core
+# attention's PTX helpers from emu_ptx.h), the host code of native/cuda
 # unchanged, and the GPU tests themselves built against it. So the model
 # loop, LoRA, distillation, recomputation, fp16 loss scaling, INT8 decode,
 # graph decode, the trainer with its overlap and ZeRO-1, and the worker's
@@ -9,7 +9,7 @@
 # Included from native/CMakeLists.txt (needs Python3 and Threads).
 
 set(FW_EMU_LIB_CU ops_rmsnorm ops_embedding ops_swiglu ops_loss optim quant lora_dropout ops_linear cast ops_attention
-    ops_rope decode gemv)
+    ops_rope decode gemv ops_attention_tc)
 set(FW_EMU_LIB_DIR ${CMAKE_CURRENT_BINARY_DIR}/emu_backend)
 set(FW_EMU_LIB_SRC "")
 set(FW_EMU_LIB_ARGS "")
@@ -37,16 +37,15 @@ target_include_directories(fw_cuda_emu BEFORE PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}
 target_link_libraries(fw_cuda_emu PUBLIC fw_engine Threads::Threads ${CMAKE_DL_LIBS})
 target_compile_options(fw_cuda_emu PRIVATE -w)  # generated from CUDA source: g++'s warnings are noise
 
-# The GPU tests against it. What they cannot reach here: NCCL (no library),
-# PyTorch on a GPU, and the tensor-core attention (tc_attention_emu checks
-# those kernels on their own).
+# The GPU tests against it. What they cannot reach here: NCCL (no library)
+# and PyTorch on a GPU.
 set(FW_EMU_TESTS
     "cuda_ops_test|*"
     "cuda_linear_test|*"
     "cuda_lora_test|*"
     "cuda_gemv_test|*"
     "cuda_decode_test|*"
-    "cuda_attention_test|*-*tensor_core*"
+    "cuda_attention_test|*"
     "cuda_model_test|*"
     "cuda_trainer_dp_test|*")
 foreach(entry ${FW_EMU_TESTS})

@@ -84,6 +84,9 @@ struct uint4 {
 struct uint2 {
   uint32_t x, y;
 };
+struct float2 {
+  float x, y;
+};
 struct char4 {
   signed char x, y, z, w;
 };
@@ -189,6 +192,8 @@ struct EmuBlock {
   float shfl[2][32][32];  // [parity of the lane's shuffle count][warp][lane]
   std::atomic<int> vote{0};
   std::vector<double> dyn;  // dynamic shared memory (8-byte aligned), all-ones bytes per block
+  size_t dyn_bytes = 0;     // as the launch asked
+  unsigned long serial = 0;  // blocks run so far (state kept per block starts over when it changes)
   std::mutex statics_mu;
   std::map<int, std::vector<double>> statics;  // static __shared__ arrays by declarator, per block
 };
@@ -429,6 +434,8 @@ inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& k
     for (unsigned w = 0; w < (nt + 31) / 32; w++)  // a last, partial warp has fewer lanes
       wb.push_back(std::make_unique<EmuFiberBarrier>((int)std::min(32u, nt - 32 * w)));
     emu_fill_nan(emu_block.dyn, smem_bytes);
+    emu_block.dyn_bytes = smem_bytes;
+    emu_block.serial++;
     emu_block.statics.clear();
     emu_block.vote = 0;
     emu_block.block = &bb;

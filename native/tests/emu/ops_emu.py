@@ -20,9 +20,11 @@ strip, convert_launches, static_smem and STUBS.
 
 Usage: ops_emu.py [--lib] <native/cuda dir> <out dir> <file.cu>...
 
---lib: for the emulated backend fw_cuda_emu (every .cu but the tensor-core
-attention and launch.cu, behind emu_cuda.h): failed runtime calls throw
-through the real cuda_check.h instead of being ignored.
+--lib: for the emulated backend fw_cuda_emu (every .cu but launch.cu,
+behind emu_cuda.h): failed runtime calls throw through the real
+cuda_check.h instead of being ignored, ops_attention.cu dispatches to the
+tensor-core kernels, and ops_attention_tc.cu's PTX helpers come from
+emu_ptx.h.
 """
 import os
 import re
@@ -185,8 +187,47 @@ void attention_backward_tc(bf16*, bf16*, bf16*, const float*, const bf16*, const
 """}
 
 
-# Headers a file includes besides its own.
+# Headers a file includes besides its own (in --lib mode, ops_attention.cu
+# dispatches to the tensor-core kernels).
 MORE_HEADERS = {"decode.cu": ["ops_attention.cuh"]}
+LIB_MORE_HEADERS = {"ops_attention.cu": ["ops_attention_tc.cuh"]}
+
+# The inline-PTX helpers of ops_attention_tc.cu, which emu_ptx.h (the
+# emulated backend) and emu_shim.h (tc_attention_emu) give instead.
+TC_PTX_HELPERS = ["mma_bf16", "ldmatrix_x4_trans", "ldmatrix_x4", "cp_async16", "cp_async_commit", "cp_async_wait",
+                  "fast_exp2"]
+
+
+def remove_device_fn(src, name):
+    """Removes `__device__ __forceinline__ void|float name(...) {...}` (with a
+    `template <int N>` line before it); returns (src, removed)."""
+    m = re.search(r"__device__ __forceinline__ (?:void|float) " + name + r"\(", src)
+    if not m:
+        return src, False
+    start = src.rfind("\n", 0, m.start()) + 1
+    prev = src.rfind("\n", 0, start - 1) + 1
+    if src[prev:start].startswith("template <int N>"):
+        start = prev
+    i, depth = src.index("{", m.end()), 0
+    while True:
+        if src[i] == "{":
+            depth += 1
+        elif src[i] == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        i += 1
+    end = src.index("\n", i) + 1
+    return src[:start] + "// [emu] removed: " + m.group(0) + "\n" + src[end:], True
+
+
+def remove_tc_ptx(src, who):
+    for name in TC_PTX_HELPERS:
+        src, ok = remove_device_fn(src, name)
+        if not ok:
+            sys.exit("%s: ops_attention_tc.cu no longer has the PTX helper %s: update emu_ptx.h / emu_shim.h"
+                     % (who, name))
+    return src
 
 # For the emulated backend (--lib): the real cuda_check.h, so a failed call
 # throws as it does on a GPU.
@@ -217,11 +258,16 @@ def main():
             if old not in text:
                 sys.exit("ops_emu.py: %s no longer has '%s': update SHRINK" % (f, old))
             text = text.replace(old, new)
+        if f == "ops_attention_tc.cu":
+            text = remove_tc_ptx(text, "ops_emu.py")
         body, _ = convert_launches(static_smem(dynamic_smem(strip(text))))
-        headers = [strip(read(h)) for h in [base + ".cuh"] + MORE_HEADERS.get(f, [])]
+        more = MORE_HEADERS.get(f, []) + (LIB_MORE_HEADERS.get(f, []) if lib else [])
+        headers = [strip(read(h)) for h in [base + ".cuh"] + more]
+        extra = "" if lib and f in LIB_MORE_HEADERS else EXTRA.get(f, "")  # --lib: the real tensor-core dispatch
         src = "\n".join(['#include "emu_simt.h"', '#include "common.h"', '#include "train_rng.h"', "#include <type_traits>",
-                          "#include <algorithm>", "#include <climits>", common] + headers +
-                         [LIB_STUBS if lib else STUBS, EXTRA.get(f, ""), body, ""])
+                          "#include <algorithm>", "#include <climits>"] +
+                         (['#include "emu_ptx.h"'] if f == "ops_attention_tc.cu" else []) + [common] + headers +
+                         [LIB_STUBS if lib else STUBS, extra, body, ""])
         if "asm" in re.sub(r"//.*", "", src):
             sys.exit("ops_emu.py: inline PTX in %s: stub it in emu_simt.h" % f)
         open(os.path.join(out_dir, base + "_emu.cc"), "w").write(src)

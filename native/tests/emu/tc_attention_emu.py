@@ -13,36 +13,14 @@ reference, so the kernels' index and fragment logic is tested without a GPU
 
 Usage: tc_attention_emu.py <ops_attention_tc.cu> <out.cc>
 """
+import os
 import re
 import sys
-src = open(sys.argv[1]).read()
-def remove_fn(s, pattern):
-    m = re.search(pattern, s)
-    if not m:
-        return s, False
-    start = s.rfind("\n", 0, m.start()) + 1
-    # include a preceding template line
-    prev = s.rfind("\n", 0, start - 1) + 1
-    if s[prev:start].startswith("template <int N>"):
-        start = prev
-    i = s.index("{", m.end())
-    depth = 0
-    while True:
-        if s[i] == "{": depth += 1
-        elif s[i] == "}":
-            depth -= 1
-            if depth == 0: break
-        i += 1
-    end = s.index("\n", i) + 1
-    return s[:start] + "// [emu] removed: " + m.group(0) + "\n" + s[end:], True
-removed = []
-for name in ["mma_bf16", "ldmatrix_x4_trans", "ldmatrix_x4", "cp_async16", "cp_async_commit", "cp_async_wait", "fast_exp2"]:
-    src, ok = remove_fn(src, r"__device__ __forceinline__ (?:void|float) " + name + r"\(")
-    if ok: removed.append(name)
-expected = ["mma_bf16", "ldmatrix_x4_trans", "ldmatrix_x4", "cp_async16", "cp_async_commit", "cp_async_wait", "fast_exp2"]
-if removed != expected:
-    sys.exit("tc_attention_emu.py: the PTX helpers of ops_attention_tc.cu changed (removed %s of %s): update emu_shim.h"
-             % (removed, expected))
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ops_emu import remove_tc_ptx  # noqa: E402  (shared with the emulated backend)
+
+src = remove_tc_ptx(open(sys.argv[1]).read(), "tc_attention_emu.py")
 src = src.replace('#include "ops_attention_tc.cuh"', '#include "emu_shim.h"')
 n = src.count("extern __shared__ __align__(16) unsigned char smem_raw[];")
 src = src.replace("extern __shared__ __align__(16) unsigned char smem_raw[];", "unsigned char* smem_raw = emu.smem;")
