@@ -253,11 +253,14 @@ void check_graph(int Tq) {
     const uint64_t seed = 1000 + 10 * step + Tq;
     const std::vector<float> q = rounded<T>(randn(nq, seed)), k = rounded<T>(randn(nk, seed + 1)),
                              v = rounded<T>(randn(nk, seed + 2));
-    // The graph's fixed input buffers get this step's q, k, v.
-    auto copy_in = [](Dev<T>& d, const std::vector<float>& h) {
+    // The graph's fixed input buffers get this step's q, k, v, on the
+    // graph's stream: a cudaMemcpy from pageable memory may still be on its
+    // way to the device when it returns, and the legacy stream it runs on
+    // is not ordered with a non-blocking one.
+    auto copy_in = [st](Dev<T>& d, const std::vector<float>& h) {
       std::vector<T> t(h.size());
       for (size_t i = 0; i < h.size(); i++) t[i] = from_float<T>(h[i]);
-      FW_CUDA_CHECK(cudaMemcpy(d.get(), t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice));
+      FW_CUDA_CHECK(cudaMemcpyAsync(d.get(), t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice, st));
     };
     copy_in(g_q, q);
     copy_in(g_k, k);

@@ -22,27 +22,37 @@ using EmuWork = std::function<void()>;
 namespace {
 
 // Work queued on a stream, in issue order; `done` of `issued` have run.
+// Shared: work waiting on a queue (an event wait, a graph) keeps it alive
+// after its stream is destroyed.
 struct Queue {
   std::deque<EmuWork> q;
   uint64_t issued = 0, done = 0;
+  bool running = false;  // an item of it is running (a nested flush may only reach earlier items)
+  bool blocking = true;  // ordered with the legacy stream
+  bool live = true;      // its stream exists (or: the legacy stream)
 };
+using QueuePtr = std::shared_ptr<Queue>;
+
+struct EventState {
+  QueuePtr q;  // where it was last recorded outside a capture
+  uint64_t seq = 0;
+  double t_ms = 0;
+  bool timing = true, recorded = false;
+  const CUstream_st* captured_in = nullptr;  // recorded in that stream's ongoing capture
+};
+using EventPtr = std::shared_ptr<EventState>;
 
 }  // namespace
 
 struct CUstream_st {
-  bool nonblocking = false;
-  Queue own;  // a non-blocking stream's queue (blocking ones share the legacy stream's)
+  QueuePtr q = std::make_shared<Queue>();
   bool capturing = false, invalidated = false;
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
   std::thread::id capture_thread;
   std::vector<EmuWork> graph;
-  std::set<CUevent_st*> captured_events;  // recorded in the ongoing capture
 };
 struct CUevent_st {
-  Queue* q = nullptr;  // where it was last recorded (outside a capture)
-  uint64_t seq = 0;
-  double t_ms = 0;
-  bool timing = true, in_capture = false;
+  EventPtr s = std::make_shared<EventState>();
 };
 struct CUgraph_st {
   std::vector<EmuWork> ops;
@@ -58,6 +68,7 @@ namespace {
 
 constexpr size_t kTotalMem = size_t(16) << 30;
 constexpr int kSMs = 4;
+constexpr size_t kDefaultDynSmem = 48 * 1024, kMaxDynSmem = 227 * 1024;
 
 std::recursive_mutex& mu() {
   static std::recursive_mutex m;
@@ -70,11 +81,13 @@ constexpr bool kEager = true;
 constexpr bool kEager = false;
 #endif
 
-Queue g_blocking;  // the legacy default stream and every blocking stream
+const QueuePtr g_legacy = std::make_shared<Queue>();  // the legacy default stream
+std::vector<QueuePtr> g_queues;                       // every stream's, while it exists or holds work
 std::set<CUstream_st*> g_streams;
 std::set<CUevent_st*> g_events;
 std::map<uintptr_t, size_t> g_allocs;  // base -> bytes
 size_t g_alloc_bytes = 0;
+std::map<const void*, size_t> g_max_dyn_smem;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
 thread_local cudaError_t t_last = cudaSuccess;
 
 double now_ms() {
@@ -100,45 +113,105 @@ CUstream_st* stream_of(cudaStream_t s, const char* call) {
   return s;
 }
 
-Queue& queue_of(CUstream_st* s) { return s && s->nonblocking ? s->own : g_blocking; }
+const QueuePtr& queue_of(CUstream_st* s) { return s ? s->q : g_legacy; }
 
 // Runs q's work up to (and including) the upto-th item it was given.
 void flush(Queue& q, uint64_t upto) {
+  if (q.running && upto > q.done)
+    die("a wait reaches the running item of its own queue (or a later one): a dependency cycle");
   while (q.done < upto) {
     EmuWork w = std::move(q.q.front());
     q.q.pop_front();
+    q.running = true;
     w();
+    q.running = false;
     q.done++;
   }
 }
 void flush_all() {
-  flush(g_blocking, g_blocking.issued);
-  for (CUstream_st* s : g_streams) flush(s->own, s->own.issued);
+  flush(*g_legacy, g_legacy->issued);
+  for (size_t i = 0; i < g_queues.size(); i++) flush(*g_queues[i], g_queues[i]->issued);
+  g_queues.erase(std::remove_if(g_queues.begin(), g_queues.end(),
+                                [](const QueuePtr& q) { return !q->live && q->done == q->issued; }),
+                 g_queues.end());
 }
 
-// The capture rules: while a capture started in global mode runs (any
-// thread), or one this thread started in thread-local mode, the
-// "potentially unsafe" calls (cudaMalloc, cudaFree, synchronous copies and
-// memsets, device synchronisation) fail and invalidate it.
+// The captures the "potentially unsafe" calls (cudaMalloc, cudaFree,
+// synchronous copies and memsets, device synchronisation) are prohibited
+// by: every capture in global mode, and this thread's in thread-local mode.
+bool prohibits(const CUstream_st* s) {
+  return s->capturing && (s->mode == cudaStreamCaptureModeGlobal ||
+                          (s->mode == cudaStreamCaptureModeThreadLocal && s->capture_thread == std::this_thread::get_id()));
+}
 bool unsafe_call_prohibited() {
   for (CUstream_st* s : g_streams)
-    if (s->capturing && (s->mode == cudaStreamCaptureModeGlobal ||
-                         (s->mode == cudaStreamCaptureModeThreadLocal && s->capture_thread == std::this_thread::get_id())))
-      return true;
+    if (prohibits(s)) return true;
   return false;
 }
+// The call fails and the captures that prohibit it are invalidated.
 cudaError_t prohibited(const char* call) {
   for (CUstream_st* s : g_streams)
-    if (s->capturing && s->mode != cudaStreamCaptureModeRelaxed) s->invalidated = true;
+    if (prohibits(s)) s->invalidated = true;
   std::fprintf(stderr, "emu_cuda: %s during a stream capture (not permitted)\n", call);
   return fail(cudaErrorStreamCaptureUnsupported);
 }
-// Work on the legacy stream waits for every blocking stream: with one of
-// them capturing, that would join the capture.
+// Work on (or a wait for) the legacy stream involves every blocking stream:
+// with one of them capturing, it would join the capture, which fails it.
 bool legacy_joins_a_capture() {
   for (CUstream_st* s : g_streams)
-    if (s->capturing && !s->nonblocking) return true;
+    if (s->capturing && s->q->blocking) return true;
   return false;
+}
+cudaError_t legacy_joined(const char* call) {
+  for (CUstream_st* c : g_streams)
+    if (c->capturing && c->q->blocking) c->invalidated = true;
+  std::fprintf(stderr, "emu_cuda: %s on the legacy stream joins a blocking stream's capture\n", call);
+  return fail(cudaErrorStreamCaptureImplicit);
+}
+
+void push(Queue& q, EmuWork w) {
+  q.q.push_back(std::move(w));
+  q.issued++;
+}
+
+// Queues w on stream s (records it, when s is being captured), after what
+// CUDA orders it after: work on the legacy stream waits for the work already
+// issued to every blocking stream, and work on a blocking stream for the
+// work already issued to the legacy stream.
+cudaError_t submit_locked(cudaStream_t s, EmuWork w, const char* call) {
+  if (kEager) {
+    w();
+    return cudaSuccess;
+  }
+  CUstream_st* st = stream_of(s, call);
+  if (st && st->capturing) {
+    st->graph.push_back(std::move(w));
+    return cudaSuccess;
+  }
+  if (!st) {
+    if (legacy_joins_a_capture()) return legacy_joined(call);
+    for (const QueuePtr& b : g_queues)
+      if (b->blocking && b->issued > b->done) {
+        const uint64_t upto = b->issued;
+        push(*g_legacy, [b, upto] { flush(*b, upto); });
+      }
+    push(*g_legacy, std::move(w));
+    return cudaSuccess;
+  }
+  Queue& q = *st->q;
+  if (q.blocking && g_legacy->issued > g_legacy->done) {
+    const uint64_t upto = g_legacy->issued;
+    push(q, [upto] { flush(*g_legacy, upto); });
+  }
+  push(q, std::move(w));
+  return cudaSuccess;
+}
+
+// Waits (on the host) for everything issued to stream s so far.
+void sync_stream(CUstream_st* st) {
+  if (!st) submit_locked(0, [] {}, "a synchronisation");  // picks up the blocking streams' work first
+  const QueuePtr& q = queue_of(st);
+  flush(*q, q->issued);
 }
 
 // The allocation holding p, or g_allocs.end() for host memory.
@@ -161,33 +234,47 @@ void check_range(const void* p, size_t bytes, const char* call) {
         std::to_string(it->second) + "-byte allocation (out of bounds)");
 }
 
-cudaError_t submit_locked(cudaStream_t s, EmuWork w, const char* call) {
-  if (kEager) {
-    w();
-    return cudaSuccess;
-  }
-  CUstream_st* st = stream_of(s, call);
-  if (st && st->capturing) {
-    st->graph.push_back(std::move(w));
-    return cudaSuccess;
-  }
-  if (!st && legacy_joins_a_capture()) {
-    for (CUstream_st* c : g_streams)
-      if (c->capturing && !c->nonblocking) c->invalidated = true;
-    std::fprintf(stderr, "emu_cuda: %s on the legacy stream joins a blocking stream's capture\n", call);
-    return fail(cudaErrorStreamCaptureImplicit);
-  }
-  Queue& q = queue_of(st);
-  q.q.push_back(std::move(w));
-  q.issued++;
-  return cudaSuccess;
-}
-
 }  // namespace
 
 cudaError_t emu_submit(cudaStream_t s, std::function<void()> work) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   return submit_locked(s, std::move(work), "a kernel launch");
+}
+
+void emu_check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem) {
+  auto bad = [&](const std::string& why) { die(std::string("launch of ") + name + ": " + why); };
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) bad("a grid dimension is 0 (cudaErrorInvalidConfiguration)");
+  if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) bad("grid beyond 2^31-1 x 65535 x 65535");
+  if (block.x > 1024 || block.y > 1024 || block.z > 64 || block.x * block.y * block.z > 1024 ||
+      block.x * block.y * block.z == 0)
+    bad("block of " + std::to_string(block.x) + "x" + std::to_string(block.y) + "x" + std::to_string(block.z) +
+        " threads (at most 1024, z at most 64)");
+  if (smem > kDefaultDynSmem) {
+    std::lock_guard<std::recursive_mutex> lk(mu());
+    auto it = g_max_dyn_smem.find(kernel);
+    const size_t allowed = it == g_max_dyn_smem.end() ? kDefaultDynSmem : it->second;
+    if (smem > allowed)
+      bad(std::to_string(smem) + " bytes of dynamic shared memory, " + std::to_string(allowed) +
+          " allowed (cudaFuncSetAttribute(MaxDynamicSharedMemorySize) raises the 48 KiB default)");
+  }
+}
+
+void emu_set_max_dyn_smem(const void* kernel, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> lk(mu());
+  g_max_dyn_smem[kernel] = bytes;
+}
+
+void emu_check_kernel_pointer(const void* p, const char* kernel, int arg) {
+  if (kEager || !p) return;  // the kernel-only emulators pass host memory
+  std::lock_guard<std::recursive_mutex> lk(mu());
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = g_allocs.upper_bound(a);
+  if (it != g_allocs.begin()) {
+    --it;
+    if (a <= it->first + it->second) return;  // inside, or one past the end (an empty range)
+  }
+  die(std::string("launch of ") + kernel + ": pointer argument " + std::to_string(arg) +
+      " is not device memory (host memory, or freed)");
 }
 
 // ---------------------------------------------------------------- device
@@ -213,8 +300,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
   *p = cudaDeviceProp{};
   std::snprintf(p->name, sizeof p->name, "flywheel CUDA emulator (CPU, sm_90-like)");
   p->totalGlobalMem = kTotalMem;
-  p->sharedMemPerBlock = 48 * 1024;
-  p->sharedMemPerBlockOptin = 227 * 1024;
+  p->sharedMemPerBlock = kDefaultDynSmem;
+  p->sharedMemPerBlockOptin = kMaxDynSmem;
   p->warpSize = 32;
   p->maxThreadsPerBlock = 1024;
   p->multiProcessorCount = kSMs;
@@ -229,7 +316,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
     case cudaDevAttrMultiProcessorCount: *v = kSMs; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMajor: *v = 9; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *v = 0; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = (int)kMaxDynSmem; return cudaSuccess;
   }
   return fail(cudaErrorInvalidValue);
 }
@@ -237,7 +324,14 @@ int emu_blocks_per_sm(int threads) { return std::max(1, std::min(32, 2048 / std:
 
 cudaError_t cudaDeviceSynchronize() {
   std::lock_guard<std::recursive_mutex> lk(mu());
-  if (unsafe_call_prohibited()) return prohibited("cudaDeviceSynchronize");
+  // a device-wide wait encompasses every capturing stream, in any mode
+  bool capture = false;
+  for (CUstream_st* s : g_streams)
+    if (s->capturing) capture = s->invalidated = true;
+  if (capture) {
+    std::fprintf(stderr, "emu_cuda: cudaDeviceSynchronize during a stream capture (not permitted)\n");
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   flush_all();
   return cudaSuccess;
 }
@@ -254,6 +348,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
@@ -261,6 +356,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
     case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
     case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
@@ -293,10 +389,34 @@ cudaError_t release(void* p, const char* call) {
     std::fprintf(stderr, "emu_cuda: %s of a pointer cudaMalloc did not return\n", call);
     return fail(cudaErrorInvalidValue);
   }
+  std::memset(p, 0xFF, it->second);  // a late reader sees NaN, not the old values
   g_alloc_bytes -= it->second;
   g_allocs.erase(it);
   std::free(p);
   return cudaSuccess;
+}
+
+// The copy's direction as `kind` says, checked against the pointers
+// (cudaMemcpyDefault: as the pointers say). False on a mismatch.
+bool direction(const void* dst, const void* src, cudaMemcpyKind kind, bool& dst_dev, bool& src_dev) {
+  dst_dev = is_device(dst);
+  src_dev = is_device(src);
+  switch (kind) {
+    case cudaMemcpyHostToDevice: return dst_dev && !src_dev;
+    case cudaMemcpyDeviceToHost: return !dst_dev && src_dev;
+    case cudaMemcpyDeviceToDevice: return dst_dev && src_dev;
+    case cudaMemcpyHostToHost: return !dst_dev && !src_dev;
+    default: return true;
+  }
+}
+const char* kind_name(cudaMemcpyKind k) {
+  switch (k) {
+    case cudaMemcpyHostToDevice: return "HostToDevice";
+    case cudaMemcpyDeviceToHost: return "DeviceToHost";
+    case cudaMemcpyDeviceToDevice: return "DeviceToDevice";
+    case cudaMemcpyHostToHost: return "HostToHost";
+    default: return "Default";
+  }
 }
 }  // namespace
 
@@ -329,15 +449,28 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   if (!p) return cudaSuccess;
   if (!is_device(p)) return fail(cudaErrorInvalidValue);
+  CUstream_st* st = stream_of(s, "cudaFreeAsync");
+  if (st && st->capturing) {  // a graph free node: not emulated (a replay would free twice)
+    st->invalidated = true;
+    std::fprintf(stderr, "emu_cuda: cudaFreeAsync in a capture is not emulated\n");
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   return submit_locked(s, [p] { release(p, "cudaFreeAsync"); }, "cudaFreeAsync");
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t s) {
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (bytes == 0) return cudaSuccess;
   std::lock_guard<std::recursive_mutex> lk(mu());
+  bool dst_dev, src_dev;
+  if (!kEager && !direction(dst, src, kind, dst_dev, src_dev)) {
+    std::fprintf(stderr, "emu_cuda: cudaMemcpyAsync %s between %s and %s memory\n", kind_name(kind),
+                 src_dev ? "device" : "host", dst_dev ? "device" : "host");
+    return fail(cudaErrorInvalidValue);
+  }
+  dst_dev = is_device(dst);
+  src_dev = is_device(src);
   check_range(dst, bytes, "cudaMemcpyAsync (destination)");
   check_range(src, bytes, "cudaMemcpyAsync (source)");
-  const bool dst_dev = is_device(dst), src_dev = is_device(src);
   CUstream_st* st = stream_of(s, "cudaMemcpyAsync");
   if (st && st->capturing) {
     if (!dst_dev || !src_dev) {  // pageable host memory cannot be a graph node
@@ -351,9 +484,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   if (!dst_dev) {
     // To pageable host memory: returns once the copy is done, after the
     // stream's earlier work.
-    Queue& q = queue_of(st);
-    if (!st && legacy_joins_a_capture()) return submit_locked(s, [] {}, "cudaMemcpyAsync");
-    flush(q, q.issued);
+    if (!st && !kEager && legacy_joins_a_capture()) return legacy_joined("cudaMemcpyAsync");
+    sync_stream(st);
     std::memmove(dst, src, bytes);
     return cudaSuccess;
   }
@@ -376,14 +508,18 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
   }
   return cudaSuccess;
 }
+// On the legacy stream, with CUDA's synchronisation for each direction
+// ("API synchronization behavior"): to host memory it returns when the copy
+// is done; from pageable host memory the legacy stream's earlier work is
+// waited for and the bytes are taken, but the copy to the device may still
+// be in flight when it returns; device to device does not wait at all. So
+// work on a non-blocking stream is not ordered after it.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   if (!kEager && unsafe_call_prohibited()) return prohibited("cudaMemcpy");
-  if (!kEager && legacy_joins_a_capture()) return submit_locked(0, [] {}, "cudaMemcpy");
-  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, 0);
-  if (e != cudaSuccess) return e;
-  flush(g_blocking, g_blocking.issued);  // synchronous with the legacy stream
-  return cudaSuccess;
+  if (!kEager && legacy_joins_a_capture()) return legacy_joined("cudaMemcpy");
+  if (!kEager && !is_device(src) && is_device(dst)) sync_stream(nullptr);
+  return cudaMemcpyAsync(dst, src, bytes, kind, 0);  // to host memory: waits for the copy itself
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return cudaSuccess;
@@ -418,20 +554,21 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = new CUstream_st();
-  st->nonblocking = (flags & cudaStreamNonBlocking) != 0;
+  st->q->blocking = (flags & cudaStreamNonBlocking) == 0;
   g_streams.insert(st);
+  g_queues.push_back(st->q);
   *s = st;
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+// Returns at once; work already queued still runs (its queue lives on in
+// g_queues until it is done).
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = stream_of(s, "cudaStreamDestroy");
   if (!st) return fail(cudaErrorInvalidResourceHandle);
   if (st->capturing) return fail(cudaErrorStreamCaptureUnsupported);
-  flush(st->own, st->own.issued);  // its queued work still runs
-  for (CUevent_st* e : g_events)
-    if (e->q == &st->own) e->q = nullptr;  // done: waiting on it is a no-op
+  st->q->live = false;
   g_streams.erase(st);
   delete st;
   return cudaSuccess;
@@ -439,83 +576,103 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = stream_of(s, "cudaStreamSynchronize");
-  if (!kEager && st && st->capturing) return prohibited("cudaStreamSynchronize of the capturing stream");
-  if (!kEager && !st && unsafe_call_prohibited()) return prohibited("cudaStreamSynchronize of the legacy stream");
-  Queue& q = queue_of(st);
-  flush(q, q.issued);
+  if (!kEager && st && st->capturing) {
+    st->invalidated = true;
+    std::fprintf(stderr, "emu_cuda: cudaStreamSynchronize of a capturing stream\n");
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  if (!kEager && !st && legacy_joins_a_capture()) return legacy_joined("cudaStreamSynchronize");
+  sync_stream(st);
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = stream_of(s, "cudaStreamQuery");
-  if (st && st->capturing) return prohibited("cudaStreamQuery of the capturing stream");
-  Queue& q = queue_of(st);
-  flush(q, q.issued);  // the "device" makes progress when asked
+  if (st && st->capturing) {
+    st->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  if (!st && legacy_joins_a_capture()) return legacy_joined("cudaStreamQuery");
+  sync_stream(st);  // the "device" makes progress when asked
   return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUevent_st* ev = new CUevent_st();
-  ev->timing = (flags & cudaEventDisableTiming) == 0;
+  ev->s->timing = (flags & cudaEventDisableTiming) == 0;
   g_events.insert(ev);
   *e = ev;
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+// Returns at once; records still queued keep the event's state alive.
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   if (!g_events.erase(e)) return fail(cudaErrorInvalidResourceHandle);
-  for (CUstream_st* s : g_streams) s->captured_events.erase(e);
-  // work already queued that records it keeps a pointer: let it run first
-  if (e->q) flush(*e->q, e->seq);
   delete e;
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   if (!g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+  EventPtr ev = e->s;
   CUstream_st* st = stream_of(s, "cudaEventRecord");
   if (!kEager && st && st->capturing) {
-    st->captured_events.insert(e);
-    st->graph.push_back([e] { e->t_ms = now_ms(); });
+    ev->captured_in = st;
+    st->graph.push_back([ev] { ev->t_ms = now_ms(); });
     return cudaSuccess;
   }
-  const cudaError_t r = submit_locked(s, [e] { e->t_ms = now_ms(); }, "cudaEventRecord");
+  const cudaError_t r = submit_locked(s, [ev] { ev->t_ms = now_ms(); }, "cudaEventRecord");
   if (r != cudaSuccess) return r;
-  Queue& q = queue_of(st);
-  e->q = kEager ? nullptr : &q;
-  e->seq = q.issued;
+  ev->captured_in = nullptr;
+  ev->recorded = true;
+  if (kEager) {
+    ev->q = nullptr;
+  } else {
+    ev->q = queue_of(st);
+    ev->seq = ev->q->issued;
+  }
   return cudaSuccess;
 }
+namespace {
+bool in_active_capture(const EventState& ev) {
+  for (CUstream_st* s : g_streams)
+    if (s == ev.captured_in && s->capturing) return true;
+  return false;
+}
+}  // namespace
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   if (!g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+  EventPtr ev = e->s;
   CUstream_st* st = stream_of(s, "cudaStreamWaitEvent");
   if (!kEager && st && st->capturing) {
-    if (st->captured_events.count(e)) return cudaSuccess;  // already before it in the one captured stream
+    if (ev->captured_in == st) return cudaSuccess;  // already before it in the one captured stream
     st->invalidated = true;
     std::fprintf(stderr, "emu_cuda: a captured stream waits for an event recorded outside the capture\n");
     return fail(cudaErrorStreamCaptureIsolation);
   }
-  if (!e->q) return cudaSuccess;  // never recorded, or done
-  Queue* q = e->q;
-  const uint64_t seq = e->seq;
+  if (!ev->q) return cudaSuccess;  // never recorded: nothing to wait for
+  QueuePtr q = ev->q;
+  const uint64_t seq = ev->seq;
   return submit_locked(s, [q, seq] { flush(*q, seq); }, "cudaStreamWaitEvent");
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   if (!g_events.count(e)) return fail(cudaErrorInvalidResourceHandle);
-  if (e->q) flush(*e->q, e->seq);
+  if (in_active_capture(*e->s)) return fail(cudaErrorCapturedEvent);
+  if (e->s->q) flush(*e->s->q, e->s->seq);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   std::lock_guard<std::recursive_mutex> lk(mu());
-  if (!g_events.count(start) || !g_events.count(end) || !start->timing || !end->timing)
+  if (!g_events.count(start) || !g_events.count(end) || !start->s->timing || !end->s->timing ||
+      !start->s->recorded || !end->s->recorded)
     return fail(cudaErrorInvalidResourceHandle);
-  if (start->q) flush(*start->q, start->seq);
-  if (end->q) flush(*end->q, end->seq);
-  *ms = (float)(end->t_ms - start->t_ms);
+  if (start->s->q) flush(*start->s->q, start->s->seq);
+  if (end->s->q) flush(*end->s->q, end->s->seq);
+  *ms = (float)(end->s->t_ms - start->s->t_ms);
   return cudaSuccess;
 }
 
@@ -525,27 +682,22 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = stream_of(s, "cudaStreamBeginCapture");
   if (!st) return fail(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot be captured
-  if (st->capturing) return fail(cudaErrorInvalidValue);
-  Queue& q = queue_of(st);
-  (void)q;
+  if (st->capturing) return fail(cudaErrorIllegalState);
   st->capturing = true;
   st->invalidated = false;
   st->mode = mode;
   st->capture_thread = std::this_thread::get_id();
   st->graph.clear();
-  st->captured_events.clear();
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = stream_of(s, "cudaStreamEndCapture");
   *g = nullptr;
-  if (!st || !st->capturing) return fail(cudaErrorInvalidValue);
+  if (!st || !st->capturing) return fail(cudaErrorIllegalState);
   if (st->mode != cudaStreamCaptureModeRelaxed && st->capture_thread != std::this_thread::get_id())
     return fail(cudaErrorStreamCaptureWrongThread);
   st->capturing = false;
-  for (CUevent_st* e : st->captured_events) e->in_capture = false;
-  st->captured_events.clear();
   if (st->invalidated) {
     st->graph.clear();
     return fail(cudaErrorStreamCaptureInvalidated);
@@ -557,6 +709,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
   std::lock_guard<std::recursive_mutex> lk(mu());
   CUstream_st* st = stream_of(s, "cudaStreamIsCapturing");
+  if (!st && legacy_joins_a_capture()) return legacy_joined("cudaStreamIsCapturing");
   *status = !st || !st->capturing ? cudaStreamCaptureStatusNone
             : st->invalidated     ? cudaStreamCaptureStatusInvalidated
                                   : cudaStreamCaptureStatusActive;
@@ -591,6 +744,10 @@ cublasStatus_t cublasCreate(cublasHandle_t* h) {
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t h) {
+  {
+    std::lock_guard<std::recursive_mutex> lk(mu());
+    flush_all();  // cuBLAS documents an implicit cudaDeviceSynchronize
+  }
   delete h;
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 
 // ---------------------------------------------------------------- types
 enum cudaError_t {
@@ -35,6 +36,7 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
+  cudaErrorIllegalState = 401,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorNotReady = 600,
   cudaErrorIllegalAddress = 700,
@@ -43,6 +45,7 @@ enum cudaError_t {
   cudaErrorStreamCaptureIsolation = 905,
   cudaErrorStreamCaptureWrongThread = 908,
   cudaErrorStreamCaptureImplicit = 906,
+  cudaErrorCapturedEvent = 907,
 };
 using cudaError = cudaError_t;
 struct CUstream_st;
@@ -150,9 +153,17 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, K, int threads
   *n = emu_blocks_per_sm(threads);
   return cudaSuccess;
 }
+// A kernel's identity (its address), for the per-kernel attributes.
+template <typename F>
+const void* emu_fn_id(F* f) {
+  return reinterpret_cast<const void*>(f);
+}
+void emu_set_max_dyn_smem(const void* kernel, size_t bytes);
 template <typename K>
-cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int bytes) {
-  return bytes >= 0 && bytes <= 227 * 1024 ? cudaSuccess : cudaErrorInvalidValue;
+cudaError_t cudaFuncSetAttribute(K kernel, cudaFuncAttribute, int bytes) {
+  if (bytes < 0 || bytes > 227 * 1024) return cudaErrorInvalidValue;
+  emu_set_max_dyn_smem(emu_fn_id(kernel), (size_t)bytes);
+  return cudaSuccess;
 }
 template <typename K>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, K) {
@@ -165,6 +176,23 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, K) {
 // Queues work on a stream (or records it, while the stream is captured).
 // Eager mode (FW_EMU_EAGER) runs it at once.
 cudaError_t emu_submit(cudaStream_t s, std::function<void()> work);
+
+// A launch's checks, made when it is issued (a GPU refuses the launch, or
+// faults): the grid and block within CUDA's limits, dynamic shared memory
+// within 48 KiB or what cudaFuncSetAttribute allowed the kernel, and every
+// pointer argument null or in a live allocation (one past its end allowed).
+struct dim3;
+void emu_check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem);
+void emu_check_kernel_pointer(const void* p, const char* kernel, int arg);
+template <typename A>
+void emu_check_arg(const char* kernel, int i, const A& a) {
+  if constexpr (std::is_pointer<A>::value) emu_check_kernel_pointer(static_cast<const void*>(a), kernel, i);
+}
+template <typename... A>
+void emu_check_args(const char* kernel, const A&... a) {
+  int i = 0;
+  (emu_check_arg(kernel, i++, a), ...);
+}
 
 // ---------------------------------------------------------------- cuBLAS
 enum cublasStatus_t { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_NOT_INITIALIZED = 1, CUBLAS_STATUS_INVALID_VALUE = 7,

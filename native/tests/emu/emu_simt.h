@@ -78,10 +78,12 @@ inline __half __float2half_rn(float f) { return {emu_f2h_rn(f)}; }
 
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float exp2f(float x) { return std::exp2(x); }
-struct uint4 {
+// Aligned as CUDA's vector types: a 16-byte load from a misaligned address
+// faults on a GPU, and may here (the compiler may use aligned loads).
+struct alignas(16) uint4 {
   uint32_t x, y, z, w;
 };
-struct uint2 {
+struct alignas(8) uint2 {
   uint32_t x, y;
 };
 struct float2 {
@@ -193,6 +195,7 @@ struct EmuBlock {
   std::atomic<int> vote{0};
   std::vector<double> dyn;  // dynamic shared memory (8-byte aligned), all-ones bytes per block
   size_t dyn_bytes = 0;     // as the launch asked
+  long pdl_waits = 0;       // griddepcontrol.wait calls in the block (programmatic launches)
   unsigned long serial = 0;  // blocks run so far (state kept per block starts over when it changes)
   std::mutex statics_mu;
   std::map<int, std::vector<double>> statics;  // static __shared__ arrays by declarator, per block
@@ -224,12 +227,15 @@ struct EmuFibers {
   ~EmuFibers() {
     if (stacks) munmap(stacks, n_stacks * kStack);
   }
+  // n stacks, each with a guard page at its low end (stacks grow down), so
+  // an overflow faults instead of writing over the next fiber's frames.
   void reserve(size_t n) {
     if (n <= n_stacks) return;
     if (stacks) munmap(stacks, n_stacks * kStack);
     void* m = mmap(nullptr, n * kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     EMU_CHECK(m != MAP_FAILED);
     stacks = static_cast<char*>(m);
+    for (size_t i = 0; i < n; i++) EMU_CHECK(mprotect(stacks + i * kStack, 4096, PROT_NONE) == 0);
     n_stacks = n;
   }
 };
@@ -312,6 +318,7 @@ V* emu_static_smem(int site, size_t n) {
   std::lock_guard<std::mutex> lk(emu_block.statics_mu);
   std::vector<double>& a = emu_block.statics[site];
   if (a.empty()) emu_fill_nan(a, n * sizeof(V));
+  EMU_CHECK(a.size() * sizeof(double) >= n * sizeof(V));  // one declaration, one size
   return reinterpret_cast<V*>(a.data());
 }
 
@@ -365,10 +372,19 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
 
 // The order blocks run in: ascending, or (emu_reverse_blocks) descending, so
 // code that assumes which block comes last can be caught.
+// FW_EMU_BLOCK_ORDER=reverse sets it for a whole run.
 inline bool& emu_reverse_blocks() {
-  static bool r = false;
+  static bool r = [] {
+    const char* e = std::getenv("FW_EMU_BLOCK_ORDER");
+    return e && std::strcmp(e, "reverse") == 0;
+  }();
   return r;
 }
+
+// griddepcontrol.wait (launch.cuh's pdl_wait_then_trigger): counted, so a
+// kernel launched programmatically that never waits for the kernel before
+// it (which a GPU may still be running) is caught.
+inline void emu_pdl_wait() { emu_block.pdl_waits++; }
 
 inline void emu_fiber_entry() {
   EmuFibers& f = emu_fibers;
@@ -406,7 +422,8 @@ inline void emu_fiber_init(EmuFibers& f, unsigned t) {
 // Runs kernel_call over grid x block (up to 1024 threads per block), one
 // block after another, with smem_bytes of dynamic shared memory (NaN until
 // written, like every static __shared__ array), on the calling OS thread.
-inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& kernel_call, size_t smem_bytes) {
+inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& kernel_call, size_t smem_bytes,
+                           bool pdl = false, const char* name = "a kernel") {
   const unsigned nt = block.x * block.y * block.z;
   EMU_CHECK(nt >= 1 && nt <= 1024);
   EmuFibers& f = emu_fibers;
@@ -436,6 +453,7 @@ inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& k
     emu_fill_nan(emu_block.dyn, smem_bytes);
     emu_block.dyn_bytes = smem_bytes;
     emu_block.serial++;
+    emu_block.pdl_waits = 0;
     emu_block.statics.clear();
     emu_block.vote = 0;
     emu_block.block = &bb;
@@ -459,15 +477,26 @@ inline void emu_run_kernel(dim3 grid, dim3 block, const std::function<void()>& k
                    blockIdx.x, blockIdx.y, blockIdx.z, f.live, nt);
       std::abort();
     }
+    if (pdl && emu_block.pdl_waits == 0) {
+      std::fprintf(stderr,
+                   "emu_simt: %s was launched programmatically (launch_pdl) but block (%u,%u,%u) never waits "
+                   "for the kernel before it (pdl_wait_then_trigger)\n",
+                   name, blockIdx.x, blockIdx.y, blockIdx.z);
+      std::abort();
+    }
   }
   f.body = nullptr;
 }
 
-// kernel<<<grid, block, smem_bytes, stream>>>: the blocks run when the
-// stream gets to them (emu_cuda.h), with the arguments copied now.
+// kernel<<<grid, block, smem_bytes, stream>>>: checked now (emu_cuda.h's
+// emu_check_launch), the blocks run when the stream gets to them, with the
+// arguments copied now. kernel: the kernel's address (for its attributes);
+// pdl: a programmatic launch, whose every block must wait for the kernel
+// before it.
 template <typename F>
-void emu_launch(dim3 grid, dim3 block, F kernel_call, size_t smem_bytes = 0, cudaStream_t stream = 0) {
-  const unsigned nt = block.x * block.y * block.z;
-  EMU_CHECK(nt >= 1 && nt <= 1024);
-  emu_submit(stream, [=] { emu_run_kernel(grid, block, std::function<void()>(kernel_call), smem_bytes); });
+void emu_launch(dim3 grid, dim3 block, F kernel_call, size_t smem_bytes = 0, cudaStream_t stream = 0,
+                const void* kernel = nullptr, const char* name = "a kernel", bool pdl = false) {
+  emu_check_launch(kernel, name, grid, block, smem_bytes);
+  emu_submit(stream,
+             [=] { emu_run_kernel(grid, block, std::function<void()>(kernel_call), smem_bytes, pdl, name); });
 }

@@ -8,7 +8,8 @@ Each file is kept whole, kernels and host launchers: its includes are
 replaced by emu_simt.h, cuda_common.cuh and its own header, launch_pdl is
 routed to emu_launch (STUBS), and every triple-chevron launch
 `kernel<<<grid, block, smem, stream>>>(args);` becomes
-`emu_launch(dim3(grid), dim3(block), [&] { kernel(args); });`, so the
+an emu_launch of `[=] { kernel(args); }` (arguments copied at the launch,
+run when the stream gets to it, pointers and configuration checked), so the
 launchers' own grid sizing and path choice (packed or scalar) are what runs;
 dynamic shared memory comes from emu_dyn_smem, sized by the launch, and
 static __shared__ arrays from emu_static_smem: both fresh for every block
@@ -37,11 +38,13 @@ STUBS = """
 #define FW_CUDA_CHECK_LAUNCH()
 namespace fw {
 namespace cuda {
-__device__ __forceinline__ void pdl_wait_then_trigger() {}
+__device__ __forceinline__ void pdl_wait_then_trigger() { emu_pdl_wait(); }
 __device__ __forceinline__ void warp_prefetch_l2(const void*, size_t) {}
 template <typename... KArgs, typename... Args>
 void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
-  emu_launch(grid, block, [=] { kernel(static_cast<KArgs>(args)...); }, 0, stream);
+  emu_check_args("a programmatic launch", static_cast<KArgs>(args)...);
+  emu_launch(grid, block, [=] { kernel(static_cast<KArgs>(args)...); }, 0, stream, emu_fn_id(kernel),
+             "a programmatic launch", true);
 }
 }  // namespace cuda
 }  // namespace fw
@@ -111,9 +114,12 @@ def convert_launches(src):
             sys.exit("ops_emu.py: expected ';' after the launch of " + kernel)
         smem = "(size_t)(%s)" % cfg[2] if len(cfg) > 2 else "0"
         stream = cfg[3] if len(cfg) > 3 else "0"
-        # [=]: the arguments are copied at the launch, which runs when its stream gets to it
-        out += src[i:k] + "emu_launch(dim3(%s), dim3(%s), [=] { %s(%s); }, %s, %s);" % (cfg[0], cfg[1], kernel, args,
-                                                                                       smem, stream)
+        # [=]: the arguments are copied at the launch, which runs when its stream gets to it; the
+        # pointer arguments and the launch configuration are checked at the launch
+        name = '"%s"' % kernel.replace('"', "")
+        out += src[i:k] + ("{ emu_check_args(%s%s); emu_launch(dim3(%s), dim3(%s), [=] { %s(%s); }, %s, %s, "
+                           "emu_fn_id(%s), %s); }") % (name, ", " + args if args.strip() else "", cfg[0], cfg[1],
+                                                      kernel, args, smem, stream, kernel, name)
         i, n = p + 2, n + 1
 
 
