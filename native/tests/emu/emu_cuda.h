@@ -7,17 +7,26 @@
 //  - streams are lazy: work is queued and runs only when something waits
 //    for it (a stream or event synchronisation, a copy to host memory, a
 //    cudaFree), so a host read of a result nobody waited for sees the old
-//    bytes; the legacy default stream and every blocking stream share one
-//    queue, and a non-blocking stream (cudaStreamNonBlocking) is ordered
-//    with the others only through events, as on a GPU;
-//  - cudaMalloc returns all-ones bytes (a NaN in every float type), so a
-//    kernel or GEMM that reads memory nobody wrote shows in the outputs;
-//  - copies and memsets are bounds-checked against their allocation (an
-//    overrun aborts with a message, like compute-sanitizer's memcheck);
+//    bytes;
+//  - the legacy default stream waits for the work already issued to every
+//    blocking stream and they for its; blocking streams are not ordered
+//    with each other, and non-blocking ones (cudaStreamNonBlocking) with
+//    nothing but through events;
+//  - cudaMemcpy synchronises as the runtime documents per direction: to
+//    host memory it returns when done, from pageable memory it may return
+//    before the bytes land, device to device it does not wait;
+//  - cudaMalloc returns all-ones bytes (a NaN in every float type), and
+//    freed memory gets them again, so reading memory nobody wrote (or
+//    memory already freed) shows in the outputs;
+//  - copies are checked against their kind and their allocation, launches
+//    against CUDA's grid, block and shared-memory limits, and a kernel's
+//    pointer arguments must lie in live allocations (an overrun or a host
+//    pointer aborts with a message, like compute-sanitizer's memcheck);
 //  - stream capture records the stream's work into a graph, replayed by
 //    cudaGraphLaunch with the values memory holds then; the calls a capture
 //    forbids (synchronisation, cudaMalloc, copies to or from pageable
-//    memory, the legacy stream) fail it as CUDA does;
+//    memory, the legacy stream next to a blocking capture) fail it as CUDA
+//    does;
 //  - one emulated device, sm_90-like, with few SMs (so grids sized "one
 //    wave" loop over their work).
 // FW_EMU_EAGER (the kernel-only emulator tests) runs every call at once
