@@ -37,6 +37,12 @@ target_include_directories(fw_cuda_emu BEFORE PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}
 target_link_libraries(fw_cuda_emu PUBLIC fw_engine Threads::Threads ${CMAKE_DL_LIBS})
 target_compile_options(fw_cuda_emu PRIVATE -w)  # generated from CUDA source: g++'s warnings are noise
 
+# The emulated runtime's own rules (tests/emu/emu_cuda_test.cpp).
+add_executable(emu_cuda_test ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/emu_cuda_test.cpp)
+target_link_libraries(emu_cuda_test PRIVATE fw_cuda_emu GTest::gtest_main)
+add_test(NAME cuda_emu.emu_cuda_test COMMAND emu_cuda_test)
+set_tests_properties(cuda_emu.emu_cuda_test PROPERTIES LABELS cuda_emu)
+
 # The GPU tests against it. What they cannot reach here: NCCL (no library)
 # and PyTorch on a GPU.
 set(FW_EMU_TESTS
@@ -62,6 +68,15 @@ foreach(entry ${FW_EMU_TESTS})
   add_test(NAME cuda_emu.${name} COMMAND ${name}_emu --gtest_filter=${filter})
   set_tests_properties(cuda_emu.${name} PROPERTIES LABELS cuda_emu ENVIRONMENT
                        "FW_CUDA_TESTS_REQUIRE_GPU=1;FW_NATIVE_ROOT=${CMAKE_CURRENT_SOURCE_DIR};OMP_NUM_THREADS=1")
+endforeach()
+# The kernel-level tests again with every grid's blocks last to first, so a
+# kernel that relies on which block runs first or last fails.
+foreach(name cuda_ops_test cuda_decode_test cuda_attention_test cuda_trainer_dp_test)
+  if(TARGET ${name}_emu)
+    add_test(NAME cuda_emu.${name}.blocks_reversed COMMAND ${name}_emu)
+    set_tests_properties(cuda_emu.${name}.blocks_reversed PROPERTIES LABELS cuda_emu ENVIRONMENT
+                         "FW_EMU_BLOCK_ORDER=reverse;FW_CUDA_TESTS_REQUIRE_GPU=1;OMP_NUM_THREADS=1")
+  endif()
 endforeach()
 
 # fw_worker on the emulated backend ("device": "cuda" trains on it), and the
