@@ -1,14 +1,10 @@
-// emu_common.h: what both CPU emulators of CUDA kernels share (emu_shim.h
-// for the tensor-core attention, emu_simt.h for the rest): the 16-bit
-// conversions, round to nearest even as the CUDA intrinsics do (fp16 with
-// its subnormals), and the generation-counted barrier their warps and
-// blocks meet at.
+// emu_common.h: the 16-bit conversions of the CPU emulator of CUDA kernels
+// (emu_simt.h, emu_ptx.h, emu_cuda.cc), round to nearest even as the CUDA
+// intrinsics do (fp16 with its subnormals).
 #pragma once
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 
 inline uint16_t emu_f2bf_rn(float f) {
   uint32_t u;
@@ -50,25 +46,3 @@ inline float emu_h2f(uint16_t h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-
-class EmuBarrier {
- public:
-  explicit EmuBarrier(int n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lk(m_);
-    const unsigned long gen = gen_;
-    if (++count_ == n_) {
-      count_ = 0;
-      gen_++;
-      cv_.notify_all();
-      return;
-    }
-    cv_.wait(lk, [&] { return gen_ != gen; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  int n_, count_ = 0;
-  unsigned long gen_ = 0;
-};

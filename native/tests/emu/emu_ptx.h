@@ -1,8 +1,7 @@
 // emu_ptx.h: the inline-PTX helpers of ops_attention_tc.cu (the tensor-core
-// attention) on emu_simt.h's fibers, for the emulated backend (ops_emu.py
-// --lib removes the helpers from the source and includes this instead).
-// The same PTX ISA semantics as emu_shim.h, which tc_attention_emu uses on
-// its own:
+// attention) on emu_simt.h's fibers (ops_emu.py removes the helpers from
+// the source and includes this instead).
+// tc_attention_emu checks the kernels with it on their own. The semantics:
 //  - mma.sync m16n8k16 row.col bf16 -> f32: the warp's lanes publish their
 //    A and B fragments, each lane computes its four accumulators from the
 //    fragment layouts (the products summed in double, rounded to fp32 once:
@@ -32,6 +31,7 @@ struct EmuPtx {
   uint32_t a[32][32][4], b[32][32][2];  // [warp][lane]: mma operands
   uint32_t addr[32][32];                // ldmatrix row offsets
   unsigned long serial = 0;             // the block the cp.async queues belong to
+  long n_mma = 0, n_ldm = 0, n_ldm_t = 0;  // per-lane calls, for the tests' "the tensor cores ran"
   using Copy = std::pair<void*, const void*>;  // (shared destination, global source or null for zeros)
   std::vector<std::vector<Copy>> open;         // [thread] copies since the last commit
   std::vector<std::deque<std::vector<Copy>>> committed;
@@ -64,6 +64,7 @@ inline float emu_bf_hi(uint32_t r) { return emu_bf2f((uint16_t)(r >> 16)); }
 // B[2t+8..2t+9][g] in b1; C rows g and g+8, columns 2t and 2t+1).
 inline void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   const int w = emu_tid() >> 5, l = emu_tid() & 31;
+  emu_ptx.n_mma++;
   for (int i = 0; i < 4; i++) emu_ptx.a[w][l][i] = a[i];
   emu_ptx.b[w][l][0] = b0;
   emu_ptx.b[w][l][1] = b1;
@@ -88,6 +89,7 @@ inline void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_
 inline void emu_ldmatrix(uint32_t (&r)[4], const __nv_bfloat16* p, bool trans) {
   const int w = emu_tid() >> 5, l = emu_tid() & 31;
   emu_ptx.addr[w][l] = emu_smem_offset(p, 16, "ldmatrix row address");
+  (trans ? emu_ptx.n_ldm_t : emu_ptx.n_ldm)++;
   emu_block.warps[w]->wait();
   const unsigned char* smem = reinterpret_cast<const unsigned char*>(emu_block.dyn.data());
   const int row = l >> 2, c0 = 2 * (l & 3);

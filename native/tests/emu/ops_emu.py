@@ -198,8 +198,8 @@ void attention_backward_tc(bf16*, bf16*, bf16*, const float*, const bf16*, const
 MORE_HEADERS = {"decode.cu": ["ops_attention.cuh"]}
 LIB_MORE_HEADERS = {"ops_attention.cu": ["ops_attention_tc.cuh"]}
 
-# The inline-PTX helpers of ops_attention_tc.cu, which emu_ptx.h (the
-# emulated backend) and emu_shim.h (tc_attention_emu) give instead.
+# The inline-PTX helpers of ops_attention_tc.cu, which emu_ptx.h gives
+# instead (the emulated backend and tc_attention_emu).
 TC_PTX_HELPERS = ["mma_bf16", "ldmatrix_x4_trans", "ldmatrix_x4", "cp_async16", "cp_async_commit", "cp_async_wait",
                   "fast_exp2"]
 
@@ -231,7 +231,7 @@ def remove_tc_ptx(src, who):
     for name in TC_PTX_HELPERS:
         src, ok = remove_device_fn(src, name)
         if not ok:
-            sys.exit("%s: ops_attention_tc.cu no longer has the PTX helper %s: update emu_ptx.h / emu_shim.h"
+            sys.exit("%s: ops_attention_tc.cu no longer has the PTX helper %s: update emu_ptx.h"
                      % (who, name))
     return src
 
