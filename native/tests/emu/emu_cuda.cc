@@ -396,11 +396,9 @@ cudaError_t release(void* p, const char* call) {
   return cudaSuccess;
 }
 
-// The copy's direction as `kind` says, checked against the pointers
-// (cudaMemcpyDefault: as the pointers say). False on a mismatch.
-bool direction(const void* dst, const void* src, cudaMemcpyKind kind, bool& dst_dev, bool& src_dev) {
-  dst_dev = is_device(dst);
-  src_dev = is_device(src);
+// Whether `kind` agrees with where the pointers are (cudaMemcpyDefault:
+// any).
+bool kind_fits(cudaMemcpyKind kind, bool dst_dev, bool src_dev) {
   switch (kind) {
     case cudaMemcpyHostToDevice: return dst_dev && !src_dev;
     case cudaMemcpyDeviceToHost: return !dst_dev && src_dev;
@@ -461,14 +459,12 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (bytes == 0) return cudaSuccess;
   std::lock_guard<std::recursive_mutex> lk(mu());
-  bool dst_dev, src_dev;
-  if (!kEager && !direction(dst, src, kind, dst_dev, src_dev)) {
+  const bool dst_dev = is_device(dst), src_dev = is_device(src);
+  if (!kEager && !kind_fits(kind, dst_dev, src_dev)) {
     std::fprintf(stderr, "emu_cuda: cudaMemcpyAsync %s between %s and %s memory\n", kind_name(kind),
                  src_dev ? "device" : "host", dst_dev ? "device" : "host");
     return fail(cudaErrorInvalidValue);
   }
-  dst_dev = is_device(dst);
-  src_dev = is_device(src);
   check_range(dst, bytes, "cudaMemcpyAsync (destination)");
   check_range(src, bytes, "cudaMemcpyAsync (source)");
   CUstream_st* st = stream_of(s, "cudaMemcpyAsync");

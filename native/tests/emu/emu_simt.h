@@ -5,7 +5,8 @@
 // Blocks run one after another: a legal schedule for kernels whose blocks
 // never wait for each other (a last-block-combines ticket included). Inside a
 // block every CUDA thread is a fiber, __syncthreads is a block barrier,
-// __shfl_xor_sync meets at a per-warp barrier and atomics take a lock. bf16
+// __shfl_xor_sync meets at a per-warp barrier and atomics are plain
+// read-modify-writes (no fiber yields inside one). bf16
 // and fp16 are 16-bit structs converted with round-to-nearest-even, as the
 // CUDA intrinsics do. rsqrtf, __expf and exp2f are computed exactly (the
 // GPU's are approximate: compare with a tolerance). L2 prefetches and
@@ -15,18 +16,15 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <cassert>
 #include <map>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <thread>
+#include <string>
 
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -103,15 +101,12 @@ template <typename V>
 V __ldcg(const V* p) {  // an L2 load: here, the one copy of memory
   return *p;
 }
-// Blocks run one at a time, so a fence orders nothing more than program
-// order already does; the atomics still go through one lock.
+// Blocks run one at a time and a block's threads are fibers of one OS
+// thread (and every kernel runs under emu_cuda.cc's lock), so a fence
+// orders nothing more than program order already does, and an atomic is
+// atomic because no fiber yields inside it.
 inline void __threadfence() {}
-inline std::mutex& emu_atomic_lock() {
-  static std::mutex m;
-  return m;
-}
 inline unsigned atomicInc(unsigned* p, unsigned limit) {  // PTX atom.inc: wraps to 0 past limit
-  std::lock_guard<std::mutex> lk(emu_atomic_lock());
   const unsigned old = *p;
   *p = old >= limit ? 0u : old + 1u;
   return old;
@@ -197,7 +192,6 @@ struct EmuBlock {
   size_t dyn_bytes = 0;     // as the launch asked
   long pdl_waits = 0;       // griddepcontrol.wait calls in the block (programmatic launches)
   unsigned long serial = 0;  // blocks run so far (state kept per block starts over when it changes)
-  std::mutex statics_mu;
   std::map<int, std::vector<double>> statics;  // static __shared__ arrays by declarator, per block
 };
 inline EmuBlock emu_block;
@@ -315,7 +309,6 @@ V* emu_dyn_smem() {
 // the same storage for every thread of the block, fresh (NaN) for the next.
 template <typename V>
 V* emu_static_smem(int site, size_t n) {
-  std::lock_guard<std::mutex> lk(emu_block.statics_mu);
   std::vector<double>& a = emu_block.statics[site];
   if (a.empty()) emu_fill_nan(a, n * sizeof(V));
   EMU_CHECK(a.size() * sizeof(double) >= n * sizeof(V));  // one declaration, one size
